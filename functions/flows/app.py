@@ -1,0 +1,72 @@
+"""Flows function: the flow documents and their versions (``/api/flows…``)."""
+
+from __future__ import annotations
+
+import performance_routes
+from capandex.api.app import create_app, lambda_handler
+from capandex.api.deps import CurrentUser, Db
+from capandex.flows import repository as repo
+from capandex.flows.models import (
+    Deleted,
+    FlowCreate,
+    FlowPublic,
+    FlowsPublic,
+    FlowUpdate,
+    Restored,
+    VersionCreate,
+    VersionCreated,
+    VersionsPublic,
+)
+from fastapi import APIRouter, status
+
+router = APIRouter(prefix="/api/flows", tags=["flows"])
+
+
+@router.get("", response_model=FlowsPublic)
+def list_flows(*, user: CurrentUser, db: Db) -> dict:
+    return {"flows": repo.list_flows(db, user_id=user.id)}
+
+
+@router.post("", response_model=FlowPublic, status_code=status.HTTP_201_CREATED)
+def create_flow(*, user: CurrentUser, db: Db, body: FlowCreate) -> dict:
+    document = body.model_dump(exclude={"name"}, exclude_none=True)
+    return repo.create_flow(db, user_id=user.id, name=body.name, document=document)
+
+
+@router.get("/{flowId}", response_model=FlowPublic)
+def get_flow(*, user: CurrentUser, db: Db, flowId: str) -> dict:
+    return repo.get_flow(db, user_id=user.id, flow_id=flowId)
+
+
+@router.put("/{flowId}", response_model=FlowPublic)
+def update_flow(*, user: CurrentUser, db: Db, flowId: str, body: FlowUpdate) -> dict:
+    changes = body.model_dump(include=body.model_fields_set, exclude_none=True)
+    return repo.update_flow(db, user_id=user.id, flow_id=flowId, changes=changes)
+
+
+@router.delete("/{flowId}", response_model=Deleted)
+def delete_flow(*, user: CurrentUser, db: Db, flowId: str) -> dict:
+    repo.delete_flow(db, user_id=user.id, flow_id=flowId)
+    return {"deleted": True}
+
+
+@router.get("/{flowId}/versions", response_model=VersionsPublic)
+def list_versions(*, user: CurrentUser, db: Db, flowId: str) -> dict:
+    return {"versions": repo.list_versions(db, user_id=user.id, flow_id=flowId)}
+
+
+@router.post("/{flowId}/versions", response_model=VersionCreated, status_code=status.HTTP_201_CREATED)
+def create_version(*, user: CurrentUser, db: Db, flowId: str,
+                   body: VersionCreate | None = None) -> dict:
+    description = body.description if body else None
+    return repo.create_version(db, user_id=user.id, flow_id=flowId, description=description)
+
+
+@router.post("/{flowId}/versions/{versionId}/restore", response_model=Restored)
+def restore_version(*, user: CurrentUser, db: Db, flowId: str, versionId: str) -> dict:
+    version = repo.restore_version(db, user_id=user.id, flow_id=flowId, version_id=versionId)
+    return {"restored": True, "version": version}
+
+
+app = create_app("flows", [router, performance_routes.router])
+handler = lambda_handler(app)

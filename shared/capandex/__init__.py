@@ -1,0 +1,1 @@
+"""Capandex: the shared layer every function imports."""

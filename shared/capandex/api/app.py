@@ -1,0 +1,194 @@
+"""The app factory every function uses, so all of them answer errors the same way.
+
+``create_app`` installs:
+- one renderer for :class:`~capandex.errors.CapandexError` and for FastAPI's own request
+  validation, HTTP and unknown-route errors, all as ``{"error": {"code", "message", "details"?}}``;
+- a catch-all that logs the bug with the correlation id and answers a bare 500 (no trace);
+- a request body limit enforced while the body streams in (``Content-Length`` can lie);
+- structured access logging with a correlation id (API Gateway's request id when there is one).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from capandex.errors import BadRequest, CapandexError, PayloadTooLarge, ValidationFailed
+
+logger = logging.getLogger("capandex.api")
+
+HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+              405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+              415: "unsupported_media_type", 429: "rate_limited"}
+
+
+def error_response(exc: CapandexError) -> JSONResponse:
+    return JSONResponse(exc.to_body(), status_code=exc.status, headers=exc.headers)
+
+
+def _field_path(loc: Iterable[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+        parts = parts[1:] or parts
+    return ".".join(parts)
+
+
+def _validation_error(exc: RequestValidationError) -> CapandexError:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return BadRequest("The request body is not valid JSON.")
+    details = []
+    for e in errors:
+        message = "unknown field" if e.get("type") == "extra_forbidden" else str(e.get("msg"))
+        details.append({"field": _field_path(e.get("loc", ())), "message": message})
+    if len(details) == 1 and details[0]["field"] == "body":
+        kind = errors[0].get("type")
+        if kind == "missing":
+            return BadRequest("A JSON request body is required.")
+        if kind in ("model_attributes_type", "model_type", "dict_type"):
+            return BadRequest("The request body must be a JSON object.")
+    fields = ", ".join(d["field"] for d in details)
+    return ValidationFailed(f"Invalid input: {fields}.", details=details)
+
+
+class BodyLimitMiddleware:
+    """Reject bodies over ``max_bytes`` with 413, counting what actually arrives."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = PayloadTooLarge(f"The request body is larger than {self.max_bytes} bytes.")
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await error_response(too_large)(scope, receive, send)
+            return
+        received, exceeded = 0, False
+
+        async def limited_receive() -> Message:
+            # Past the limit, tell the app the client went away (so it stops reading) and answer
+            # 413 ourselves once it returns; whatever the app tries to send is dropped.
+            nonlocal received, exceeded
+            if exceeded:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    exceeded = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if not exceeded:
+                await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded:
+            await error_response(too_large)(scope, receive, send)
+
+
+class AccessLogMiddleware:
+    """One structured log line per request, with a correlation id echoed in ``x-correlation-id``.
+
+    Pure ASGI (not ``BaseHTTPMiddleware``) so streamed responses pass through untouched.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        correlation_id = _correlation_id(request)
+        started, status = time.perf_counter(), 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-correlation-id", correlation_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            logger.info("request", extra={
+                "correlation_id": correlation_id, "method": scope["method"], "path": scope["path"],
+                "status": status, "ms": round((time.perf_counter() - started) * 1000, 1),
+                "user_id": scope.get("state", {}).get("user_id")})
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(CapandexError)
+    async def _capandex_error(_: Request, exc: CapandexError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(_validation_error(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(exc.status_code, "http_error")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        if exc.status_code == 404 and message == "Not Found":
+            message = "No such route."
+        body = {"error": {"code": code, "message": message}}
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error", extra={"correlation_id": _correlation_id(request)})
+        body = {"error": {"code": "internal_error",
+                          "message": "Something went wrong on our side; it has been logged."}}
+        return JSONResponse(body, status_code=500)
+
+
+def _correlation_id(request: Request) -> str:
+    event = request.scope.get("aws.event") or {}
+    context = event.get("requestContext") or {}
+    return context.get("requestId") or request.headers.get("x-request-id") or str(uuid.uuid4())
+
+
+def create_app(title: str, routers: Iterable[APIRouter], *, max_body_bytes: int | None = None) -> FastAPI:
+    """A FastAPI app for one function (one endpoint group) with Capandex's error model."""
+    if max_body_bytes is None:
+        from capandex.config import get_settings
+
+        max_body_bytes = get_settings().max_body_bytes
+    app = FastAPI(title=f"Capandex {title}", openapi_url="/api/openapi.json", docs_url="/api/docs",
+                  redoc_url=None)
+    for router in routers:
+        app.include_router(router)
+    _install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+
+    app.add_middleware(AccessLogMiddleware)
+    return app
+
+
+def lambda_handler(app: FastAPI):  # type: ignore[no-untyped-def]
+    """The Lambda entry point for ``app`` (API Gateway REST/HTTP events through Mangum)."""
+    from mangum import Mangum
+
+    return Mangum(app, lifespan="off")

@@ -1,0 +1,56 @@
+"""Request-scoped dependencies, declared once and named as typed parameters in every route.
+
+``CurrentUser`` decides every authentication question (cookie or bearer, signature, expiry,
+audience); ``Db`` is one transaction per request, scoped to that user (see
+:mod:`capandex.db.session`). Routes never parse credentials or open connections themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import Connection
+
+from capandex.auth import AuthenticatedUser, token_from_cookies, verify_token
+from capandex.config import Settings, get_settings
+from capandex.errors import Unauthorized
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def _bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("The Authorization header must be 'Bearer <access token>'.")
+    return token.strip()
+
+
+def get_current_user(request: Request, settings: SettingsDep) -> AuthenticatedUser:
+    """The signed-in user, from ``Authorization: Bearer`` or the Supabase session cookie."""
+    token = _bearer_token(request) or token_from_cookies(request.cookies, settings.auth_cookie_name)
+    if token is None:
+        raise Unauthorized("Sign in first: no session cookie or bearer token was sent.")
+    user = verify_token(token, settings)
+    request.state.user_id = str(user.id)
+    return user
+
+
+CurrentUser = Annotated[AuthenticatedUser, Depends(get_current_user)]
+
+
+def get_db(user: CurrentUser) -> Iterator[Connection]:
+    """One transaction for the request, as the signed-in user (committed when the route returns)."""
+    from capandex.db.session import transaction
+
+    with transaction(user.id) as conn:
+        yield conn
+
+
+# scope="function": commit before the response is sent, so a client that reads its own write sees it
+# and a failed commit becomes an error response instead of a lost write.
+Db = Annotated[Connection, Depends(get_db, scope="function")]

@@ -1,0 +1,73 @@
+"""One ASGI app that routes to every function app, as API Gateway does in AWS.
+
+Used by ``capandex serve`` and by the end-to-end tests. It also serves the merged OpenAPI
+document of all functions at ``/api/openapi.json`` and Swagger UI at ``/api/docs``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from starlette.responses import HTMLResponse, JSONResponse
+from starlette.types import Receive, Scope, Send
+
+from capandex.api.functions import ROUTES, available_groups, load_function
+
+
+def merged_openapi(apps: dict[str, FastAPI]) -> dict[str, Any]:
+    """The union of every function's OpenAPI paths and component schemas."""
+    merged: dict[str, Any] = {"openapi": "3.1.0",
+                              "info": {"title": "Capandex API", "version": "0.1.0"},
+                              "paths": {}, "components": {"schemas": {}}}
+    for app in apps.values():
+        document = app.openapi()
+        merged["paths"].update(document.get("paths", {}))
+        merged["components"]["schemas"].update(document.get("components", {}).get("schemas", {}))
+    return merged
+
+
+class Gateway:
+    """Dispatch each request to the function app that owns its path prefix."""
+
+    def __init__(self, groups: list[str] | None = None) -> None:
+        self.apps = {g: load_function(g).app for g in (groups or available_groups())}
+        self.prefixes = sorted(((p, g) for g, ps in ROUTES.items() if g in self.apps for p in ps),
+                               key=lambda pg: -len(pg[0]))
+        self._openapi: dict[str, Any] | None = None
+
+    def openapi(self) -> dict[str, Any]:
+        if self._openapi is None:
+            self._openapi = merged_openapi(self.apps)
+        return self._openapi
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _accept_lifespan(receive, send)
+            return
+        path = scope.get("path", "")
+        if path == "/api/openapi.json":
+            await JSONResponse(self.openapi())(scope, receive, send)
+            return
+        if path == "/api/docs":
+            await get_swagger_ui_html(openapi_url="/api/openapi.json", title="Capandex API")(scope, receive, send)
+            return
+        for prefix, group in self.prefixes:
+            if path == prefix or path.startswith(prefix + "/") or path.startswith(prefix + "?"):
+                await self.apps[group](scope, receive, send)
+                return
+        if scope["type"] == "http":
+            body = json.dumps({"error": {"code": "not_found", "message": "No such route."}})
+            await HTMLResponse(body, status_code=404, media_type="application/json")(scope, receive, send)
+
+
+async def _accept_lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

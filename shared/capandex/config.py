@@ -1,0 +1,140 @@
+"""Typed settings, read once per container from the environment.
+
+Each option resolves as explicit value, then environment variable, then default (the order
+Powertools uses). On the embedded defaults (``CAPANDEX_ENV=local``, the default) everything works
+without AWS or Supabase: SQLite under ``CAPANDEX_DATA_DIR``, a local vault master key and candle
+store, and a documented development JWT secret. Outside ``local`` the development secret is
+refused, so a deployment cannot silently run with it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The HS256 secret of the embedded defaults. Public on purpose (the README documents it so
+#: ``capandex token`` and the local dashboard can sign in); refused outside ``local``.
+DEV_JWT_SECRET = "capandex-local-development-jwt-secret-do-not-deploy"
+
+#: ``supabase start`` serves the local stack here; its cookie is then ``sb-127-auth-token``.
+DEV_SUPABASE_URL = "http://127.0.0.1:54321"
+
+
+class Settings(BaseSettings):
+    """Every setting of the backend. Environment variable names are the upper-case field names
+    unless an alias says otherwise."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    env: Literal["local", "aws"] = Field("local", alias="CAPANDEX_ENV")
+    data_dir: Path = Field(Path(".capandex"), alias="CAPANDEX_DATA_DIR")
+
+    # Database: Supabase Postgres through its transaction pooler, or SQLite when unset.
+    database_url: str | None = None
+
+    # Supabase Auth.
+    supabase_url: str = DEV_SUPABASE_URL
+    supabase_jwt_secret: SecretStr | None = None
+    supabase_jwks_url: str | None = None
+    supabase_jwt_issuer: str | None = None
+    jwt_audience: str = "authenticated"
+
+    # HTTP edge.
+    max_body_bytes: int = Field(1_048_576, alias="CAPANDEX_MAX_BODY_BYTES")
+
+    # AI assistant (chat): the user's own Anthropic key is used; these shape the calls.
+    #: Newest Sonnet id in the installed SDK's model list (claude-sonnet-4-5 is marked deprecated there).
+    anthropic_model: str = "claude-sonnet-5-5"
+    anthropic_base_url: str = "https://api.anthropic.com"
+    anthropic_max_tokens: int = Field(4096, gt=0)  # per answer (one request to Anthropic)
+    anthropic_timeout_seconds: float = Field(60.0, gt=0)  # connect/read timeout per request
+    anthropic_max_retries: int = Field(2, ge=0)  # SDK retries on 429/5xx/529 before the first byte
+    #: POST /api/chat per user: a token bucket of ``chat_rate_burst`` requests refilled at
+    #: ``chat_rate_per_minute`` (kept in the database, so it holds across Lambda containers).
+    chat_rate_per_minute: float = Field(10.0, gt=0, alias="CAPANDEX_CHAT_RATE_PER_MINUTE")
+    chat_rate_burst: int = Field(5, ge=1, alias="CAPANDEX_CHAT_RATE_BURST")
+
+    # Live engine (capandex.live). The queue is unset locally: `capandex tick` and `serve` run the
+    # scheduler and the worker in-process instead of through SQS.
+    tick_queue_url: str | None = Field(None, alias="CAPANDEX_TICK_QUEUE_URL")
+    #: consecutive failed ticks after which an execution ends in status "error"
+    live_max_consecutive_failures: int = Field(3, ge=1, alias="CAPANDEX_LIVE_MAX_FAILURES")
+    #: paper executions step at most this many missed candles in one tick (older ones are skipped)
+    live_max_catchup_candles: int = Field(500, ge=1, alias="CAPANDEX_LIVE_MAX_CATCHUP")
+    #: webhook calls accepted per flow per minute, and the largest webhook body in bytes
+    webhook_calls_per_minute: int = Field(30, ge=1, alias="CAPANDEX_WEBHOOK_CALLS_PER_MINUTE")
+    webhook_max_body_bytes: int = Field(8192, ge=1, alias="CAPANDEX_WEBHOOK_MAX_BODY_BYTES")
+    #: public base URL of the API (for the webhook URL shown once); unset → a path is returned
+    public_api_url: str | None = Field(None, alias="CAPANDEX_PUBLIC_API_URL")
+
+    # Exchanges (capandex.exchanges). CAPANDEX_EXCHANGE_URLS is a JSON object mapping an exchange
+    # id to a base URL that replaces scheme and host of every REST URL of that exchange (a proxy,
+    # a regional endpoint, a local stand-in), e.g. {"binance": "http://127.0.0.1:8081"}.
+    exchange_urls: dict[str, str] = Field(default_factory=dict, alias="CAPANDEX_EXCHANGE_URLS")
+    #: exchange ids whose clients run on the exchange's sandbox/testnet (JSON list, e.g. ["binance"])
+    exchange_sandbox: list[str] = Field(default_factory=list, alias="CAPANDEX_EXCHANGE_SANDBOX")
+    #: per-request timeout of every exchange call, in milliseconds
+    exchange_timeout_ms: int = Field(10_000, alias="CAPANDEX_EXCHANGE_TIMEOUT_MS", ge=100)
+
+    # Market data and backtests (capandex.marketdata, capandex.backtests).
+    #: S3 bucket for candle chunks and backtest results (env=aws); the local store is
+    #: <data_dir>/store otherwise
+    data_bucket: str | None = Field(None, alias="CAPANDEX_DATA_BUCKET")
+    #: seconds of estimated work a backtest may take inside the request; larger ones run async
+    backtest_sync_budget_s: float = Field(10.0, alias="CAPANDEX_BACKTEST_SYNC_BUDGET_S")
+    #: a backtest still ``running`` this many seconds after it started is reported failed
+    backtest_deadline_s: int = Field(1800, alias="CAPANDEX_BACKTEST_DEADLINE_S")
+    #: background backtests run at once in-process (embedded path)
+    backtest_workers: int = Field(2, alias="CAPANDEX_BACKTEST_WORKERS", ge=1)
+    #: the backtest state machine (env=aws); async backtests start an execution of it
+    backtest_state_machine_arn: str | None = Field(None, alias="CAPANDEX_BACKTEST_STATE_MACHINE_ARN")
+
+    # Vault and keys (capandex.vault, capandex.keys).
+    #: KMS key (id, ARN or alias) whose GenerateDataKey wraps every secret; required outside
+    #: local. Unset locally → a master key file (mode 0600) wraps them instead.
+    vault_kms_key_id: str | None = Field(None, alias="CAPANDEX_VAULT_KMS_KEY_ID")
+    #: the local master key file; default <data_dir>/vault-master-key.json
+    vault_master_key_file: Path | None = Field(None, alias="CAPANDEX_VAULT_MASTER_KEY_FILE")
+    #: seconds each exchange may take to answer one balance or key-validation call
+    balance_timeout_s: float = Field(8.0, alias="CAPANDEX_BALANCE_TIMEOUT_S", gt=0)
+
+    @model_validator(mode="after")
+    def _defaults_and_guards(self) -> Settings:
+        if self.env == "local" and self.supabase_jwt_secret is None:
+            self.supabase_jwt_secret = SecretStr(DEV_JWT_SECRET)
+        if self.env != "local" and self.supabase_jwt_secret is not None \
+                and self.supabase_jwt_secret.get_secret_value() == DEV_JWT_SECRET:
+            raise ValueError("SUPABASE_JWT_SECRET is the public development secret; set the project's own")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL in SQLAlchemy form: psycopg 3 for Postgres, a file under data_dir otherwise."""
+        if not self.database_url:
+            return f"sqlite:///{(self.data_dir / 'capandex.db').resolve()}"
+        url = self.database_url
+        for prefix in ("postgres://", "postgresql://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix):]
+        return url
+
+    @property
+    def auth_cookie_name(self) -> str:
+        """``sb-<ref>-auth-token`` where ``<ref>`` is the first label of the Supabase host."""
+        host = urlsplit(self.supabase_url).hostname or "localhost"
+        return f"sb-{host.split('.')[0]}-auth-token"
+
+    @property
+    def jwks_url(self) -> str:
+        return self.supabase_jwks_url or f"{self.supabase_url.rstrip('/')}/auth/v1/.well-known/jwks.json"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached: read the environment once per container)."""
+    return Settings()

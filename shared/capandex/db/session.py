@@ -1,0 +1,94 @@
+"""Connections and transactions.
+
+Production talks to Supabase Postgres through its transaction pooler (Supavisor, port 6543):
+a pooled server connection is handed to another client after each transaction, so prepared
+statements are off (``prepare_threshold=None``) and no client-side pool is kept (``NullPool``):
+a Lambda container that is frozen between invocations must not hold connections open.
+
+Every request runs in one transaction (:func:`transaction`). For a signed-in user that
+transaction also switches to Supabase's ``authenticated`` role with the user's claims, so
+row-level security applies to the backend's own queries too: a bug that forgets an owner
+filter still cannot read another user's rows. SQLite (the embedded default) has no roles; there
+the owner filters in :mod:`capandex.db.repo` are the guard, and the same repository tests run on
+both databases.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from capandex.db.migrations import seed_rows
+from capandex.db.schema import exchanges, metadata
+from sqlalchemy import Connection, Engine, create_engine, event, insert, select, text
+from sqlalchemy.pool import NullPool
+
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """The engine for ``url`` (default: the settings' database), created once per container."""
+    if url is None:
+        from capandex.config import get_settings
+
+        url = get_settings().sqlalchemy_url
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = _create(url)
+    return engine
+
+
+def _create(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        return _create_sqlite(url)
+    return create_engine(url, poolclass=NullPool, connect_args={"prepare_threshold": None,
+                                                                "connect_timeout": 10})
+
+
+def _create_sqlite(url: str) -> Engine:
+    path = url.removeprefix("sqlite:///")
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        # pysqlite's own transaction handling defers BEGIN; take control so that every
+        # transaction starts with BEGIN IMMEDIATE and concurrent writers serialise cleanly
+        # (read-modify-write such as "next version number" stays correct).
+        dbapi_conn.isolation_level = None
+        dbapi_conn.execute("PRAGMA foreign_keys = ON")
+        dbapi_conn.execute("PRAGMA journal_mode = WAL")
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        if conn.execute(select(exchanges.c.id).limit(1)).first() is None:
+            conn.execute(insert(exchanges), seed_rows())
+    return engine
+
+
+@contextmanager
+def transaction(user_id: uuid.UUID | None = None, *, engine: Engine | None = None) -> Iterator[Connection]:
+    """One transaction, committed on success and rolled back on any exception.
+
+    With ``user_id`` on Postgres the transaction runs as Supabase's ``authenticated`` role with
+    ``request.jwt.claims`` set, so ``auth.uid()`` and row-level security apply; without it (the
+    tick scheduler, migrations) it runs with the connection's own role.
+    """
+    engine = engine or get_engine()
+    with engine.begin() as conn:
+        if user_id is not None and conn.dialect.name == "postgresql":
+            claims = json.dumps({"sub": str(user_id), "role": "authenticated"})
+            conn.execute(text("select set_config('request.jwt.claims', :c, true)"), {"c": claims})
+            conn.execute(text("set local role authenticated"))
+        yield conn

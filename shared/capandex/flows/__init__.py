@@ -1,0 +1,1 @@
+"""Flows as stored documents: create, read, update, delete, and their version history."""

@@ -1,0 +1,157 @@
+"""Local verification of Supabase access tokens: HS256 and JWKS (ES256/RS256)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import jwt
+import pytest
+from capandex.auth import tokens
+from capandex.auth.tokens import issue_dev_token, verify_token
+from capandex.config import DEV_JWT_SECRET, Settings
+from capandex.errors import Unauthorized
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from tests.utils.http_server import LoopbackServer
+
+USER = uuid.UUID("7d0c1c2e-5b2a-4d43-9d0e-3f1f6f0b9a11")
+EC_KEY = ec.generate_private_key(ec.SECP256R1())
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _jwk(private_key, kid: str, alg: str) -> dict:
+    algorithm = jwt.algorithms.ECAlgorithm if alg == "ES256" else jwt.algorithms.RSAAlgorithm
+    return {**json.loads(algorithm.to_jwk(private_key.public_key())), "kid": kid, "alg": alg, "use": "sig"}
+
+
+def _claims(**overrides) -> dict:
+    now = int(time.time())
+    return {"sub": str(USER), "aud": "authenticated", "role": "authenticated", "iat": now, "exp": now + 600,
+            **overrides}
+
+
+@pytest.fixture
+def jwks_server():
+    keys = {"keys": [_jwk(EC_KEY, "ec-1", "ES256"), _jwk(RSA_KEY, "rsa-1", "RS256")]}
+    with LoopbackServer({("GET", "/auth/v1/.well-known/jwks.json"): lambda _: (200, keys, {})}) as server:
+        tokens._jwks_caches.clear()
+        yield server
+    tokens._jwks_caches.clear()
+
+
+def jwks_only(server: LoopbackServer, **kw) -> Settings:
+    return Settings(CAPANDEX_ENV="aws", supabase_url=server.url, **kw)
+
+
+def test_hs256_dev_token_round_trip() -> None:
+    user = verify_token(issue_dev_token(USER, DEV_JWT_SECRET), Settings())
+    assert user.id == USER and user.claims["aud"] == "authenticated"
+
+
+@pytest.mark.parametrize("claims, reason", [
+    (_claims(exp=int(time.time()) - 60), "expired"),
+    (_claims(aud="anon"), "wrong audience"),
+    ({k: v for k, v in _claims().items() if k != "exp"}, "no exp"),
+    (_claims(sub="not-a-uuid"), "bad sub"),
+])
+def test_hs256_claims_are_checked(claims: dict, reason: str) -> None:
+    token = jwt.encode(claims, DEV_JWT_SECRET, algorithm="HS256")
+    with pytest.raises(Unauthorized):
+        verify_token(token, Settings())
+
+
+def test_wrong_signature() -> None:
+    token = jwt.encode(_claims(), "another-secret-that-is-long-enough-for-hs256", algorithm="HS256")
+    with pytest.raises(Unauthorized):
+        verify_token(token, Settings())
+
+
+def test_alg_none_is_rejected() -> None:
+    token = jwt.encode(_claims(), None, algorithm="none")
+    with pytest.raises(Unauthorized):
+        verify_token(token, Settings())
+
+
+def test_issuer_is_checked_when_configured() -> None:
+    settings = Settings(supabase_jwt_issuer="https://ref.supabase.co/auth/v1")
+    good = jwt.encode(_claims(iss="https://ref.supabase.co/auth/v1"), DEV_JWT_SECRET, algorithm="HS256")
+    bad = jwt.encode(_claims(iss="https://evil.example/auth/v1"), DEV_JWT_SECRET, algorithm="HS256")
+    assert verify_token(good, settings).id == USER
+    with pytest.raises(Unauthorized):
+        verify_token(bad, settings)
+
+
+@pytest.mark.parametrize("key, kid, alg", [(EC_KEY, "ec-1", "ES256"), (RSA_KEY, "rsa-1", "RS256")])
+def test_asymmetric_tokens_through_jwks(jwks_server, key, kid: str, alg: str) -> None:
+    token = jwt.encode(_claims(), key, algorithm=alg, headers={"kid": kid})
+    assert verify_token(token, jwks_only(jwks_server)).id == USER
+
+
+def test_jwks_is_cached_after_the_first_request(jwks_server) -> None:
+    settings = jwks_only(jwks_server)
+    for _ in range(5):
+        verify_token(jwt.encode(_claims(), EC_KEY, algorithm="ES256", headers={"kid": "ec-1"}), settings)
+    assert len(jwks_server.requests) == 1
+
+
+def test_unknown_kid_refreshes_at_most_once_a_minute(jwks_server) -> None:
+    settings = jwks_only(jwks_server)
+    verify_token(jwt.encode(_claims(), EC_KEY, algorithm="ES256", headers={"kid": "ec-1"}), settings)
+    for i in range(5):
+        forged = jwt.encode(_claims(), EC_KEY, algorithm="ES256", headers={"kid": f"forged-{i}"})
+        with pytest.raises(Unauthorized):
+            verify_token(forged, settings)
+    assert len(jwks_server.requests) == 1
+
+
+def test_hs256_presented_to_a_jwks_only_project(jwks_server) -> None:
+    token = jwt.encode(_claims(), DEV_JWT_SECRET, algorithm="HS256")
+    with pytest.raises(Unauthorized, match="HS256"):
+        verify_token(token, jwks_only(jwks_server))
+
+
+def test_algorithm_confusion_public_key_as_hmac_secret(jwks_server) -> None:
+    """The classic attack: sign HS256 with the public key's PEM, hoping it is used as the secret."""
+    pem = RSA_KEY.public_key().public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    import base64
+    import hashlib
+    import hmac
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+    header = b64(json.dumps({"alg": "HS256", "kid": "rsa-1", "typ": "JWT"}).encode())
+    payload = b64(json.dumps(_claims()).encode())
+    signature = b64(hmac.new(pem, f"{header}.{payload}".encode(), hashlib.sha256).digest())
+    token = f"{header}.{payload}.{signature}"
+    with pytest.raises(Unauthorized):
+        verify_token(token, jwks_only(jwks_server))
+    with pytest.raises(Unauthorized):  # with an HS256 secret configured, the PEM is still not the secret
+        verify_token(token, Settings(supabase_url=jwks_server.url))
+
+
+def test_alg_does_not_match_key_type(jwks_server) -> None:
+    """An RS256 header pointing at the EC key is refused before any signature check."""
+    token = jwt.encode(_claims(), RSA_KEY, algorithm="RS256", headers={"kid": "ec-1"})
+    with pytest.raises(Unauthorized, match="algorithm"):
+        verify_token(token, jwks_only(jwks_server))
+
+
+def test_unreachable_jwks_is_503_not_401() -> None:
+    from capandex.errors import UpstreamUnavailable
+
+    tokens._jwks_caches.clear()
+    settings = Settings(CAPANDEX_ENV="aws", supabase_url="http://127.0.0.1:9")
+    token = jwt.encode(_claims(), EC_KEY, algorithm="ES256", headers={"kid": "ec-1"})
+    with pytest.raises(UpstreamUnavailable):
+        verify_token(token, settings)
+    tokens._jwks_caches.clear()
+
+
+def test_dev_secret_is_refused_outside_local() -> None:
+    with pytest.raises(ValueError, match="development secret"):
+        Settings(CAPANDEX_ENV="aws", supabase_jwt_secret=DEV_JWT_SECRET)

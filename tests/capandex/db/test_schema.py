@@ -1,0 +1,86 @@
+"""The one schema: committed migration, row-level security, and the embedded SQLite."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from capandex.db.migrations import render_postgres
+from capandex.db.schema import SEED_EXCHANGES, USER_TABLES, exchanges
+from capandex.db.session import get_engine, transaction
+from sqlalchemy import select
+
+MIGRATION = Path(__file__).resolve().parents[3] / "supabase" / "migrations" / "20261124000000_capandex_init.sql"
+
+
+def test_committed_migration_matches_the_schema() -> None:
+    assert MIGRATION.read_text() == render_postgres(), \
+        "schema.py changed: run `capandex db sql > supabase/migrations/20261124000000_capandex_init.sql`"
+
+
+def test_every_user_table_has_rls_and_an_owner_policy() -> None:
+    sql = render_postgres()
+    for table in USER_TABLES:
+        assert f"alter table public.{table} enable row level security;" in sql
+        assert f"create policy {table}_owner on public.{table}" in sql
+    assert {"flows", "flow_versions", "executions", "positions", "orders", "exchange_keys", "ai_keys",
+            "notifications", "chat_messages", "profiles", "backtests"} <= set(USER_TABLES)
+
+
+def test_exchanges_are_seeded(database_url: str) -> None:
+    with transaction(engine=get_engine(database_url)) as conn:
+        rows = conn.execute(select(exchanges).order_by(exchanges.c.sort_order)).all()
+    assert [r.id for r in rows] == ["binance", "okx", "bybit", "mexc", "coinbase", "kraken"]
+    assert [r.ccxt_id for r in rows] == [e["ccxt_id"] for e in SEED_EXCHANGES]
+    assert all(r.is_active for r in rows)
+    assert [r.id for r in rows if r.requires_passphrase] == ["okx"]
+
+
+def _as(conn: psycopg.Connection, user: uuid.UUID | None, role: str = "authenticated") -> None:
+    conn.execute("select set_config('request.jwt.claims', %s, true)",
+                 (f'{{"sub": "{user}"}}' if user else "",))
+    conn.execute(f"set local role {role}")
+
+
+def test_rls_hides_other_users_rows(postgres_url: str) -> None:
+    """Through Supabase's `authenticated` role, user B sees and changes none of user A's rows."""
+    alice, bob = uuid.uuid4(), uuid.uuid4()
+    flow_id = f"flow_{uuid.uuid4().hex}"
+    with psycopg.connect(postgres_url) as conn:
+        _as(conn, alice)
+        conn.execute("insert into flows (id, user_id, name, document, created_at, updated_at) "
+                     "values (%s, %s, 'mine', '{}', now(), now())", (flow_id, alice))
+        conn.commit()
+        _as(conn, bob)
+        assert conn.execute("select count(*) from flows where id = %s", (flow_id,)).fetchone()[0] == 0
+        assert conn.execute("update flows set name = 'stolen' where id = %s", (flow_id,)).rowcount == 0
+        assert conn.execute("delete from flows where id = %s", (flow_id,)).rowcount == 0
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # cannot write rows owned by someone else
+            conn.execute("insert into flows (id, user_id, name, document, created_at, updated_at) "
+                         "values (%s, %s, 'forged', '{}', now(), now())", (f"flow_{uuid.uuid4().hex}", alice))
+        conn.rollback()
+        _as(conn, None, role="anon")
+        assert conn.execute("select count(*) from exchanges").fetchone()[0] == 6
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select count(*) from flows")
+        conn.rollback()
+        _as(conn, alice)
+        assert conn.execute("select name from flows where id = %s", (flow_id,)).fetchone()[0] == "mine"
+
+
+def test_user_transactions_run_under_rls(postgres_url: str) -> None:
+    """The backend's own per-request transaction is subject to RLS, not just the owner filters."""
+    from sqlalchemy import text
+
+    alice, bob = uuid.uuid4(), uuid.uuid4()
+    engine = get_engine(postgres_url)
+    with transaction(alice, engine=engine) as conn:
+        conn.execute(text("insert into flows (id, user_id, name, document, created_at, updated_at) "
+                          "values (:id, :u, 'a', '{}', now(), now())"), {"id": f"flow_{uuid.uuid4().hex}", "u": alice})
+    with transaction(bob, engine=engine) as conn:
+        # No owner filter in this query: RLS alone must hide alice's row.
+        count = conn.execute(text("select count(*) from flows where user_id = :u"), {"u": alice}).scalar()
+        assert count == 0
+        assert conn.execute(text("select current_user")).scalar() == "authenticated"
