@@ -16,13 +16,15 @@ API_GROUPS = ("flows", "engine", "market", "keys", "account", "chat")
 
 
 def test_template_passes_cfn_lint() -> None:
-    result = subprocess.run([sys.executable, "-m", "cfnlint", str(ROOT / "template.yaml")],
+    cfn_lint = Path(sys.executable).parent / "cfn-lint"
+    result = subprocess.run([str(cfn_lint), str(ROOT / "template.yaml")],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_ruff_is_clean() -> None:
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", "shared", "functions", "tests", "benchmarks"],
+    folders = [f for f in ("shared", "functions", "tests", "benchmarks") if (ROOT / f).is_dir()]
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", *folders],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-4000:]
 

@@ -172,6 +172,9 @@ def _correlation_id(request: Request) -> str:
 
 def create_app(title: str, routers: Iterable[APIRouter], *, max_body_bytes: int | None = None) -> FastAPI:
     """A FastAPI app for one function (one endpoint group) with Capandex's error model."""
+    from capandex.logs import configure_logging
+
+    configure_logging()
     if max_body_bytes is None:
         from capandex.config import get_settings
 

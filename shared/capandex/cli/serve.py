@@ -36,7 +36,9 @@ def run(args: argparse.Namespace) -> int:
     from capandex.api.gateway import Gateway
     from capandex.config import get_settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from capandex.logs import configure_logging
+
+    configure_logging()
     settings = get_settings()
     gateway = Gateway()
     print(f"Capandex on http://{args.host}:{args.port}  (functions: {', '.join(gateway.apps)}; "

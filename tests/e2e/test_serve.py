@@ -1,0 +1,82 @@
+"""`capandex serve` as a new user meets it: a real process, real HTTP, a Supabase-style cookie."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from capandex.auth import issue_dev_token
+from capandex.config import DEV_JWT_SECRET
+
+FLOW = {"name": "SMA cross", "settings": {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h"},
+        "nodes": [{"id": "fast", "type": "indicator", "data": {"kind": "sma", "period": 10}}], "edges": []}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    port = _free_port()
+    data_dir = tmp_path_factory.mktemp("serve")
+    env = {**os.environ, "CAPANDEX_ENV": "local", "CAPANDEX_DATA_DIR": str(data_dir)}
+    env.pop("DATABASE_URL", None)
+    process = subprocess.Popen([sys.executable, "-m", "capandex.cli", "serve", "--port", str(port), "--no-ticks"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{url}/api/openapi.json", timeout=1)
+            break
+        except httpx.TransportError:
+            if process.poll() is not None:
+                pytest.fail(f"capandex serve exited: {process.stdout.read()}")
+            time.sleep(0.2)
+    yield url, Path(data_dir)
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def cookie_for(user: uuid.UUID) -> dict[str, str]:
+    session = json.dumps({"access_token": issue_dev_token(user, DEV_JWT_SECRET), "token_type": "bearer"})
+    value = "base64-" + base64.urlsafe_b64encode(session.encode()).decode().rstrip("=")
+    return {"Cookie": f"sb-127-auth-token={value}"}
+
+
+def test_a_flow_lifecycle_over_real_http(server) -> None:
+    url, data_dir = server
+    alice, bob = cookie_for(uuid.uuid4()), cookie_for(uuid.uuid4())
+    with httpx.Client(base_url=url, timeout=10) as http:
+        flow_id = http.post("/api/flows", json=FLOW, headers=alice).json()["id"]
+        assert http.get(f"/api/flows/{flow_id}", headers=alice).json()["name"] == "SMA cross"
+        assert http.put(f"/api/flows/{flow_id}", json={"name": "v2"}, headers=alice).status_code == 200
+        for i in range(51):
+            created = http.post(f"/api/flows/{flow_id}/versions", json={"description": f"s{i + 1}"}, headers=alice)
+            assert created.status_code == 201
+        versions = http.get(f"/api/flows/{flow_id}/versions", headers=alice).json()["versions"]
+        assert len(versions) == 50 and versions[0]["version"] == 51 and versions[-1]["version"] == 2
+
+        assert http.get(f"/api/flows/{flow_id}", headers=bob).status_code == 404
+        assert http.get("/api/flows", headers=bob).json() == {"flows": []}
+        assert http.get(f"/api/flows/{flow_id}/versions", headers=bob).status_code == 404
+
+        restored = http.post(f"/api/flows/{flow_id}/versions/{versions[-1]['id']}/restore", headers=alice)
+        assert restored.json() == {"restored": True, "version": 2}
+        assert http.delete(f"/api/flows/{flow_id}", headers=alice).json() == {"deleted": True}
+        assert http.get(f"/api/flows/{flow_id}", headers=alice).status_code == 404
+        assert http.get("/api/flows").status_code == 401
+    assert (data_dir / "capandex.db").exists()
