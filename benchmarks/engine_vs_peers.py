@@ -1,0 +1,141 @@
+"""Capandex engine vs vectorbt vs backtesting.py: one run each on the same 1,000,000 candles.
+
+SMA(10)/SMA(30) cross with a 2 % stop-loss, no fees or slippage, next-open fills, all-in sizing.
+Timed: the whole run (compile, indicators, simulation, metrics, equity). vectorbt is warmed up
+first (numba compilation excluded); peak memory of our run via tracemalloc.
+
+Run:  .venv/bin/pip install vectorbt   # the `bench` extra
+      .venv/bin/python benchmarks/engine_vs_peers.py [--candles 1000000] [--skip-backtesting-py]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import tracemalloc
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "shared"))
+from capandex.engine import backtest
+
+FLOW = {
+    "nodes": [
+        {"id": "fast", "type": "indicator", "data": {"kind": "sma", "period": 10}},
+        {"id": "slow", "type": "indicator", "data": {"kind": "sma", "period": 30}},
+        {"id": "up", "type": "condition", "data": {"operator": "crosses_above"}},
+        {"id": "down", "type": "condition", "data": {"operator": "crosses_below"}},
+        {"id": "buy", "type": "action", "data": {"action": "buy", "sizePercent": 100}},
+        {"id": "sell", "type": "action", "data": {"action": "sell"}},
+        {"id": "sl", "type": "risk", "data": {"kind": "stop_loss", "percent": 2}},
+    ],
+    "edges": [
+        {"id": "e1", "source": "fast", "target": "up", "targetHandle": "a"},
+        {"id": "e2", "source": "slow", "target": "up", "targetHandle": "b"},
+        {"id": "e3", "source": "fast", "target": "down", "targetHandle": "a"},
+        {"id": "e4", "source": "slow", "target": "down", "targetHandle": "b"},
+        {"id": "e5", "source": "up", "target": "buy"},
+        {"id": "e6", "source": "down", "target": "sell"},
+    ],
+}
+
+
+def candles(n: int, seed: int = 42) -> dict[str, np.ndarray]:
+    """Seeded one-minute random walk (0.1 % per minute) with consistent OHLC."""
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.001, n)))
+    open_ = np.r_[100.0, close[:-1]] * np.exp(rng.normal(0, 0.0002, n))
+    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, 0.0005, n)))
+    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, 0.0005, n)))
+    return {"time": 1_600_000_000_000 + np.arange(n, dtype=np.int64) * 60_000, "open": open_, "high": high,
+            "low": low, "close": close, "volume": rng.uniform(1, 100, n)}
+
+
+def run_capandex(data):
+    start = time.perf_counter()
+    result = backtest(FLOW, data, fee=0, slippage=0)
+    return time.perf_counter() - start, result.metrics["totalTrades"], result
+
+
+def run_vectorbt(data):
+    import pandas as pd
+    import vectorbt as vbt
+
+    index = pd.to_datetime(data["time"], unit="ms")
+    close, open_ = pd.Series(data["close"], index), pd.Series(data["open"], index)
+    high, low = pd.Series(data["high"], index), pd.Series(data["low"], index)
+
+    def once(c, o, h, lo):
+        fast, slow = vbt.MA.run(c, 10), vbt.MA.run(c, 30)
+        entries, exits = fast.ma_crossed_above(slow), fast.ma_crossed_below(slow)
+        # signal at close t -> fill at open t+1 (vectorbt's documented way: shift signals, price=open)
+        pf = vbt.Portfolio.from_signals(c, entries.vbt.fshift(1, fill_value=False),
+                                        exits.vbt.fshift(1, fill_value=False), price=o, open=o, high=h,
+                                        low=lo, sl_stop=0.02, init_cash=10_000, fees=0, freq="1min")
+        return pf.total_return(), pf.trades.count(), pf.value()
+
+    n = 2000
+    once(close[:n], open_[:n], high[:n], low[:n])  # warm up numba
+    start = time.perf_counter()
+    _, count, _ = once(close, open_, high, low)
+    return time.perf_counter() - start, int(count)
+
+
+def run_backtesting_py(data):
+    import pandas as pd
+    from backtesting import Backtest, Strategy
+    from backtesting.lib import crossover
+    from backtesting.test import SMA
+
+    frame = pd.DataFrame({"Open": data["open"], "High": data["high"], "Low": data["low"], "Close": data["close"],
+                          "Volume": data["volume"]}, index=pd.to_datetime(data["time"], unit="ms"))
+
+    class SmaCross(Strategy):
+        def init(self):
+            self.fast = self.I(SMA, self.data.Close, 10)
+            self.slow = self.I(SMA, self.data.Close, 30)
+
+        def next(self):
+            if crossover(self.fast, self.slow) and not self.position:
+                self.buy(sl=self.data.Close[-1] * 0.98)  # approximate: their stop is set before the fill
+            elif crossover(self.slow, self.fast) and self.position:
+                self.position.close()
+
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stats = Backtest(frame, SmaCross, cash=1e9, commission=0).run()
+    return time.perf_counter() - start, int(stats["# Trades"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--candles", type=int, default=1_000_000)
+    parser.add_argument("--skip-backtesting-py", action="store_true")
+    args = parser.parse_args()
+    data = candles(args.candles)
+    run_capandex(candles(5000))  # import/first-call costs out of the way, as for vectorbt
+    seconds, trades, _ = run_capandex(data)
+    tracemalloc.start()
+    run_capandex(data)
+    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    print(f"candles: {args.candles:,}")
+    print(f"capandex        {seconds:8.3f} s   trades {trades:>7,}   peak memory {peak:,.0f} MiB (tracemalloc)")
+    try:
+        vbt_seconds, vbt_trades = run_vectorbt(data)
+        print(f"vectorbt        {vbt_seconds:8.3f} s   trades {vbt_trades:>7,}   "
+              f"capandex is {vbt_seconds / seconds:.1f}x faster")
+    except ImportError:
+        print("vectorbt        not installed (.venv/bin/pip install vectorbt)")
+    if not args.skip_backtesting_py:
+        bt_seconds, bt_trades = run_backtesting_py(data)
+        print(f"backtesting.py  {bt_seconds:8.3f} s   trades {bt_trades:>7,}   "
+              f"capandex is {bt_seconds / seconds:.0f}x faster")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""``capandex backtest``: run the engine on a flow file, exactly as the API does (DESIGN.md §6)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from capandex.errors import BadRequest
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``backtest`` subcommand."""
+    parser = subparsers.add_parser(
+        "backtest", help="backtest a flow on a candle CSV or on exchange data",
+        description="Backtest FLOW.json. Unset options take the flow's settings, then the defaults "
+                    "(capital 10000, fee 0.001, slippage 0.001).")
+    parser.add_argument("flow", metavar="FLOW.json", help="the flow document")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--candles", metavar="FILE.csv", help="candles: header row, time + OHLCV columns")
+    source.add_argument("--exchange", help="download candles from this exchange (ccxt id)")
+    parser.add_argument("--symbol", help="trading pair, e.g. BTC/USDT (with --exchange)")
+    parser.add_argument("--timeframe", help="candle timeframe, e.g. 1h (with --exchange)")
+    parser.add_argument("--start", help="start date, ISO 8601 (with --exchange)")
+    parser.add_argument("--end", help="end date, ISO 8601 (with --exchange)")
+    parser.add_argument("--capital", type=float, help="initial capital in quote currency")
+    parser.add_argument("--fee", type=float, help="fee rate per side, e.g. 0.001 for 0.1 %%")
+    parser.add_argument("--slippage", type=float, help="slippage fraction, e.g. 0.001")
+    parser.add_argument("--json", action="store_true", help="print metrics, trades and equity as JSON")
+    parser.add_argument("--plot", metavar="FILE", help="write equity/drawdown/trades to FILE.png or FILE.html")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from capandex.engine import backtest
+    from capandex.engine.flow import validate_flow
+
+    flow = _read_flow(Path(args.flow))
+    validated = validate_flow(flow)
+    candles = _candles(args)
+    if args.plot and Path(args.plot).suffix.lower() not in (".png", ".html", ".htm"):
+        raise BadRequest(f"--plot: {args.plot} must end in .png or .html")
+    capital = args.capital if args.capital is not None else None
+    result = backtest(validated, candles, capital=capital, fee=args.fee, slippage=args.slippage)
+    if args.plot:
+        from capandex.engine.plot import write_plot
+
+        write_plot(result, args.plot)
+    if args.json:
+        sys.stdout.write(result.to_json() + "\n")
+    else:
+        _print_summary(result)
+    return 0
+
+
+def _read_flow(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BadRequest(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from exc
+
+
+def _candles(args: argparse.Namespace) -> Any:
+    if args.candles:
+        from capandex.engine.csvio import read_candles_csv
+
+        return read_candles_csv(args.candles)
+    missing = [f"--{name}" for name in ("symbol", "timeframe", "start", "end") if not getattr(args, name)]
+    if missing:
+        raise BadRequest(f"--exchange needs {', '.join(missing)}")
+    try:
+        from capandex.marketdata import fetch_candles
+    except ImportError as exc:
+        raise BadRequest("downloading candles is not available in this build (capandex.marketdata "
+                         "is missing); use --candles FILE.csv") from exc
+
+    def progress(done: int, total: int | None = None) -> None:
+        total_text = f"/{total}" if total else ""
+        print(f"\rdownloading candles: {done}{total_text}", end="", file=sys.stderr, flush=True)
+
+    candles = fetch_candles(args.exchange, args.symbol, args.timeframe, _epoch_ms(args.start, "--start"),
+                            _epoch_ms(args.end, "--end"), progress=progress)
+    print(file=sys.stderr)
+    return candles
+
+
+def _epoch_ms(text: str, option: str) -> int:
+    try:
+        stamp = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(f"{option} {text!r} is not an ISO 8601 date") from None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    return int(stamp.timestamp() * 1000)
+
+
+def _print_summary(result: Any) -> None:
+    m = result.metrics
+    pf = "n/a (no losing trade)" if m["profitFactor"] is None else f"{m['profitFactor']:.3f}"
+    lines = [
+        f"pnl                {m['pnl']:,.2f} ({m['pnlPercent']:.2f} %)",
+        f"trades             {m['totalTrades']} ({m['winningTrades']} won, {m['losingTrades']} lost, "
+        f"win rate {m['winRate'] * 100:.1f} %)",
+        f"max drawdown       {m['maxDrawdown']:,.2f} ({m['maxDrawdownPercent']:.2f} %)",
+        f"sharpe ratio       {m['sharpeRatio']:.3f}",
+        f"profit factor      {pf}",
+        f"final equity       {result.equity[-1]:,.2f}",
+    ]
+    lines += [f"warning: {w}" for w in result.warnings]
+    print("\n".join(lines))

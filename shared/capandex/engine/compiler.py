@@ -1,0 +1,199 @@
+"""Compile a validated flow into a vectorised numpy evaluation over candle arrays.
+
+:func:`compile_flow` returns a :class:`CompiledFlow`; ``signals(candles)`` evaluates every node in
+topological order, once per node, and returns the buy/sell trigger of every bar (the value at bar
+t uses bars 0..t only: the evaluation is causal, so no lookahead can enter through it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from capandex.engine import indicators as ta
+from capandex.engine.candles import Candles
+from capandex.engine.flow import Flow, Node, validate_flow
+
+#: the recursive indicators and their smoothing factor, for the live history length
+_ALPHA = {"ema": lambda p: 2.0 / (p["period"] + 1), "rsi": lambda p: 1.0 / p["period"],
+          "atr": lambda p: 1.0 / p["period"], "macd": lambda p: 2.0 / (max(p["fast"], p["slow"]) + 1)}
+
+
+@dataclass(frozen=True, slots=True)
+class Signals:
+    """Per-bar triggers at the close: ``buy``/``sell`` bool arrays; ``choice`` is the index in
+    ``Flow.buys`` of the first buy action that fired (-1 where none did)."""
+
+    buy: np.ndarray
+    sell: np.ndarray
+    choice: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledFlow:
+    """A flow ready to run.
+
+    ``warmup`` is the first bar at which every node feeding an action can have a value.
+    ``history`` is the number of trailing bars the live stepper should pass so that recursive
+    indicators (EMA, RSI, ATR, MACD) agree with a full-history evaluation to ~1e-12 relative; it
+    is None when the flow uses OBV (a running total since the first bar), which needs every bar
+    since a fixed anchor.
+    """
+
+    flow: Flow
+    warmup: int
+    history: int | None
+
+    def evaluate(self, candles: Candles) -> dict[tuple[str, str], np.ndarray]:
+        """Every node's outputs, keyed ``(node id, output handle)``."""
+        values: dict[tuple[str, str], np.ndarray] = {}
+        for node_id in self.flow.order:
+            node = self.flow.nodes[node_id]
+            for handle, array in _evaluate_node(node, candles, values).items():
+                values[(node_id, handle)] = array
+        return values
+
+    def signals(self, candles: Candles) -> Signals:
+        """Buy and sell triggers at every close of ``candles`` (all bars evaluated at once)."""
+        values = self.evaluate(candles)
+        n = len(candles)
+
+        def fired(node_id: str) -> np.ndarray:
+            out = np.zeros(n, dtype=bool)
+            for source, handle in self.flow.nodes[node_id].inputs.get("in", []):
+                out |= values[(source, handle)]
+            return out
+
+        choice = np.full(n, -1, dtype=np.int64)
+        for index in reversed(range(len(self.flow.buys))):  # first action in document order wins
+            choice[fired(self.flow.buys[index].node_id)] = index
+        sell = np.zeros(n, dtype=bool)
+        for node_id in self.flow.sells:
+            sell |= fired(node_id)
+        return Signals(buy=choice >= 0, sell=sell, choice=choice)
+
+
+def compile_flow(flow: Flow | Mapping[str, Any]) -> CompiledFlow:
+    """Validate (if given a document) and compile a flow.
+
+    Raises:
+        ValidationFailed: the document breaks a rule of DESIGN.md §4 (all problems listed).
+    """
+    if not isinstance(flow, Flow):
+        flow = validate_flow(flow)
+    warmup: dict[str, int] = {}
+    history: dict[str, int] = {}
+    for node_id in flow.order:
+        node = flow.nodes[node_id]
+        upstream = [source for wires in node.inputs.values() for source, _ in wires]
+        base = max((warmup[s] for s in upstream), default=0)
+        base_history = max((history[s] for s in upstream), default=0)
+        own = _lookback(node)
+        if node.type == "condition" and node.kind.startswith("crosses"):
+            own = 1
+        warmup[node_id] = base + own
+        converge = ta.convergence_bars(_ALPHA[node.kind](node.params)) if (
+            node.type == "indicator" and node.kind in _ALPHA) else 0
+        history[node_id] = base_history + own + converge
+    actions = [b.node_id for b in flow.buys] + list(flow.sells)
+    # OBV is a running total from the first bar: no trailing window reproduces it
+    cumulative = any(node.type == "indicator" and node.kind == "obv" for node in flow.nodes.values())
+    return CompiledFlow(flow=flow, warmup=max((warmup[a] for a in actions), default=0),
+                        history=None if cumulative else max((history[a] for a in actions), default=0) + 2)
+
+
+def _lookback(node: Node) -> int:
+    """TA-Lib's lookback: the index of an indicator's first value on a clean input."""
+    if node.type != "indicator":
+        return 0
+    p = node.params
+    return {
+        "sma": lambda: p["period"] - 1, "ema": lambda: p["period"] - 1, "wma": lambda: p["period"] - 1,
+        "rsi": lambda: p["period"], "roc": lambda: p["period"], "highest": lambda: p["period"] - 1,
+        "lowest": lambda: p["period"] - 1, "obv": lambda: 0, "vwap": lambda: p["period"] - 1,
+        "bollinger": lambda: p["period"] - 1, "atr": lambda: p["period"],
+        "macd": lambda: max(p["fast"], p["slow"]) + p["signal"] - 2,
+        "stochastic": lambda: p["kPeriod"] + p["kSmooth"] + p["dPeriod"] - 3,
+    }[node.kind]()
+
+
+def price_field(candles: Candles, name: str) -> np.ndarray:
+    """A price series by name: open, high, low, close, volume, hl2, hlc3 or ohlc4."""
+    if name == "hl2":
+        return (candles.high + candles.low) / 2.0
+    if name == "hlc3":
+        return (candles.high + candles.low + candles.close) / 3.0
+    if name == "ohlc4":
+        return (candles.open + candles.high + candles.low + candles.close) / 4.0
+    return getattr(candles, name)
+
+
+def _input(node: Node, handle: str, values: dict[tuple[str, str], np.ndarray]) -> np.ndarray | None:
+    wires = node.inputs.get(handle)
+    return values[wires[0]] if wires else None
+
+
+def _evaluate_node(node: Node, candles: Candles,
+                   values: dict[tuple[str, str], np.ndarray]) -> dict[str, np.ndarray]:
+    n = len(candles)
+    if node.type == "price":
+        return {"value": price_field(candles, node.kind)}
+    if node.type == "constant":
+        return {"value": np.full(n, float(node.params["value"]))}
+    if node.type == "indicator":
+        return _indicator(node, candles, values)
+    if node.type == "condition":
+        a = _input(node, "a", values)
+        b = _input(node, "b", values)
+        if b is None:
+            b = np.full(n, float(node.params["value"]))
+        return {"value": _compare(node.kind, a, b)}
+    if node.type == "logic":
+        inputs = [values[wire] for wire in node.inputs.get("in", [])]
+        if node.kind == "not":
+            return {"value": ~inputs[0]}
+        reduce = np.logical_and if node.kind == "and" else np.logical_or
+        return {"value": reduce.reduce(inputs)}
+    return {}  # actions, risk and triggers carry no computation
+
+
+def _compare(operator: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """A comparison bar by bar; NaN on either side compares false (numpy's IEEE semantics)."""
+    if operator == ">":
+        return a > b
+    if operator == "<":
+        return a < b
+    if operator == ">=":
+        return a >= b
+    if operator == "<=":
+        return a <= b
+    now = a > b if operator == "crosses_above" else a < b
+    before = a <= b if operator == "crosses_above" else a >= b
+    out = np.zeros(len(a), dtype=bool)
+    out[1:] = now[1:] & before[:-1]
+    return out
+
+
+def _indicator(node: Node, candles: Candles,
+               values: dict[tuple[str, str], np.ndarray]) -> dict[str, np.ndarray]:
+    p = node.params
+    source = _input(node, "source", values)
+    x = price_field(candles, p["source"]) if source is None else source
+    kind = node.kind
+    if kind in ("sma", "ema", "wma", "rsi", "roc", "highest", "lowest"):
+        return {"value": getattr(ta, kind)(x, p["period"])}
+    if kind == "macd":
+        return ta.macd(x, p["fast"], p["slow"], p["signal"])
+    if kind == "bollinger":
+        return ta.bollinger(x, p["period"], float(p["stddev"]))
+    if kind == "atr":
+        return {"value": ta.atr(candles.high, candles.low, candles.close, p["period"])}
+    if kind == "stochastic":
+        return ta.stochastic(candles.high, candles.low, candles.close, p["kPeriod"], p["kSmooth"],
+                             p["dPeriod"])
+    if kind == "obv":
+        return {"value": ta.obv(x, candles.volume)}
+    return {"value": ta.vwap(x, candles.volume, p["period"])}

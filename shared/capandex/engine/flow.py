@@ -1,0 +1,461 @@
+"""The flow document (DESIGN.md §4): node catalogue and validation.
+
+:func:`validate_flow` checks a flow document and returns a :class:`Flow` (nodes in evaluation
+order, risk rules, buy/sell actions, settings). It never stops at the first problem: every problem
+is collected as ``{"nodeId", "field", "message"}`` and raised together in one
+:class:`~capandex.errors.ValidationFailed` (the API answers 422 with them as ``details``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from capandex.errors import ValidationFailed
+
+NUMERIC, BOOLEAN = "numeric", "boolean"
+PRICE_FIELDS = ("open", "high", "low", "close", "volume", "hl2", "hlc3", "ohlc4")
+CONDITION_OPERATORS = (">", "<", ">=", "<=", "crosses_above", "crosses_below")
+LOGIC_OPERATORS = ("and", "or", "not")
+RISK_KINDS = ("stop_loss", "take_profit", "trailing_stop", "kill_switch")
+TRIGGER_KINDS = ("candle_close", "webhook")
+SIZING_FIELDS = ("sizePercent", "amount", "riskPercent")
+#: §5's defaults (Capandex paper mode)
+DEFAULT_CAPITAL, DEFAULT_FEE, DEFAULT_SLIPPAGE = 10_000.0, 0.001, 0.001
+MAX_PERIOD = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One numeric parameter: integer or real, its default (None = required) and its bounds."""
+
+    integer: bool
+    default: float | None
+    low: float
+    high: float = math.inf
+    low_inclusive: bool = True
+
+    def check(self, value: Any) -> str | None:
+        """Why ``value`` is not acceptable, or None."""
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return "must be a number"
+        if self.integer and value != int(value):
+            return "must be a whole number"
+        low_ok = value >= self.low if self.low_inclusive else value > self.low
+        if not low_ok or value > self.high:
+            bracket = "[" if self.low_inclusive else "("
+            high = "inf" if self.high == math.inf else f"{self.high:g}"
+            return f"must be in {bracket}{self.low:g}, {high}]"
+        return None
+
+
+def _period(default: float | None = None, low: int = 2) -> Param:
+    return Param(True, default, low, MAX_PERIOD)
+
+
+@dataclass(frozen=True, slots=True)
+class IndicatorKind:
+    """An indicator's parameters, named outputs and whether it reads ``source`` (else OHLCV)."""
+
+    params: dict[str, Param]
+    outputs: tuple[str, ...] = ("value",)
+    uses_source: bool = True
+
+
+#: the indicator catalogue of DESIGN.md §4; minimum periods are TA-Lib's
+INDICATORS: dict[str, IndicatorKind] = {
+    "sma": IndicatorKind({"period": _period()}),
+    "ema": IndicatorKind({"period": _period()}),
+    "wma": IndicatorKind({"period": _period()}),
+    "rsi": IndicatorKind({"period": _period(14)}),
+    "macd": IndicatorKind({"fast": _period(12), "slow": _period(26), "signal": _period(9, 1)},
+                          ("macd", "signal", "histogram")),
+    "bollinger": IndicatorKind({"period": _period(20), "stddev": Param(False, 2, 0, 100, False)},
+                               ("upper", "middle", "lower")),
+    "atr": IndicatorKind({"period": _period(14, 1)}, uses_source=False),
+    "stochastic": IndicatorKind({"kPeriod": _period(14, 1), "kSmooth": _period(3, 1),
+                                 "dPeriod": _period(3, 1)}, ("k", "d"), uses_source=False),
+    "roc": IndicatorKind({"period": _period(low=1)}),
+    "highest": IndicatorKind({"period": _period()}),
+    "lowest": IndicatorKind({"period": _period()}),
+    "obv": IndicatorKind({}),
+    "vwap": IndicatorKind({"period": _period(low=1)}),
+}
+
+RISK_PARAMS = {
+    "stop_loss": Param(False, None, 0, 100, False),
+    "take_profit": Param(False, None, 0, 1e6, False),
+    "trailing_stop": Param(False, None, 0, 100, False),
+    "kill_switch": Param(False, None, 0, 100, False),
+}
+SIZING_PARAMS = {
+    "sizePercent": Param(False, 100, 0, 100, False),
+    "amount": Param(False, None, 0, math.inf, False),
+    "riskPercent": Param(False, None, 0, 100, False),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A validated node: ``params`` holds every parameter with defaults filled in."""
+
+    id: str
+    type: str
+    kind: str  # indicator/risk/trigger kind, condition/logic operator, price field, action side
+    params: dict[str, Any]
+    inputs: dict[str, list[tuple[str, str]]]  # target handle -> [(source node id, source handle)]
+
+
+@dataclass(frozen=True, slots=True)
+class BuyAction:
+    """A buy action: its trigger inputs and how it sizes (exactly one of the three is set)."""
+
+    node_id: str
+    size_percent: float | None = None
+    amount: float | None = None
+    risk_percent: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Risk:
+    """The flow's risk rules in percent (None = not set)."""
+
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    trailing_stop: float | None = None
+    kill_switch: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Run settings: capital in quote currency; fee and slippage as fractions (0.001 = 0.1 %)."""
+
+    capital: float = DEFAULT_CAPITAL
+    fee: float = DEFAULT_FEE
+    slippage: float = DEFAULT_SLIPPAGE
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """A validated flow: ``order`` lists node ids so that inputs come before their users."""
+
+    nodes: dict[str, Node]
+    order: tuple[str, ...]
+    buys: tuple[BuyAction, ...]
+    sells: tuple[str, ...]
+    risk: Risk
+    settings: Settings
+    name: str = ""
+    document: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+def output_type(node: Node) -> str | None:
+    """What a node's outputs carry: numbers, booleans, or nothing (actions, risk, triggers)."""
+    if node.type in ("price", "constant", "indicator"):
+        return NUMERIC
+    if node.type in ("condition", "logic"):
+        return BOOLEAN
+    return None
+
+
+def output_handles(node: Node) -> tuple[str, ...]:
+    """The names a node's outgoing edges may use as ``sourceHandle``."""
+    if node.type == "indicator":
+        return INDICATORS[node.kind].outputs
+    return ("value",) if output_type(node) else ()
+
+
+class _Problems(list):
+    def add(self, node_id: str | None, field_name: str, message: str) -> None:
+        self.append({"nodeId": node_id, "field": field_name, "message": message})
+
+
+def validate_flow(document: Mapping[str, Any]) -> Flow:
+    """Check a flow document (DESIGN.md §4) and return it validated and ordered.
+
+    Raises:
+        ValidationFailed: with ``details`` listing every problem as
+            ``{"nodeId": str | None, "field": str, "message": str}``.
+    """
+    problems = _Problems()
+    if not isinstance(document, Mapping):
+        problems.add(None, "flow", "must be a JSON object")
+        _raise(problems)
+    nodes = _parse_nodes(document.get("nodes"), problems)
+    _parse_edges(document.get("edges", []), nodes, problems)
+    order = _topological_order(nodes, problems)
+    _check_inputs(nodes, problems)
+    buys, sells, risk = _parse_actions_and_risk(nodes, problems)
+    settings = _parse_settings(document.get("settings") or {}, problems)
+    if problems:
+        _raise(problems)
+    return Flow(nodes=nodes, order=order, buys=buys, sells=sells, risk=risk, settings=settings,
+                name=str(document.get("name", "")), document=dict(document))
+
+
+def _raise(problems: _Problems) -> None:
+    first = problems[0]
+    where = f"node {first['nodeId']!r} " if first["nodeId"] else ""
+    more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+    raise ValidationFailed(f"invalid flow: {where}{first['field']}: {first['message']}{more}",
+                           details=list(problems))
+
+
+def _parse_nodes(raw: Any, problems: _Problems) -> dict[str, Node]:
+    if not isinstance(raw, list) or not raw:
+        problems.add(None, "nodes", "must be a non-empty list of nodes")
+        return {}
+    nodes: dict[str, Node] = {}
+    for index, item in enumerate(raw):
+        if not isinstance(item, Mapping) or not isinstance(item.get("id"), str) or not item["id"]:
+            problems.add(None, f"nodes[{index}].id", "every node needs a non-empty string id")
+            continue
+        node_id = item["id"]
+        if node_id in nodes:
+            problems.add(node_id, "id", "duplicate node id")
+            continue
+        data = item.get("data") or {}
+        if not isinstance(data, Mapping):
+            problems.add(node_id, "data", "must be an object")
+            data = {}
+        node = _parse_node(node_id, item.get("type"), data, problems)
+        if node is not None:
+            nodes[node_id] = node
+    return nodes
+
+
+def _parse_node(node_id: str, node_type: Any, data: Mapping[str, Any],
+                problems: _Problems) -> Node | None:
+    def choice(name: str, allowed: tuple[str, ...], default: str | None = None) -> str | None:
+        value = data.get(name, default)
+        if value not in allowed:
+            problems.add(node_id, f"data.{name}", f"must be one of {', '.join(allowed)} (got {value!r})")
+            return None
+        return value
+
+    def numbers(spec: Mapping[str, Param], only_given: bool = False) -> dict[str, Any]:
+        params = {}
+        for name, param in spec.items():
+            value = data.get(name, None if only_given else param.default)
+            if value is None:
+                if not only_given:
+                    problems.add(node_id, f"data.{name}", "is required")
+                continue
+            why = param.check(value)
+            if why:
+                problems.add(node_id, f"data.{name}", why)
+            params[name] = int(value) if param.integer and not why else value
+        return params
+
+    if node_type == "price":
+        kind = choice("field", PRICE_FIELDS)
+        return Node(node_id, "price", kind or "close", {}, {}) if kind else None
+    if node_type == "constant":
+        return Node(node_id, "constant", "constant", numbers({"value": Param(False, None, -math.inf)}),
+                    {})
+    if node_type == "indicator":
+        kind = choice("kind", tuple(INDICATORS))
+        if kind is None:
+            return None
+        params = numbers(INDICATORS[kind].params)
+        if kind == "macd" and isinstance(params.get("fast"), int) and isinstance(params.get("slow"), int) \
+                and params["fast"] >= params["slow"]:
+            problems.add(node_id, "data.fast", "must be smaller than data.slow")
+        default_source = "hlc3" if kind == "vwap" else "close"
+        source = data.get("source", default_source)
+        if source not in PRICE_FIELDS:
+            problems.add(node_id, "data.source", f"must be one of {', '.join(PRICE_FIELDS)}")
+        return Node(node_id, "indicator", kind, {**params, "source": source}, {})
+    if node_type == "condition":
+        operator = choice("operator", CONDITION_OPERATORS)
+        params = numbers({"value": Param(False, None, -math.inf)}, only_given=True)
+        return Node(node_id, "condition", operator or ">", params, {})
+    if node_type == "logic":
+        operator = choice("operator", LOGIC_OPERATORS)
+        return Node(node_id, "logic", operator or "and", {}, {})
+    if node_type == "action":
+        side = choice("action", ("buy", "sell"))
+        given = [name for name in SIZING_FIELDS if data.get(name) is not None]
+        if side == "sell" and given:
+            problems.add(node_id, f"data.{given[0]}", "a sell closes the whole position; remove it")
+        if len(given) > 1:
+            problems.add(node_id, "data", f"set only one of {', '.join(SIZING_FIELDS)}")
+        params = numbers(SIZING_PARAMS, only_given=True) if side == "buy" else {}
+        if side == "buy" and not given:
+            params["sizePercent"] = 100.0
+        return Node(node_id, "action", side or "buy", params, {})
+    if node_type == "risk":
+        kind = choice("kind", RISK_KINDS)
+        if kind is None:
+            return None
+        return Node(node_id, "risk", kind, numbers({"percent": RISK_PARAMS[kind]}), {})
+    if node_type == "trigger":
+        kind = choice("kind", TRIGGER_KINDS, "candle_close")
+        return Node(node_id, "trigger", kind or "candle_close", {}, {})
+    problems.add(node_id, "type", f"unknown node type {node_type!r}; expected one of price, constant, "
+                 "indicator, condition, logic, action, risk, trigger")
+    return None
+
+
+def _input_handles(node: Node) -> tuple[str, ...] | None:
+    """Allowed target handles; None means any number of unnamed inputs."""
+    if node.type == "condition":
+        return ("a", "b")
+    if node.type == "indicator":
+        return ("source",) if INDICATORS[node.kind].uses_source else ()
+    if node.type in ("logic", "action"):
+        return None
+    return ()
+
+
+def _parse_edges(raw: Any, nodes: dict[str, Node], problems: _Problems) -> None:
+    if not isinstance(raw, list):
+        problems.add(None, "edges", "must be a list")
+        return
+    for index, edge in enumerate(raw):
+        label = f"edges[{index}]"
+        if not isinstance(edge, Mapping):
+            problems.add(None, label, "must be an object")
+            continue
+        edge_id = edge.get("id", label)
+        source, target = nodes.get(edge.get("source")), nodes.get(edge.get("target"))
+        for end, node in (("source", source), ("target", target)):
+            if node is None:
+                problems.add(edge.get(end) if isinstance(edge.get(end), str) else None,
+                             f"edge {edge_id}.{end}", f"no node with id {edge.get(end)!r}")
+        if source is None or target is None:
+            continue
+        out_handles = output_handles(source)
+        source_handle = edge.get("sourceHandle")
+        if not out_handles:
+            problems.add(source.id, f"edge {edge_id}.source", f"a {source.type} node has no outputs")
+            continue
+        if source_handle is None and len(out_handles) == 1:
+            source_handle = out_handles[0]
+        if source_handle not in out_handles:
+            problems.add(source.id, f"edge {edge_id}.sourceHandle",
+                         f"must be one of {', '.join(out_handles)} (got {source_handle!r})")
+            continue
+        in_handles = _input_handles(target)
+        target_handle = edge.get("targetHandle")
+        if in_handles is None:
+            target_handle = "in"
+        elif not in_handles:
+            problems.add(target.id, f"edge {edge_id}.target", f"this {target.type} node takes no inputs")
+            continue
+        elif target_handle is None and len(in_handles) == 1:
+            target_handle = in_handles[0]
+        elif target_handle not in in_handles:
+            problems.add(target.id, f"edge {edge_id}.targetHandle",
+                         f"must be one of {', '.join(in_handles)} (got {target_handle!r})")
+            continue
+        wires = target.inputs.setdefault(target_handle, [])
+        if in_handles is not None and wires:
+            problems.add(target.id, f"inputs.{target_handle}", "already has an incoming edge")
+            continue
+        wires.append((source.id, source_handle))
+
+
+def _topological_order(nodes: dict[str, Node], problems: _Problems) -> tuple[str, ...]:
+    pending = {node_id: {src for wires in node.inputs.values() for src, _ in wires}
+               for node_id, node in nodes.items()}
+    order: list[str] = []
+    ready = [node_id for node_id, deps in pending.items() if not deps]
+    while ready:
+        current = ready.pop(0)
+        order.append(current)
+        del pending[current]
+        for node_id, deps in pending.items():
+            if current in deps:
+                deps.discard(current)
+                if not deps and node_id not in ready:
+                    ready.append(node_id)
+    for node_id in pending:
+        problems.add(node_id, "inputs", "is part of a cycle")
+    return tuple(order)
+
+
+def _check_inputs(nodes: dict[str, Node], problems: _Problems) -> None:
+    for node in nodes.values():
+        expected = BOOLEAN if node.type in ("logic", "action") else NUMERIC
+        for handle, wires in node.inputs.items():
+            for source_id, _ in wires:
+                got = output_type(nodes[source_id])
+                if got != expected:
+                    problems.add(node.id, f"inputs.{handle}",
+                                 f"expects a {expected} input but {source_id!r} gives a {got} value")
+        count = len(node.inputs.get("in", []))
+        if node.type == "condition":
+            if "a" not in node.inputs:
+                problems.add(node.id, "inputs.a", "needs a numeric edge")
+            if "b" not in node.inputs and "value" not in node.params:
+                problems.add(node.id, "inputs.b", "needs a numeric edge or data.value")
+        elif node.type == "logic" and node.kind == "not" and count != 1:
+            problems.add(node.id, "inputs", f"'not' takes exactly one boolean edge (got {count})")
+        elif node.type == "logic" and count == 0:
+            problems.add(node.id, "inputs", "needs at least one boolean edge")
+        elif node.type == "action" and count == 0:
+            problems.add(node.id, "inputs", "needs a boolean edge (a condition) to fire it")
+
+
+def _parse_actions_and_risk(nodes: dict[str, Node], problems: _Problems,
+                            ) -> tuple[tuple[BuyAction, ...], tuple[str, ...], Risk]:
+    buys, sells, risk = [], [], {}
+    for node in nodes.values():
+        if node.type == "risk":
+            if node.kind in risk:
+                problems.add(node.id, "kind", f"only one {node.kind} per flow")
+            risk[node.kind] = node.params.get("percent")
+        elif node.type == "action" and node.kind == "sell":
+            sells.append(node.id)
+        elif node.type == "action":
+            p = node.params
+            buys.append(BuyAction(node.id, p.get("sizePercent"), p.get("amount"), p.get("riskPercent")))
+    if not buys:
+        problems.add(None, "nodes", "the flow has no buy action, so it can never trade")
+    for buy in buys:
+        if buy.risk_percent is not None and "stop_loss" not in risk:
+            problems.add(buy.node_id, "data.riskPercent", "needs a stop_loss risk node")
+    return tuple(buys), tuple(sells), Risk(**{key: _num(value) for key, value in risk.items()})
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _parse_settings(raw: Any, problems: _Problems) -> Settings:
+    if not isinstance(raw, Mapping):
+        problems.add(None, "settings", "must be an object")
+        return Settings()
+    specs = {"initialCapital": Param(False, DEFAULT_CAPITAL, 0, math.inf, False),
+             "feeRate": Param(False, DEFAULT_FEE, 0, 0.5), "slippage": Param(False, DEFAULT_SLIPPAGE, 0, 0.5)}
+    values = {}
+    for name, spec in specs.items():
+        value = raw.get(name)
+        value = spec.default if value is None else value
+        why = spec.check(value)
+        if why:
+            problems.add(None, f"settings.{name}", why)
+            value = spec.default
+        values[name] = float(value)
+    return Settings(values["initialCapital"], values["feeRate"], values["slippage"])
+
+
+def resolve_settings(flow: Flow, capital: float | None, fee: float | None,
+                     slippage: float | None) -> Settings:
+    """Explicit arguments win, then the flow's settings, then §5's defaults; checks the ranges."""
+    problems = _Problems()
+    resolved = Settings(flow.settings.capital if capital is None else capital,
+                        flow.settings.fee if fee is None else fee,
+                        flow.settings.slippage if slippage is None else slippage)
+    for name, value, spec in (("capital", resolved.capital, Param(False, None, 0, math.inf, False)),
+                              ("fee", resolved.fee, Param(False, None, 0, 0.5)),
+                              ("slippage", resolved.slippage, Param(False, None, 0, 0.5))):
+        why = spec.check(value)
+        if why:
+            problems.add(None, name, why)
+    if problems:
+        _raise(problems)
+    return Settings(float(resolved.capital), float(resolved.fee), float(resolved.slippage))

@@ -1,0 +1,151 @@
+"""What a backtest returns: trades, metrics, the equity curve, and their JSON shapes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from capandex.engine.candles import iso_utc
+from capandex.engine.rules import REASONS
+
+#: the API sends at most this many equity points (the library and CLI keep all)
+API_EQUITY_POINTS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """One closed trade. Times are epoch ms (UTC); prices are fills (slippage included); ``pnl``
+    is after both fees, in quote currency; ``pnl_percent`` is pnl over the cash spent at entry."""
+
+    entry_time: int
+    exit_time: int
+    entry_price: float
+    exit_price: float
+    units: float
+    pnl: float
+    pnl_percent: float
+    fees: float
+    exit_reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The §5 trade object (ISO 8601 UTC times)."""
+        entry, exit_ = iso_utc(np.array([self.entry_time, self.exit_time]))
+        return {"entryTime": entry, "exitTime": exit_, "entryPrice": self.entry_price,
+                "exitPrice": self.exit_price, "units": self.units, "pnl": self.pnl,
+                "pnlPercent": self.pnl_percent, "fees": self.fees, "exitReason": self.exit_reason}
+
+
+def make_trade(entry_time: int, exit_time: int, entry_price: float, exit_price: float, units: float,
+               spent: float, proceeds: float, fee: float, reason: int) -> Trade:
+    """Build a :class:`Trade` from the raw fill numbers (shared by the simulator and the stepper)."""
+    pnl = proceeds - spent
+    return Trade(entry_time=int(entry_time), exit_time=int(exit_time), entry_price=float(entry_price),
+                 exit_price=float(exit_price), units=float(units), pnl=float(pnl),
+                 pnl_percent=float(pnl / spent * 100.0) if spent > 0 else 0.0,
+                 fees=float(units * entry_price * fee + units * exit_price * fee),
+                 exit_reason=REASONS[int(reason)])
+
+
+@dataclass(frozen=True, slots=True)
+class TradeTable:
+    """Closed trades as parallel arrays (times epoch ms; money in quote currency)."""
+
+    entry_time: np.ndarray
+    exit_time: np.ndarray
+    entry_price: np.ndarray
+    exit_price: np.ndarray
+    units: np.ndarray
+    spent: np.ndarray
+    proceeds: np.ndarray
+    reason: np.ndarray
+    fee: float
+
+    @property
+    def pnl(self) -> np.ndarray:
+        """Pnl after both fees: proceeds - spent (same expression as :func:`make_trade`)."""
+        return self.proceeds - self.spent
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        """The §5 trade dicts, built column-wise (ISO times converted in one batch)."""
+        pnl = self.pnl
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pnl_percent = np.where(self.spent > 0, pnl / self.spent * 100.0, 0.0)
+        fees = self.units * self.entry_price * self.fee + self.units * self.exit_price * self.fee
+        columns = (iso_utc(self.entry_time), iso_utc(self.exit_time), self.entry_price.tolist(),
+                   self.exit_price.tolist(), self.units.tolist(), pnl.tolist(), pnl_percent.tolist(),
+                   fees.tolist(), [REASONS[r] for r in self.reason.tolist()])
+        keys = ("entryTime", "exitTime", "entryPrice", "exitPrice", "units", "pnl", "pnlPercent", "fees",
+                "exitReason")
+        return [dict(zip(keys, row, strict=True)) for row in zip(*columns, strict=True)]
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    """The outcome of :func:`capandex.engine.backtest`.
+
+    Attributes:
+        metrics: the seed's metrics (see :func:`capandex.engine.metrics.compute_metrics`).
+        equity: equity at every close, float64, one value per candle.
+        time: the candles' open times, int64 epoch ms.
+        table: the closed trades as arrays (:class:`TradeTable`).
+        warnings: notes on odd but valid runs (e.g. fewer candles than the warm-up).
+        trades: (property) the closed trades as §5 dicts with ISO 8601 UTC times, built on first use.
+    """
+
+    metrics: dict[str, Any]
+    equity: np.ndarray
+    time: np.ndarray
+    table: TradeTable
+    warnings: list[str] = field(default_factory=list)
+
+    @cached_property
+    def trades(self) -> list[dict[str, Any]]:
+        return self.table.to_dicts()
+
+    def equity_curve(self, max_points: int | None = None) -> list[dict[str, Any]]:
+        """``[{"timestamp": ISO 8601 "Z", "equity": float}]``; all points unless ``max_points``."""
+        return equity_curve_points(self.time, self.equity, max_points)
+
+    def to_dict(self, max_points: int | None = None) -> dict[str, Any]:
+        """``{"metrics", "trades", "equityCurve"}`` (plus ``warnings`` when there are some)."""
+        out: dict[str, Any] = {"metrics": self.metrics, "trades": self.trades,
+                               "equityCurve": self.equity_curve(max_points)}
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        return out
+
+    def to_json(self, max_points: int | None = None, **kwargs: Any) -> str:
+        """:meth:`to_dict` as strict JSON (``allow_nan=False``: a NaN would raise, never be sent)."""
+        import json
+
+        return json.dumps(self.to_dict(max_points), allow_nan=False, **kwargs)
+
+
+def downsample_indices(equity: np.ndarray, max_points: int = API_EQUITY_POINTS) -> np.ndarray:
+    """Indices of at most ``max_points`` equity points: evenly spaced, always including the first,
+    the last and the deepest drawdown trough (and the peak before it), sorted and unique."""
+    n = len(equity)
+    if n <= max_points:
+        return np.arange(n)
+    peak = np.maximum.accumulate(equity)
+    trough = int(np.argmax(1.0 - equity / peak))
+    peak_at = int(np.argmax(equity[:trough + 1])) if trough else 0
+    keep = np.unique(np.r_[0, n - 1, trough, peak_at])
+    spaced = np.linspace(0, n - 1, max_points - len(keep)).round().astype(np.int64)
+    return np.unique(np.r_[keep, spaced])  # at most len(keep) + len(spaced) == max_points
+
+
+def equity_curve_points(time_ms: np.ndarray, equity: np.ndarray,
+                        max_points: int | None = None) -> list[dict[str, Any]]:
+    """The equity curve as JSON points, downsampled to ``max_points`` when given."""
+    idx = np.arange(len(equity)) if max_points is None else downsample_indices(equity, max_points)
+    stamps = iso_utc(time_ms[idx])
+    return [{"timestamp": s, "equity": float(e)} for s, e in zip(stamps, equity[idx].tolist(), strict=True)]
+
+
+def equity_curve_for_api(result: BacktestResult) -> list[dict[str, Any]]:
+    """The API's equity curve: at most 2,000 points, first, last and deepest trough kept."""
+    return result.equity_curve(API_EQUITY_POINTS)

@@ -1,0 +1,145 @@
+"""The fill and sizing rules of DESIGN.md §5, written once.
+
+Every function here is pure and works on Python floats and on numpy arrays alike, so the
+vectorised simulator (:mod:`.simulator`) and the bar-by-bar stepper (:mod:`.stepper`) call the very
+same expressions and get the same floating-point results. Percent arguments are in percent
+(2 = 2 %); ``fee`` and ``slippage`` are fractions (0.001 = 0.1 %).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: exit reasons, in the order of their integer codes inside the simulator
+REASONS = ("signal", "stop_loss", "take_profit", "trailing_stop", "kill_switch", "end_of_data")
+SIGNAL, STOP_LOSS, TAKE_PROFIT, TRAILING_STOP, KILL_SWITCH, END_OF_DATA = range(6)
+
+
+def buy_fill(open_, slippage):
+    """Market buy at the bar's open: ``open * (1 + slippage)``."""
+    return open_ * (1.0 + slippage)
+
+
+def sell_fill(price, slippage):
+    """Market sell (signal, kill switch, stop, end of data): ``price * (1 - slippage)``."""
+    return price * (1.0 - slippage)
+
+
+def stop_loss_level(entry, percent):
+    """Stop-loss trigger level: ``entry * (1 - percent / 100)``."""
+    return entry * (1.0 - percent / 100.0)
+
+
+def take_profit_level(entry, percent):
+    """Take-profit limit level: ``entry * (1 + percent / 100)``."""
+    return entry * (1.0 + percent / 100.0)
+
+
+def trailing_level(entry, highest_before, percent):
+    """Trailing stop at bar k: ``max(entry, highest high of bars entry..k-1) * (1 - percent / 100)``.
+
+    ``highest_before`` is -inf (or anything below ``entry``) on the entry bar itself.
+    """
+    return np.maximum(entry, highest_before) * (1.0 - percent / 100.0)
+
+
+def stop_exit_price(open_, level, slippage):
+    """Stop-market exit once the low reaches ``level``: the level, or the open if it gapped below."""
+    return sell_fill(np.minimum(open_, level), slippage)
+
+
+def take_profit_exit_price(open_, level):
+    """Limit exit once the high reaches ``level``: the level, or the open if it gapped above.
+
+    A limit order gets no slippage.
+    """
+    return np.maximum(open_, level)
+
+
+def buy_fraction(fee, slippage, size_percent=None, risk_percent=None, stop_loss=None):
+    """Fraction of equity a buy spends (fee included) for ``sizePercent`` or ``riskPercent``.
+
+    ``sizePercent``: ``size_percent / 100``. ``riskPercent``: the spend for which hitting the
+    stop-loss exactly at its level loses ``risk_percent`` % of equity, counting both fees and the
+    exit slippage; per unit bought at fill F that loss is
+    ``F * (1 + fee) - F * (1 - stop/100) * (1 - slippage) * (1 - fee)``, so the fraction does not
+    depend on F. Capped at 1 (100 % of equity). A gap through the stop loses more: that is the
+    risk the trader accepts.
+    """
+    if risk_percent is None:
+        return size_percent / 100.0
+    loss_per_spent = 1.0 - (1.0 - stop_loss / 100.0) * (1.0 - slippage) * (1.0 - fee) / (1.0 + fee)
+    return min(1.0, (risk_percent / 100.0) / loss_per_spent)
+
+
+def spend(cash, fraction=None, amount=None):
+    """Quote currency a buy spends, fee included: ``cash * fraction``, or ``min(amount, cash)``."""
+    if amount is not None:
+        return np.minimum(amount, cash)
+    return cash * fraction
+
+
+def units_for(spent, fill, fee):
+    """Units bought for ``spent`` quote (fee included): ``spent / (fill * (1 + fee))``."""
+    return spent / (fill * (1.0 + fee))
+
+
+def entry_cost(units, fill, fee):
+    """Cash paid for a buy: ``units * fill * (1 + fee)``."""
+    return units * fill * (1.0 + fee)
+
+
+def exit_proceeds(units, fill, fee):
+    """Cash received for a sell: ``units * fill * (1 - fee)``."""
+    return units * fill * (1.0 - fee)
+
+
+def kill_switch_hit(equity, peak, percent):
+    """True when ``(1 - equity / peak) * 100 >= percent`` (drawdown from the peak, at a close)."""
+    return (1.0 - equity / peak) * 100.0 >= percent
+
+
+def cash_after_entry(cash, spent):
+    """Cash left after a buy that spent ``spent`` (fee included)."""
+    return cash - spent
+
+
+def cash_after_exit(cash, proceeds):
+    """Cash after a sell that received ``proceeds`` (fee deducted)."""
+    return cash + proceeds
+
+
+def equity(cash, units, close):
+    """Equity at a close: ``cash + units * close`` (units 0 when flat)."""
+    return cash + units * close
+
+
+def stop_exit(open_, high, low, stop_loss, trailing, take_profit, slippage):
+    """Which stop fires inside a bar, and at what price (element-wise over arrays).
+
+    Levels are prices; pass -inf for an unset stop-loss/trailing stop and +inf for an unset
+    take-profit. The protective stop is the higher of stop-loss and trailing level; it fires when
+    the low reaches it and wins over the take-profit in the same bar (§5: we cannot know which
+    came first, so assume the worse). Returns ``(reason code or -1, exit fill price)``.
+    """
+    stop = np.maximum(stop_loss, trailing)
+    stop_hit = low <= stop
+    tp_hit = high >= take_profit
+    stop_reason = np.where(trailing > stop_loss, TRAILING_STOP, STOP_LOSS)
+    code = np.where(stop_hit, stop_reason, np.where(tp_hit, TAKE_PROFIT, -1))
+    with np.errstate(invalid="ignore", over="ignore"):
+        price = np.where(stop_hit, stop_exit_price(open_, stop, slippage),
+                         take_profit_exit_price(open_, take_profit))
+    return code, price
+
+
+def open_position(cash, fill, fee, fraction=None, amount=None):
+    """A buy at ``fill``: returns ``(spent, units, cash left)``; see :func:`spend`, :func:`units_for`."""
+    spent = spend(cash, fraction, amount)
+    return spent, units_for(spent, fill, fee), cash_after_entry(cash, spent)
+
+
+def close_position(cash, units, fill, fee):
+    """A sell of ``units`` at ``fill``: returns ``(proceeds, cash after)``."""
+    proceeds = exit_proceeds(units, fill, fee)
+    return proceeds, cash_after_exit(cash, proceeds)

@@ -1,0 +1,302 @@
+"""The vectorised simulation of DESIGN.md §5.
+
+The reference semantics is the bar-by-bar :mod:`.stepper`; this module computes the same trades
+without a Python loop over bars (a hypothesis test proves them equal):
+
+1. *Signal schedule.* Flat, a buy at close t enters at open t+1; long, a sell exits at open t+1;
+   a bar where both fire flips the state. The state after every close is therefore the last
+   "pure" signal (buy xor sell) with the parity of the "both" bars since then — two cumulative
+   passes, no loop.
+2. *Stops.* Trades do not overlap, so each bar belongs to at most one trade; stop levels are
+   expanded per bar and the first hit of each trade is one segmented reduction
+   (``np.minimum.reduceat``). Without a trailing stop, segment extremes first discard the trades
+   that never come near their levels.
+3. *Schedule repair.* A stop exit at bar k leaves the trader flat from k on, so the next entry is
+   the first buy at or after k. When that is the entry the signal schedule already had (the usual
+   case: a cross strategy cannot re-cross before it crosses back) nothing changes; otherwise the
+   schedule is recomputed from k. Only such changes cost another pass, over a window that adapts
+   to how far the last pass got.
+4. *Money.* Cash is carried trade by trade through the shared :mod:`.rules` (one float loop over
+   trades, not bars), so the stepper's numbers are reproduced bit for bit; the kill switch is then
+   found with one vectorised drawdown pass (it can only truncate the schedule).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from capandex.engine import rules
+from capandex.engine.candles import Candles
+from capandex.engine.compiler import Signals
+from capandex.engine.flow import BuyAction, Risk, Settings
+
+_MIN_WINDOW = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Simulation:
+    """The raw outcome: per-trade arrays (bar indices, fill prices, sizes) and per-bar equity.
+
+    ``exit_bar`` is the bar in which the exit happened (at its open for signal and kill switch
+    exits, inside it for stops, at its close for ``end_of_data``); ``reason`` indexes
+    :data:`rules.REASONS`. ``spent`` is the cash paid at entry (fees included), ``proceeds`` the
+    cash received at exit (fees deducted).
+    """
+
+    entry_bar: np.ndarray
+    exit_bar: np.ndarray
+    entry_price: np.ndarray
+    exit_price: np.ndarray
+    reason: np.ndarray
+    units: np.ndarray
+    spent: np.ndarray
+    proceeds: np.ndarray
+    entry_fee: np.ndarray
+    exit_fee: np.ndarray
+    equity: np.ndarray
+    killed_at: int | None
+
+
+def next_true(mask: np.ndarray) -> np.ndarray:
+    """``out[t]`` = first index ``i >= t`` with ``mask[i]``, or ``len(mask)`` if none."""
+    n = len(mask)
+    idx = np.where(mask, np.arange(n), n)
+    return np.minimum.accumulate(idx[::-1])[::-1]
+
+
+def simulate(candles: Candles, signals: Signals, buys: tuple[BuyAction, ...], risk: Risk,
+             settings: Settings) -> Simulation:
+    """Run §5 over ``candles`` for precomputed ``signals``; see the module docstring."""
+    n = len(candles)
+    buy, sell = signals.buy.copy(), signals.sell.copy()
+    buy[-1] = sell[-1] = False  # a signal on the last candle does not fill
+    entry_sig, exit_bar, reason, exit_price = _schedule(candles, buy, sell, risk, settings.slippage)
+    entry_bar = entry_sig + 1
+    entry_price = rules.buy_fill(candles.open[entry_bar], settings.slippage)
+    by_action = [_sizing(action, risk, settings) for action in buys]
+    sizing = [by_action[i] for i in signals.choice[entry_sig].tolist()]
+    killed_at = None
+    money = _settle(entry_price, exit_price, sizing, settings)
+    equity = _equity(candles, entry_bar, exit_bar, money, settings.capital)
+    if risk.kill_switch is not None:
+        peak = np.maximum.accumulate(np.maximum(equity, settings.capital))
+        hit = np.flatnonzero(rules.kill_switch_hit(equity, peak, risk.kill_switch))
+        if len(hit):
+            killed_at = int(hit[0])
+            if killed_at < n - 1:
+                keep = entry_bar <= killed_at
+                entry_sig, entry_bar, exit_bar, reason, exit_price, entry_price = (
+                    a[keep] for a in (entry_sig, entry_bar, exit_bar, reason, exit_price, entry_price))
+                sizing = [s for s, k in zip(sizing, keep, strict=True) if k]
+                if len(exit_bar) and exit_bar[-1] > killed_at:  # open at that close: out next open
+                    exit_bar[-1], reason[-1] = killed_at + 1, rules.KILL_SWITCH
+                    exit_price[-1] = rules.sell_fill(candles.open[killed_at + 1], settings.slippage)
+                money = _settle(entry_price, exit_price, sizing, settings)
+                equity = _equity(candles, entry_bar, exit_bar, money, settings.capital)
+    units, spent, proceeds, _ = money
+    return Simulation(entry_bar=entry_bar, exit_bar=exit_bar, entry_price=entry_price,
+                      exit_price=exit_price, reason=reason, units=units, spent=spent,
+                      proceeds=proceeds, entry_fee=units * entry_price * settings.fee,
+                      exit_fee=units * exit_price * settings.fee, equity=equity, killed_at=killed_at)
+
+
+# -- 1. + 3. the schedule ------------------------------------------------------------------------
+def _schedule(candles: Candles, buy: np.ndarray, sell: np.ndarray, risk: Risk, slippage: float,
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Entry signal bars, exit bars, exit reasons and exit fill prices of every trade."""
+    n = len(buy)
+    next_buy = next_true(buy)
+    has_stops = any(v is not None for v in (risk.stop_loss, risk.take_profit, risk.trailing_stop))
+    parts: list[tuple[np.ndarray, ...]] = []
+    pos, window = 0, n
+    while pos < n:
+        stop = min(n, pos + window)
+        entries, exits = _signal_trades(buy, sell, pos, stop)
+        resume = stop
+        if len(entries) > len(exits) and stop < n:  # the last trade is still open at the window's end
+            if len(entries) == 1:
+                window *= 2
+                continue
+            resume, entries = int(entries[-1]), entries[:-1]
+        open_at_end = len(entries) - len(exits)  # 0, or 1 when that trade runs to the last bar
+        x_bar = np.r_[exits + 1, np.full(open_at_end, n - 1)].astype(np.int64)
+        reason = np.r_[np.full(len(exits), rules.SIGNAL), np.full(open_at_end, rules.END_OF_DATA)]
+        price = np.r_[rules.sell_fill(candles.open[exits + 1], slippage),
+                      np.full(open_at_end, rules.sell_fill(candles.close[-1], slippage))]
+        # stops are checked from the entry bar through the signal bar (the exit fills after it)
+        check_end = np.r_[exits, np.full(open_at_end, n - 1)].astype(np.int64)
+        if has_stops and len(entries):
+            hit_bar, hit_reason, hit_price = _stops(candles, entries + 1, check_end, risk, slippage)
+            stopped = hit_bar >= 0
+            x_bar = np.where(stopped, hit_bar, x_bar)
+            reason = np.where(stopped, hit_reason, reason)
+            price = np.where(stopped, hit_price, price)
+            # flat from the stop bar on: the next entry is the first buy at or after it
+            next_entry = np.r_[entries[1:], resume]
+            changed = np.flatnonzero(stopped & (next_buy[np.maximum(hit_bar, 0)] < next_entry))
+            if len(changed):
+                j = int(changed[0])
+                parts.append((entries[:j + 1], x_bar[:j + 1], reason[:j + 1], price[:j + 1]))
+                window = max(_MIN_WINDOW, 2 * (int(x_bar[j]) - pos))
+                pos = int(x_bar[j])
+                continue
+        parts.append((entries, x_bar, reason, price))
+        pos = resume
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty, np.zeros(0)
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(4))  # type: ignore[return-value]
+
+
+def _signal_trades(buy: np.ndarray, sell: np.ndarray, start: int, stop: int,
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Entry and exit signal bars in ``[start, stop)``, flat before the close of ``start``.
+
+    The state after close t is 1 (long or about to be) or 0. A pure buy sets 1, a pure sell sets
+    0, a bar with both flips it (flat: the buy fires; long: the sell fires), a bar with neither
+    keeps it.
+    """
+    b, s = buy[start:stop], sell[start:stop]
+    pure, both = b ^ s, b & s
+    idx = np.arange(len(b))
+    last_pure = np.maximum.accumulate(np.where(pure, idx, -1))
+    flips = np.cumsum(both)
+    known = last_pure >= 0
+    anchor = np.maximum(last_pure, 0)
+    base = known & b[anchor]
+    parity = (flips - np.where(known, flips[anchor], 0)) & 1
+    state = base ^ parity.astype(bool)
+    before = np.r_[False, state[:-1]]
+    return np.flatnonzero(state & ~before) + start, np.flatnonzero(~state & before) + start
+
+
+# -- 2. stops inside the bars --------------------------------------------------------------------
+def _stops(candles: Candles, first: np.ndarray, last: np.ndarray, risk: Risk, slippage: float,
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """First stop/take-profit hit of each trade over bars ``first..last`` (inclusive).
+
+    Returns the hit bar (-1 if none), the reason code and the exit fill price.
+    """
+    m = len(first)
+    hit_bar = np.full(m, -1, dtype=np.int64)
+    hit_reason = np.full(m, rules.SIGNAL, dtype=np.int64)
+    hit_price = np.zeros(m)
+    entry = rules.buy_fill(candles.open[first], slippage)
+    sl = rules.stop_loss_level(entry, risk.stop_loss) if risk.stop_loss is not None else np.full(m, -np.inf)
+    tp = (rules.take_profit_level(entry, risk.take_profit) if risk.take_profit is not None
+          else np.full(m, np.inf))
+    candidates = np.arange(m)[last >= first]
+    if risk.trailing_stop is None and len(candidates):
+        # cheap pre-filter: only trades whose extreme low/high reach a level need a closer look
+        bounds = _bounds(first[candidates], last[candidates], len(candles))
+        lo = np.minimum.reduceat(candles.low, bounds)[::2]
+        hi = np.maximum.reduceat(candles.high, bounds)[::2]
+        candidates = candidates[(lo <= sl[candidates]) | (hi >= tp[candidates])]
+    if not len(candidates):
+        return hit_bar, hit_reason, hit_price
+    f, lengths = first[candidates], last[candidates] - first[candidates] + 1
+    owner = np.repeat(np.arange(len(candidates)), lengths)
+    offsets = np.r_[0, np.cumsum(lengths)[:-1]]
+    bars = np.arange(len(owner)) - offsets[owner] + f[owner]
+    trail = np.full(len(bars), -np.inf)
+    if risk.trailing_stop is not None:
+        before = _segmented_running_max(candles.high[bars], owner, offsets)
+        trail = rules.trailing_level(entry[candidates][owner], before, risk.trailing_stop)
+    codes, prices = rules.stop_exit(candles.open[bars], candles.high[bars], candles.low[bars],
+                                    sl[candidates][owner], trail, tp[candidates][owner], slippage)
+    position = np.where(codes >= 0, np.arange(len(bars)), len(bars))
+    first_hit = np.minimum.reduceat(position, offsets)
+    found = first_hit < len(bars)
+    where = first_hit[found]
+    hit_bar[candidates[found]] = bars[where]
+    hit_reason[candidates[found]] = codes[where]
+    hit_price[candidates[found]] = prices[where]
+    return hit_bar, hit_reason, hit_price
+
+
+def _bounds(first: np.ndarray, last: np.ndarray, size: int) -> np.ndarray:
+    """``reduceat`` indices whose even slots are the segments ``first..last`` (ordered, disjoint).
+
+    The odd slots are the gaps between segments; their results are discarded.
+    """
+    out = np.empty(2 * len(first), dtype=np.int64)
+    out[0::2], out[1::2] = first, last + 1
+    return out[:-1] if out[-1] >= size else out
+
+
+def _segmented_running_max(values: np.ndarray, owner: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Max of the earlier values of the same segment (-inf on a segment's first element).
+
+    Ranks turn the values into integers so that ``owner * size + rank`` keeps segments apart
+    inside one cumulative max, exactly (no float offsets).
+    """
+    order = np.argsort(values, kind="stable")
+    rank = np.empty(len(values), dtype=np.int64)
+    rank[order] = np.arange(len(values))
+    key = owner.astype(np.int64) * len(values) + rank
+    running = np.maximum.accumulate(key) - owner.astype(np.int64) * len(values)
+    best = values[order][running]
+    out = np.empty(len(values))
+    out[1:] = best[:-1]
+    out[offsets] = -np.inf
+    return out
+
+
+# -- 4. money ------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Sizing:
+    """How one buy sizes: a fraction of equity, or a fixed quote amount (fees included)."""
+
+    fraction: float | None = None
+    amount: float | None = None
+
+
+def _sizing(action: BuyAction, risk: Risk, settings: Settings) -> Sizing:
+    if action.amount is not None:
+        return Sizing(amount=action.amount)
+    return Sizing(fraction=rules.buy_fraction(settings.fee, settings.slippage, action.size_percent,
+                                              action.risk_percent, risk.stop_loss))
+
+
+def _settle(entry_price: np.ndarray, exit_price: np.ndarray, sizing: list[Sizing], settings: Settings,
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Units, cash spent, cash received per trade, and the cash before each trade (+ the final).
+
+    A float loop over trades (not bars) through :mod:`.rules`, in the stepper's order of
+    operations, so both give identical numbers.
+    """
+    cash, fee = settings.capital, settings.fee
+    spent, units, proceeds, cash_before = [], [], [], [cash]
+    open_position, close_position = rules.open_position, rules.close_position  # hot loop: local names
+    for entry, exit_, size in zip(entry_price.tolist(), exit_price.tolist(), sizing, strict=True):
+        paid, bought, cash = open_position(cash, entry, fee, size.fraction, size.amount)
+        got, cash = close_position(cash, bought, exit_, fee)
+        spent.append(paid)
+        units.append(bought)
+        proceeds.append(got)
+        cash_before.append(cash)
+    units, spent, proceeds, cash_before = (np.array(a, dtype=np.float64)
+                                           for a in (units, spent, proceeds, cash_before))
+    return units, spent, proceeds, cash_before
+
+
+def _equity(candles: Candles, entry_bar: np.ndarray, exit_bar: np.ndarray,
+            money: tuple[np.ndarray, ...], capital: float) -> np.ndarray:
+    """Equity at every close: cash + units × close, piecewise constant between fills.
+
+    Bars ``entry..exit-1`` hold the position at their close; from the exit bar on the trader is
+    flat (an ``end_of_data`` exit happens at the last close, so the last equity is all cash).
+    """
+    units, spent, _, cash_before = money
+    n, m = len(candles), len(entry_bar)
+    starts = np.empty(2 * m + 1, dtype=np.int64)
+    starts[0], starts[1::2], starts[2::2] = 0, entry_bar, exit_bar
+    cash = np.empty(2 * m + 1)
+    cash[0::2] = cash_before
+    cash[1::2] = rules.cash_after_entry(cash_before[:-1], spent)
+    held = np.zeros(2 * m + 1)
+    held[1::2] = units
+    counts = np.diff(np.r_[starts, n])
+    return rules.equity(np.repeat(cash, counts), np.repeat(held, counts), candles.close)

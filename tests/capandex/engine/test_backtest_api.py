@@ -1,0 +1,151 @@
+"""The library API and the CLI: golden metrics on a shipped CSV, bad input, JSON without NaN."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from capandex.cli import main
+from capandex.engine import backtest, equity_curve_for_api
+from capandex.engine.csvio import read_candles_csv
+from capandex.errors import BadRequest, ValidationFailed
+from tests.capandex.engine.factories import random_walk, sma_cross_flow
+
+DATA = Path(__file__).parents[2] / "data" / "engine_candles_1h.csv"
+FLOW = sma_cross_flow(10, 30, ("stop_loss", 2), ("take_profit", 6))
+
+
+def test_golden_metrics_on_the_shipped_csv():
+    result = backtest(FLOW, read_candles_csv(DATA))
+    expected = {"pnl": -1221.9549067093285, "pnlPercent": -12.219549067093286,
+                "winRate": 0.1111111111111111, "maxDrawdown": 1221.9549067093285,
+                "maxDrawdownPercent": 12.219549067093283, "sharpeRatio": -6.298683194121031,
+                "profitFactor": 0.30132398441954555}
+    for key, value in expected.items():
+        assert result.metrics[key] == pytest.approx(value, rel=1e-8), key
+    assert (result.metrics["totalTrades"], result.metrics["winningTrades"], result.metrics["losingTrades"]) == (
+        9, 1, 8)
+    assert [t["exitReason"] for t in result.trades].count("stop_loss") == 8
+    assert len(result.equity) == len(result.time) == 500
+
+
+def test_dataframe_and_mapping_inputs_agree():
+    pd = pytest.importorskip("pandas")
+    c = random_walk(300, 5)
+    frame = pd.DataFrame({"Open": c.open, "High": c.high, "Low": c.low, "Close": c.close, "Volume": c.volume},
+                         index=pd.to_datetime(c.time, unit="ms"))
+    mapping = {"time": c.time.astype("datetime64[ms]"), "open": c.open, "high": c.high, "low": c.low,
+               "close": c.close, "volume": c.volume}
+    assert backtest(FLOW, frame).trades == backtest(FLOW, mapping).trades
+
+
+@pytest.mark.parametrize(("change", "needle"), [
+    (lambda d: d["close"].__setitem__(3, np.nan), "row 3"),
+    (lambda d: d["open"].__setitem__(4, -1.0), "row 4"),
+    (lambda d: d["time"].__setitem__(5, d["time"][4]), "row 5"),
+])
+def test_bad_candles_name_the_row(change, needle):
+    c = random_walk(20, 1)
+    data = {"time": c.time.copy(), "open": c.open.copy(), "high": c.high.copy(), "low": c.low.copy(),
+            "close": c.close.copy(), "volume": c.volume.copy()}
+    change(data)
+    with pytest.raises(ValidationFailed, match=needle):
+        backtest(FLOW, data)
+
+
+def test_empty_candles_and_too_short_data():
+    c = random_walk(20, 1)
+    with pytest.raises(ValidationFailed, match="no candles"):
+        backtest(FLOW, c.slice(0, 0))
+    result = backtest(FLOW, c)  # 20 candles < SMA(30) warm-up: a documented, tested outcome
+    assert result.trades == [] and result.metrics["pnl"] == 0.0
+    assert result.metrics["profitFactor"] is None and result.metrics["sharpeRatio"] == 0.0
+    assert "no trade could happen" in result.warnings[0]
+    json.loads(result.to_json())
+
+
+def test_json_has_no_nan_and_api_curve_is_downsampled_keeping_the_trough():
+    c = random_walk(5000, 11)
+    result = backtest(FLOW, c)
+    text = result.to_json()
+    assert "NaN" not in text and "Infinity" not in text
+    curve = equity_curve_for_api(result)
+    assert len(curve) <= 2000
+    trough = int(np.argmax(1 - result.equity / np.maximum.accumulate(result.equity)))
+    stamps = {p["timestamp"] for p in curve}
+    iso = c.iso_times()
+    assert {iso[0], iso[-1], iso[trough]} <= stamps
+    assert curve[0]["timestamp"].endswith("Z")
+    assert all(math.isfinite(p["equity"]) for p in curve)
+
+
+def write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_cli_json_output(tmp_path, capsys):
+    flow = write(tmp_path, "flow.json", json.dumps(FLOW))
+    assert main(["backtest", flow, "--candles", str(DATA), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) >= {"metrics", "trades", "equityCurve"}
+    assert len(out["equityCurve"]) == 500 and out["metrics"]["totalTrades"] == 9
+
+
+def test_cli_plots(tmp_path):
+    flow = write(tmp_path, "flow.json", json.dumps(FLOW))
+    html = tmp_path / "chart.html"
+    assert main(["backtest", flow, "--candles", str(DATA), "--plot", str(html)]) == 0
+    text = html.read_text()
+    assert "<svg" in text and "http" not in text.replace('xmlns="http', "")
+    png = tmp_path / "chart.png"
+    pytest.importorskip("matplotlib")
+    assert main(["backtest", flow, "--candles", str(DATA), "--plot", str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+HEADER = "timestamp,open,high,low,close,volume\n"
+GOOD = "2024-01-01T00:00:00Z,10,11,9,10,5\n"
+
+
+@pytest.mark.parametrize(("body", "needle"), [
+    ("time,open,high,low,volume\n2024-01-01,1,1,1,1\n", "line 1: missing column(s) close"),
+    (HEADER + GOOD + "yesterday,10,11,9,10,5\n", "line 3: time 'yesterday'"),
+    (HEADER + GOOD + "2023-12-31T00:00:00Z,10,11,9,10,5\n", "line 3: time is earlier"),
+    (HEADER + GOOD + GOOD, "line 3: time duplicates"),
+    (HEADER + GOOD + "2024-01-01T01:00:00Z,10,11,9,nan,5\n", "line 3: close is NaN"),
+    (HEADER + GOOD + "2024-01-01T01:00:00Z,0,11,9,10,5\n", "line 3: open is not positive"),
+])
+def test_cli_bad_csv_names_the_line(tmp_path, capsys, body, needle):
+    flow = write(tmp_path, "flow.json", json.dumps(FLOW))
+    candles = write(tmp_path, "c.csv", body)
+    assert main(["backtest", flow, "--candles", candles]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and needle in err and "\n" not in err
+
+
+def test_csv_accepts_epoch_ms_and_unnamed_time_column(tmp_path):
+    path = write(tmp_path, "c.csv", ",Open,HIGH,low,close,volume\n1704067200000,10,11,9,10,5\n"
+                 "1704070800000,10,12,9,11,5\n")
+    candles = read_candles_csv(path)
+    assert candles.time.tolist() == [1704067200000, 1704070800000]
+
+
+def test_cli_invalid_flow_and_missing_marketdata(tmp_path, capsys):
+    flow = write(tmp_path, "flow.json", json.dumps({"nodes": [{"id": "x", "type": "nope"}]}))
+    assert main(["backtest", flow, "--candles", str(DATA)]) == 2
+    assert "invalid flow" in capsys.readouterr().err
+    good = write(tmp_path, "good.json", json.dumps(FLOW))
+    with pytest.raises(BadRequest, match="needs --symbol"):
+        import argparse
+
+        from capandex.cli.backtest import _candles
+
+        _candles(argparse.Namespace(candles=None, exchange="binance", symbol=None, timeframe=None,
+                                    start=None, end=None))
+    assert good

@@ -1,0 +1,76 @@
+"""Flow validation reports every problem at once, with node id, field and reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from capandex.engine import validate_flow
+from capandex.errors import ValidationFailed
+from tests.capandex.engine.factories import sma_cross_flow
+
+
+def problems(flow: dict) -> list[dict]:
+    with pytest.raises(ValidationFailed) as info:
+        validate_flow(flow)
+    assert info.value.status == 422
+    return info.value.details
+
+
+def test_valid_example_flow_passes():
+    flow = validate_flow(sma_cross_flow())
+    assert flow.order.index("fast") < flow.order.index("up") < flow.order.index("buy")
+
+
+def test_every_problem_is_reported_together():
+    flow = {
+        "nodes": [
+            {"id": "a", "type": "indicator", "data": {"kind": "sma"}},                 # missing period
+            {"id": "b", "type": "indicator", "data": {"kind": "supertrend"}},          # unknown kind
+            {"id": "c", "type": "gizmo", "data": {}},                                  # unknown type
+            {"id": "d", "type": "indicator", "data": {"kind": "rsi", "period": 1}},    # out of range
+            {"id": "x", "type": "condition", "data": {"operator": ">"}},
+            {"id": "y", "type": "logic", "data": {"operator": "and"}},
+            {"id": "z", "type": "logic", "data": {"operator": "or"}},
+            {"id": "s", "type": "action", "data": {"action": "sell"}},
+        ],
+        "edges": [
+            {"id": "e1", "source": "a", "target": "x", "targetHandle": "a"},
+            {"id": "e2", "source": "a", "target": "y"},                        # numeric into boolean
+            {"id": "e3", "source": "y", "target": "z"},                        # cycle y <-> z
+            {"id": "e4", "source": "z", "target": "y"},
+            {"id": "e5", "source": "ghost", "target": "s"},                    # dangling
+            {"id": "e6", "source": "d", "target": "x", "targetHandle": "q"},   # bad handle
+        ],
+    }
+    details = problems(flow)
+    seen = {(p["nodeId"], p["field"]) for p in details}
+    assert ("a", "data.period") in seen
+    assert ("b", "data.kind") in seen
+    assert ("c", "type") in seen
+    assert ("d", "data.period") in seen
+    assert ("y", "inputs.in") in seen
+    assert {("y", "inputs"), ("z", "inputs")} <= seen
+    assert ("ghost", "edge e5.source") in seen
+    assert ("x", "edge e6.targetHandle") in seen
+    assert ("x", "inputs.b") in seen
+    assert (None, "nodes") in seen  # no buy action
+    assert all(set(p) >= {"nodeId", "field", "message"} for p in details)
+
+
+def test_boolean_into_numeric_and_risk_percent_without_stop():
+    flow = sma_cross_flow(riskPercent=1)
+    flow["edges"].append({"id": "bad", "source": "up", "target": "down", "targetHandle": "b"})
+    details = problems(flow)
+    fields = {(p["nodeId"], p["field"]) for p in details}
+    assert ("buy", "data.riskPercent") in fields
+    assert ("down", "inputs.b") in fields
+
+
+def test_multi_output_indicator_needs_a_named_handle_and_settings_are_checked():
+    flow = sma_cross_flow()
+    flow["nodes"].append({"id": "m", "type": "indicator", "data": {"kind": "macd"}})
+    flow["edges"][1] = {"id": "e2", "source": "m", "target": "up", "targetHandle": "b"}
+    flow["settings"] = {"feeRate": -1}
+    fields = {(p["nodeId"], p["field"]) for p in problems(flow)}
+    assert ("m", "edge e2.sourceHandle") in fields
+    assert (None, "settings.feeRate") in fields
