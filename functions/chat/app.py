@@ -1,0 +1,46 @@
+"""Chat function: the AI assistant (``/api/chat…``), streamed as Server-Sent Events.
+
+Deployed with the AWS Lambda Web Adapter in response-stream mode behind a Function URL (see
+README.md here): ``run.sh`` starts uvicorn on this app, because Mangum cannot stream. ``POST
+/api/chat`` is ``async`` so a long answer holds no worker thread; its database work runs in
+short transactions off the event loop (capandex.chat.service), never during the stream.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+
+from capandex.api.app import create_app, lambda_handler
+from capandex.api.deps import CurrentUser, Db
+from capandex.chat import repository as repo
+from capandex.chat.models import ChatMessagesPublic, ChatRequest, Success
+from capandex.chat.service import start_chat
+from capandex.chat.sse import EventStreamResponse
+
+router = APIRouter(prefix="/api/chat", tags=["chat"])
+
+FlowIdQuery = Query(min_length=1, max_length=64, description="The flow whose chat this is")
+
+
+@router.post("", response_class=EventStreamResponse,
+             responses={200: {"content": {"text/event-stream": {}},
+                              "description": 'data: {"text":…} per delta, {"flowPatch":…}, {"error":…}, then [DONE]'}})
+async def chat(*, user: CurrentUser, body: ChatRequest) -> EventStreamResponse:
+    return EventStreamResponse(await start_chat(user_id=user.id, request=body))
+
+
+@router.get("/messages", response_model=ChatMessagesPublic)
+def list_messages(*, user: CurrentUser, db: Db, flowId: str = FlowIdQuery) -> dict:
+    return {"messages": repo.list_messages(db, user_id=user.id, flow_id=flowId)}
+
+
+@router.delete("/messages", response_model=Success)
+def delete_messages(*, user: CurrentUser, db: Db, flowId: str = FlowIdQuery) -> dict:
+    repo.delete_messages(db, user_id=user.id, flow_id=flowId)
+    return {"success": True}
+
+
+app = create_app("chat", [router])
+#: Buffered entry point (Mangum), for ``sam local invoke -e events/chat/…`` and the event tests: it
+#: returns the whole SSE body at once. The deployed function streams through run.sh instead.
+handler = lambda_handler(app)

@@ -1,0 +1,93 @@
+"""Chat request and response bodies, and the conversation rules Anthropic imposes.
+
+Field limits sit on the fields; the rules that span messages (the first and the last message
+are the user's, roles alternate, the total size) are checked by :func:`check_conversation`,
+which names every offending message as ``messages.<index>.<field>``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from capandex.api.models import RequestModel, ResponseModel
+from capandex.errors import ValidationFailed, field_problem
+from capandex.flows.models import FlowBody
+
+#: Most messages in one request (older turns should be dropped by the client).
+MAX_MESSAGES = 100
+#: Longest single message, in characters.
+MAX_MESSAGE_CHARS = 20_000
+#: Longest conversation (all messages together), in characters (~50k tokens).
+MAX_CONVERSATION_CHARS = 200_000
+
+
+class ChatMessageIn(RequestModel):
+    """One turn of the conversation: plain text (no images or content blocks)."""
+
+    role: Literal["user", "assistant"]
+    content: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
+
+
+class FlowContext(FlowBody):
+    """The flow as the editor holds it right now (it may be unsaved and not yet valid).
+
+    Unknown top-level keys are ignored rather than refused: the editor sends its whole state
+    (``id``, ``viewport`` …), and none of it changes the answer.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str | None = Field(default=None, max_length=200)
+
+
+class ChatRequest(RequestModel):
+    """``POST /api/chat``."""
+
+    messages: list[ChatMessageIn] = Field(min_length=1, max_length=MAX_MESSAGES)
+    flowContext: FlowContext | None = None
+    flowId: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class ChatMessagePublic(ResponseModel):
+    id: str
+    role: str
+    content: str
+    created_at: str
+    #: True when the answer was cut (client disconnect or upstream failure).
+    partial: bool = False
+    #: The validated flow change streamed with this answer, if any (see capandex.chat.patch).
+    flow_patch: dict[str, Any] | None = None
+
+
+class ChatMessagesPublic(ResponseModel):
+    messages: list[ChatMessagePublic]
+
+
+class Success(BaseModel):
+    success: bool = True
+
+
+def check_conversation(messages: list[ChatMessageIn]) -> None:
+    """Raise :class:`ValidationFailed` unless the messages form a turn Anthropic accepts.
+
+    The conversation must start and end with the user (the answer continues it), roles must
+    alternate, and the total must stay under :data:`MAX_CONVERSATION_CHARS`.
+    """
+    problems = []
+    if messages[0].role != "user":
+        problems.append(field_problem("messages.0.role", "the conversation must start with a user message"))
+    for index in range(1, len(messages)):
+        if messages[index].role == messages[index - 1].role:
+            problems.append(field_problem(f"messages.{index}.role",
+                                          f"roles must alternate; two '{messages[index].role}' messages in a row"))
+    if messages[-1].role != "user":
+        problems.append(field_problem(f"messages.{len(messages) - 1}.role",
+                                      "the last message must be the user's (the answer follows it)"))
+    total = sum(len(m.content) for m in messages)
+    if total > MAX_CONVERSATION_CHARS:
+        problems.append(field_problem("messages", f"the conversation is {total} characters long; "
+                                      f"the limit is {MAX_CONVERSATION_CHARS}: drop older messages"))
+    if problems:
+        raise ValidationFailed(f"Invalid input: {', '.join(p['field'] for p in problems)}.", details=problems)
