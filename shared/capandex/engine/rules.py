@@ -14,6 +14,13 @@ import numpy as np
 REASONS = ("signal", "stop_loss", "take_profit", "trailing_stop", "kill_switch", "end_of_data")
 SIGNAL, STOP_LOSS, TAKE_PROFIT, TRAILING_STOP, KILL_SWITCH, END_OF_DATA = range(6)
 
+#: relative tolerance of the "reaches" tests (stop levels, take-profit level, kill-switch threshold).
+#: §5's arithmetic is exact, floats are not: ``51 * (1 - 5/100)`` is 48.449999999999996, one ulp
+#: under 48.45, and ``(1 - 10_800/12_000) * 100`` is 9.999999999999998, so a low printed at exactly
+#: the stop level, or a drawdown of exactly the kill-switch percent, would not count. 1e-12 is far
+#: above float rounding and far below any price tick, so only such exact touches change.
+REACH_TOLERANCE = 1e-12
+
 
 def buy_fill(open_, slippage):
     """Market buy at the bar's open: ``open * (1 + slippage)``."""
@@ -41,6 +48,16 @@ def trailing_level(entry, highest_before, percent):
     ``highest_before`` is -inf (or anything below ``entry``) on the entry bar itself.
     """
     return np.maximum(entry, highest_before) * (1.0 - percent / 100.0)
+
+
+def stop_reached(low, level):
+    """The bar's low reaches a stop(-loss or trailing) level: ``low <= level`` (a touch counts)."""
+    return low <= level * (1.0 + REACH_TOLERANCE)
+
+
+def take_profit_reached(high, level):
+    """The bar's high reaches the take-profit level: ``high >= level`` (a touch counts)."""
+    return high >= level * (1.0 - REACH_TOLERANCE)
 
 
 def stop_exit_price(open_, level, slippage):
@@ -95,8 +112,11 @@ def exit_proceeds(units, fill, fee):
 
 
 def kill_switch_hit(equity, peak, percent):
-    """True when ``(1 - equity / peak) * 100 >= percent`` (drawdown from the peak, at a close)."""
-    return (1.0 - equity / peak) * 100.0 >= percent
+    """True when ``(1 - equity / peak) * 100 >= percent`` (drawdown from the peak, at a close).
+
+    A drawdown of exactly ``percent`` counts (see :data:`REACH_TOLERANCE`).
+    """
+    return (1.0 - equity / peak) * 100.0 >= percent - 100.0 * REACH_TOLERANCE
 
 
 def cash_after_entry(cash, spent):
@@ -120,11 +140,15 @@ def stop_exit(open_, high, low, stop_loss, trailing, take_profit, slippage):
     Levels are prices; pass -inf for an unset stop-loss/trailing stop and +inf for an unset
     take-profit. The protective stop is the higher of stop-loss and trailing level; it fires when
     the low reaches it and wins over the take-profit in the same bar (§5: we cannot know which
-    came first, so assume the worse). Returns ``(reason code or -1, exit fill price)``.
+    came first, so assume the worse) — except when the bar *opens* at or above the take-profit:
+    then the limit order filled at the open, before any later low (DESIGN.md §5 read literally
+    would book the stop for a trade the exchange had already closed in profit).
+    Returns ``(reason code or -1, exit fill price)``.
     """
     stop = np.maximum(stop_loss, trailing)
-    stop_hit = low <= stop
-    tp_hit = high >= take_profit
+    tp_at_open = take_profit_reached(open_, take_profit)
+    stop_hit = stop_reached(low, stop) & ~tp_at_open
+    tp_hit = take_profit_reached(high, take_profit)
     stop_reason = np.where(trailing > stop_loss, TRAILING_STOP, STOP_LOSS)
     code = np.where(stop_hit, stop_reason, np.where(tp_hit, TAKE_PROFIT, -1))
     with np.errstate(invalid="ignore", over="ignore"):

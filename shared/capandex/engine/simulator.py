@@ -193,7 +193,8 @@ def _stops(candles: Candles, first: np.ndarray, last: np.ndarray, risk: Risk, sl
         bounds = _bounds(first[candidates], last[candidates], len(candles))
         lo = np.minimum.reduceat(candles.low, bounds)[::2]
         hi = np.maximum.reduceat(candles.high, bounds)[::2]
-        candidates = candidates[(lo <= sl[candidates]) | (hi >= tp[candidates])]
+        candidates = candidates[rules.stop_reached(lo, sl[candidates])
+                                | rules.take_profit_reached(hi, tp[candidates])]
     if not len(candidates):
         return hit_bar, hit_reason, hit_price
     f, lengths = first[candidates], last[candidates] - first[candidates] + 1
