@@ -20,6 +20,9 @@ import pytest
 
 from tests.utils import postgres
 
+# Suite-wide: the secret guard (no secret in any log record) and the loopback exchange fixtures.
+pytest_plugins = ["tests.utils.secret_guard", "tests.utils.fixtures"]
+
 os.environ.setdefault("CAPANDEX_ENV", "local")
 
 
@@ -117,8 +120,9 @@ def api_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def api(configure, api_database: str) -> Iterator[Api]:
-    from capandex.api.gateway import Gateway
     from fastapi.testclient import TestClient
+
+    from capandex.api.gateway import Gateway
 
     configure(DATABASE_URL=api_database)
     with TestClient(Gateway(), raise_server_exceptions=False) as client:

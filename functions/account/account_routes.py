@@ -1,7 +1,68 @@
-"""Routes of the account function (filled in by its subsystem's work)."""
+"""Notifications, notification preferences and the dashboard's multi-flow overview."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from capandex.api.deps import CurrentUser, Db
+from capandex.live import dashboard
+from capandex.live.models import MultiFlow
+from capandex.notifications import (
+    delete_notification,
+    get_preferences,
+    list_notifications,
+    mark_all_read,
+    mark_read,
+    set_preferences,
+)
+from capandex.notifications.models import NotificationsPublic, PreferencesPublic, PreferencesUpdate, Success
 
 router = APIRouter(tags=["account"])
+
+
+@router.get("/api/notifications", response_model=NotificationsPublic)
+def list_(*, user: CurrentUser, db: Db,
+          type: Annotated[str | None, Query(max_length=32)] = None,
+          unreadOnly: bool = False,
+          limit: Annotated[int, Query(ge=1, le=200)] = 50,
+          offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+    items, total = list_notifications(db, user_id=user.id, type=type, unread_only=unreadOnly,
+                                      limit=limit, offset=offset)
+    return {"notifications": items, "total": total}
+
+
+@router.post("/api/notifications", response_model=Success)
+def read_all(*, user: CurrentUser, db: Db) -> dict:
+    mark_all_read(db, user_id=user.id)
+    return {"success": True}
+
+
+@router.patch("/api/notifications/{notificationId}", response_model=Success)
+@router.post("/api/notifications/{notificationId}", response_model=Success, include_in_schema=False)
+def read_one(*, user: CurrentUser, db: Db, notificationId: str) -> dict:
+    mark_read(db, user_id=user.id, notification_id=notificationId)
+    return {"success": True}
+
+
+@router.delete("/api/notifications/{notificationId}", response_model=Success)
+def delete_one(*, user: CurrentUser, db: Db, notificationId: str) -> dict:
+    delete_notification(db, user_id=user.id, notification_id=notificationId)
+    return {"success": True}
+
+
+@router.get("/api/profile/preferences", response_model=PreferencesPublic)
+def preferences(*, user: CurrentUser, db: Db) -> dict:
+    return {"notification_preferences": get_preferences(db, user_id=user.id)}
+
+
+@router.put("/api/profile/preferences", response_model=Success)
+def update_preferences(*, user: CurrentUser, db: Db, body: PreferencesUpdate) -> dict:
+    set_preferences(db, user_id=user.id, changes=body.notification_preferences)
+    return {"success": True}
+
+
+@router.get("/api/dashboard/multi-flow", response_model=MultiFlow)
+def multi_flow(*, user: CurrentUser, db: Db) -> dict:
+    return dashboard.multi_flow(db, user_id=user.id)

@@ -22,7 +22,7 @@ router = APIRouter(prefix="/api/chat", tags=["chat"])
 FlowIdQuery = Query(min_length=1, max_length=64, description="The flow whose chat this is")
 
 
-@router.post("", response_class=EventStreamResponse,
+@router.post("", response_class=EventStreamResponse, status_code=200,
              responses={200: {"content": {"text/event-stream": {}},
                               "description": 'data: {"text":…} per delta, {"flowPatch":…}, {"error":…}, then [DONE]'}})
 async def chat(*, user: CurrentUser, body: ChatRequest) -> EventStreamResponse:

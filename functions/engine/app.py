@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import backtest_routes
 import live_routes
+
 from capandex.api.app import create_app, lambda_handler
 
 app = create_app("engine", [backtest_routes.router, live_routes.router])

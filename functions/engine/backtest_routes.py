@@ -1,7 +1,25 @@
-"""Routes of the engine function (filled in by its subsystem's work)."""
+"""Backtest routes of the engine function (``/api/engine/backtest…``)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 
-router = APIRouter(tags=["engine"])
+from capandex.api.deps import CurrentUser, Db
+from capandex.backtests import BacktestCreate, BacktestPublic, get_backtest, submit
+
+router = APIRouter(prefix="/api/engine/backtest", tags=["engine"])
+
+
+@router.post("", response_model=BacktestPublic, responses={202: {"model": BacktestPublic}})
+def run_backtest(*, user: CurrentUser, body: BacktestCreate) -> JSONResponse:
+    """Run a backtest: the result at once (200) when the range fits the API's time limit, else
+    202 with ``status: running``; poll ``GET /api/engine/backtest/{backtestId}``."""
+    # No Db dependency: the service keeps its own short transactions (none open while it works).
+    status, result = submit(user.id, body)
+    return JSONResponse(BacktestPublic.model_validate(result).model_dump(exclude_none=True), status_code=status)
+
+
+@router.get("/{backtestId}", response_model=BacktestPublic, response_model_exclude_none=True)
+def backtest_status(*, user: CurrentUser, db: Db, backtestId: str) -> dict:
+    return get_backtest(db, user.id, backtestId)

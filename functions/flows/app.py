@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import performance_routes
+from fastapi import APIRouter, status
+
 from capandex.api.app import create_app, lambda_handler
 from capandex.api.deps import CurrentUser, Db
 from capandex.flows import repository as repo
@@ -17,7 +19,6 @@ from capandex.flows.models import (
     VersionCreated,
     VersionsPublic,
 )
-from fastapi import APIRouter, status
 
 router = APIRouter(prefix="/api/flows", tags=["flows"])
 

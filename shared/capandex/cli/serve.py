@@ -35,7 +35,6 @@ def run(args: argparse.Namespace) -> int:
 
     from capandex.api.gateway import Gateway
     from capandex.config import get_settings
-
     from capandex.logs import configure_logging
 
     configure_logging()

@@ -22,10 +22,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from capandex.db.migrations import seed_rows
-from capandex.db.schema import exchanges, metadata
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select, text
 from sqlalchemy.pool import NullPool
+
+from capandex.db.migrations import seed_rows
+from capandex.db.schema import exchanges, metadata
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()

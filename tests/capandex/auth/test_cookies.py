@@ -6,6 +6,7 @@ import base64
 import json
 
 import pytest
+
 from capandex.auth.cookies import token_from_cookies
 from capandex.errors import Unauthorized
 

@@ -8,13 +8,13 @@ import uuid
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
 from capandex.auth import tokens
 from capandex.auth.tokens import issue_dev_token, verify_token
 from capandex.config import DEV_JWT_SECRET, Settings
 from capandex.errors import Unauthorized
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
 from tests.utils.http_server import LoopbackServer
 
 USER = uuid.UUID("7d0c1c2e-5b2a-4d43-9d0e-3f1f6f0b9a11")

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy import select
+
 from capandex.db.migrations import render_postgres
 from capandex.db.schema import SEED_EXCHANGES, USER_TABLES, exchanges
 from capandex.db.session import get_engine, transaction
-from sqlalchemy import select
 
 MIGRATION = Path(__file__).resolve().parents[3] / "supabase" / "migrations" / "20261124000000_capandex_init.sql"
 

@@ -6,11 +6,12 @@ import threading
 import uuid
 
 import pytest
+from sqlalchemy import func, select
+
 from capandex.db.schema import flow_versions
 from capandex.db.session import get_engine, transaction
 from capandex.errors import NotFound
 from capandex.flows import repository as repo
-from sqlalchemy import func, select
 
 DOC = {"nodes": [{"id": "a", "type": "price", "data": {"field": "close"}}], "edges": [], "settings": {}}
 

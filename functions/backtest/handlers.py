@@ -1,0 +1,60 @@
+"""Lambda tasks of the backtest state machine (``statemachines/backtest.asl.json``).
+
+Thin wrappers over :mod:`capandex.backtests.jobs`, the same steps ``capandex serve`` runs in a
+thread: plan → fetch one chunk (the Map's item) → run → (on any failure) mark failed. Errors are
+raised unchanged, so the state machine's ``Retry`` matches them by class name (``RateLimited``,
+``UpstreamUnavailable``, ``UpstreamError``) and its ``Catch`` hands the rest to :func:`fail`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from capandex.backtests import jobs
+from capandex.errors import CapandexError
+
+
+def _ids(event: dict[str, Any]) -> tuple[str, uuid.UUID]:
+    return event["backtestId"], uuid.UUID(event["userId"])
+
+
+def plan(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:
+    return jobs.plan_job(*_ids(event))
+
+
+def fetch_chunk(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:
+    return jobs.fetch_chunk_job(*_ids(event), int(event["start"]), float(event.get("progressStep", 0.0)))
+
+
+def run(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:
+    result = jobs.run_job(*_ids(event))
+    return {"backtestId": result["backtestId"], "status": result["status"]}  # the result itself is in S3
+
+
+def fail(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:
+    """``event["error"]`` is Step Functions' ``{"Error", "Cause"}``; a Lambda error's Cause is JSON
+    with ``errorType`` and ``errorMessage``. Only Capandex errors' messages reach the user."""
+    return jobs.fail_job(*_ids(event), reason_from(event.get("error") or {}))
+
+
+def reason_from(error: dict[str, Any]) -> str:
+    name = str(error.get("Error", ""))
+    try:
+        cause = json.loads(error.get("Cause") or "{}")
+    except (TypeError, ValueError):
+        cause = {}
+    known = {cls.__name__ for cls in _subclasses(CapandexError)}
+    if isinstance(cause, dict) and cause.get("errorType") in known and cause.get("errorMessage"):
+        return str(cause["errorMessage"])
+    if name == "States.Timeout":
+        return "The backtest took too long and was stopped."
+    return "The backtest failed because of an internal error; it has been logged."
+
+
+def _subclasses(cls: type) -> list[type]:
+    out = []
+    for sub in cls.__subclasses__():
+        out += [sub, *_subclasses(sub)]
+    return out

@@ -1,0 +1,69 @@
+"""Backtest rows (the ``backtests`` table). Plain functions over a caller-owned Connection that
+always filter by owner too (SQLite has no row-level security); none of them commits."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from capandex.db.schema import backtests, new_id, utcnow
+from capandex.errors import NotFound
+
+RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
+
+
+def create(conn: Connection, *, user_id: uuid.UUID, flow_id: str, exchange: str, symbol: str, timeframe: str,
+           start_ms: int, end_ms: int) -> dict[str, Any]:
+    now = utcnow()
+    row = {"id": new_id("bt"), "user_id": user_id, "flow_id": flow_id, "status": RUNNING, "exchange": exchange,
+           "symbol": symbol, "timeframe": timeframe, "start_ms": start_ms, "end_ms": end_ms, "progress": 0.0,
+           "created_at": now, "updated_at": now}
+    conn.execute(insert(backtests).values(row))
+    return row
+
+
+def get(conn: Connection, *, user_id: uuid.UUID, backtest_id: str) -> Any:
+    """The row; :class:`NotFound` when it is missing or someone else's."""
+    row = conn.execute(select(backtests).where(backtests.c.id == backtest_id,
+                                               backtests.c.user_id == user_id)).first()
+    if row is None:
+        raise NotFound(f"No backtest with id '{backtest_id}'.")
+    return row
+
+
+def set_progress(conn: Connection, *, user_id: uuid.UUID, backtest_id: str, progress: float,
+                 increment: bool = False) -> None:
+    """Set (or, with ``increment``, add to) the progress percentage of a running backtest (≤ 99)."""
+    column = backtests.c.progress
+    value = column + progress if increment else progress
+    conn.execute(update(backtests).where(backtests.c.id == backtest_id, backtests.c.user_id == user_id,
+                                         backtests.c.status == RUNNING)
+                 .values(progress=value, updated_at=utcnow()))
+    conn.execute(update(backtests).where(backtests.c.id == backtest_id, backtests.c.user_id == user_id,
+                                         column > 99.0).values(progress=99.0))
+
+
+def complete(conn: Connection, *, user_id: uuid.UUID, backtest_id: str, metrics: dict[str, Any],
+             result_key: str) -> None:
+    now = utcnow()
+    conn.execute(update(backtests).where(backtests.c.id == backtest_id, backtests.c.user_id == user_id)
+                 .values(status=COMPLETED, progress=100.0, metrics=metrics, result_key=result_key, error=None,
+                         updated_at=now, completed_at=now))
+
+
+def fail(conn: Connection, *, user_id: uuid.UUID, backtest_id: str, reason: str) -> None:
+    """Mark a backtest failed with a reason for the user (a running one only: a late failure
+    report never overwrites a completed result)."""
+    now = utcnow()
+    conn.execute(update(backtests).where(backtests.c.id == backtest_id, backtests.c.user_id == user_id,
+                                         backtests.c.status == RUNNING)
+                 .values(status=FAILED, error=reason[:1000], updated_at=now, completed_at=now))
+
+
+def is_stale(row: Any, deadline_s: int, now: dt.datetime | None = None) -> bool:
+    """A ``running`` row older than its deadline (its worker died or its execution was lost)."""
+    now = now or utcnow()
+    return row.status == RUNNING and row.created_at + dt.timedelta(seconds=deadline_s) < now

@@ -1,0 +1,199 @@
+"""``POST /api/engine/backtest`` and ``GET /api/engine/backtest/{id}``: validate, decide where to run,
+answer.
+
+A request whose estimated work fits :attr:`Settings.backtest_sync_budget_s` (candle pages still to
+fetch at the exchange's pace, plus the engine's time per candle) completes inside the request;
+anything larger is answered ``202 {"backtestId", "status": "running", "progress": 0}`` and runs
+on (a thread pool under ``capandex serve``, the Step Functions state machine in AWS). A ``running``
+backtest older than :attr:`Settings.backtest_deadline_s` is reported (and stored) as failed, so
+nothing stays ``running`` forever even if its worker died.
+
+No database transaction is held while candles download or the engine runs: each step opens its
+own short one (a long transaction would pin a pooled Postgres connection and, on SQLite, the
+write lock).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection
+
+from capandex.backtests import jobs
+from capandex.backtests import repository as repo
+from capandex.backtests.models import BacktestCreate
+from capandex.config import get_settings
+from capandex.db.session import transaction
+from capandex.errors import ValidationFailed, field_problem
+from capandex.marketdata.chunks import timeframe_ms
+
+if TYPE_CHECKING:  # capandex.marketdata imports numpy: keep the engine function's cold start lean
+    from capandex.marketdata import BlobStore
+
+logger = logging.getLogger("capandex.backtests")
+
+#: the longest range, in candles (a leap year of 1m candles; ~5 years of 5m, unlimited-ish above)
+MAX_CANDLES = 366 * 1440
+#: engine seconds per candle assumed when sizing work (measured ~0.2 µs; 5× headroom)
+ENGINE_S_PER_CANDLE = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    start_ms: int
+    end_ms: int
+
+
+def parse_instant(text: str, field: str) -> dt.datetime:
+    """An ISO 8601 date or date-time; naive values are UTC. :class:`ValidationFailed` naming ``field``."""
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        raise ValidationFailed(f"{field} is not an ISO 8601 date.",
+                               details=[field_problem(field, "not an ISO 8601 date or date-time")]) from None
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def validate_range(body: BacktestCreate, now: dt.datetime) -> Range:
+    """Dates sane: parseable, start < end, end not after now, at most :data:`MAX_CANDLES` candles.
+    Every problem is reported at once."""
+    problems = []
+    start = end = None
+    for field, text in (("startDate", body.startDate), ("endDate", body.endDate)):
+        try:
+            value = parse_instant(text, field)
+        except ValidationFailed as exc:
+            problems += exc.details or []
+            continue
+        if field == "startDate":
+            start = value
+        else:
+            end = value
+    if end is not None and end > now:
+        problems.append(field_problem("endDate", "is in the future"))
+    if start is not None and end is not None:
+        if start >= end:
+            problems.append(field_problem("startDate", "must be before endDate"))
+        elif (end - start) / dt.timedelta(milliseconds=timeframe_ms(body.timeframe)) > MAX_CANDLES:
+            days = MAX_CANDLES * timeframe_ms(body.timeframe) // 86_400_000
+            problems.append(field_problem("endDate", f"the range may span at most {days} days for "
+                                                     f"{body.timeframe} candles"))
+    if problems:
+        raise ValidationFailed("Invalid backtest range: " + "; ".join(f"{p['field']} {p['message']}"
+                                                                       for p in problems) + ".", details=problems)
+    assert start is not None and end is not None
+    return Range(int(start.timestamp() * 1000), int(end.timestamp() * 1000))
+
+
+def estimate_seconds(pages: int, candles: int, rate_limit_ms: float) -> float:
+    """Seconds the work should take: each page at the exchange's pace plus latency, then the engine."""
+    return pages * (rate_limit_ms / 1000.0 + jobs.ASSUMED_LATENCY_S) + candles * ENGINE_S_PER_CANDLE
+
+
+def submit(user_id: uuid.UUID, body: BacktestCreate, *, store: BlobStore | None = None,
+           now: dt.datetime | None = None) -> tuple[int, dict[str, Any]]:
+    """Validate and run (or start) a backtest. Returns ``(HTTP status, body)``: 200 with the result,
+    or 202 while it runs on. Raises NotFound (not the user's flow), ValidationFailed (422: flow,
+    dates), BadRequest (exchange, symbol), and the exchange's errors for in-request runs."""
+    from capandex.engine import validate_flow
+    from capandex.exchanges import get_client
+    from capandex.exchanges.registry import resolve
+    from capandex.flows.repository import get_flow
+    from capandex.marketdata import get_store, plan
+
+    store = store or get_store()
+    now = now or dt.datetime.now(dt.UTC)
+    span = validate_range(body, now)
+    with transaction(user_id) as conn:
+        flow = get_flow(conn, user_id=user_id, flow_id=body.flowId)
+        resolve(body.exchange, conn)
+    document = {"name": flow["name"], "nodes": flow["nodes"], "edges": flow["edges"], "settings": flow["settings"]}
+    validate_flow(document)
+    client = get_client(body.exchange)
+    client.market(body.symbol)
+    plans = plan(body.exchange, body.symbol, body.timeframe, span.start_ms, span.end_ms,
+                 page_size=client.max_page_size(body.timeframe), store=store)
+    candles = (span.end_ms - span.start_ms) // timeframe_ms(body.timeframe)
+    seconds = estimate_seconds(sum(p.pages for p in plans), candles, client.rate_limit_ms)
+    with transaction(user_id) as conn:
+        row = repo.create(conn, user_id=user_id, flow_id=body.flowId, exchange=body.exchange, symbol=body.symbol,
+                          timeframe=body.timeframe, start_ms=span.start_ms, end_ms=span.end_ms)
+    backtest_id = row["id"]
+    store.put(jobs.request_key(user_id, backtest_id), json.dumps({"flow": document}).encode(), "application/json")
+    if seconds <= get_settings().backtest_sync_budget_s:
+        try:
+            return 200, jobs.run_job(backtest_id, user_id, store=store)
+        except Exception as exc:
+            jobs.fail_job(backtest_id, user_id, jobs.reason_of(exc))
+            raise
+    start_async(backtest_id, user_id)
+    return 202, {"backtestId": backtest_id, "status": repo.RUNNING, "progress": 0}
+
+
+def get(conn: Connection, user_id: uuid.UUID, backtest_id: str, *, store: BlobStore | None = None) -> dict[str, Any]:
+    """A backtest as the API shows it (see :class:`~capandex.backtests.models.BacktestPublic`)."""
+    row = repo.get(conn, user_id=user_id, backtest_id=backtest_id)
+    settings = get_settings()
+    if repo.is_stale(row, settings.backtest_deadline_s):
+        reason = f"The backtest did not finish within {settings.backtest_deadline_s} seconds."
+        repo.fail(conn, user_id=user_id, backtest_id=backtest_id, reason=reason)
+        row = repo.get(conn, user_id=user_id, backtest_id=backtest_id)
+    out: dict[str, Any] = {"backtestId": row.id, "status": row.status, "progress": round(row.progress, 1)}
+    if row.status == repo.FAILED:
+        out["error"] = row.error
+    if row.status == repo.COMPLETED and row.result_key:
+        from capandex.marketdata import get_store
+
+        data = (store or get_store()).get(row.result_key)
+        if data is None:
+            out["metrics"] = row.metrics
+        else:
+            out.update(json.loads(data))
+    return out
+
+
+# -- background runs ------------------------------------------------------------------------------
+_executor: ThreadPoolExecutor | None = None
+_futures: dict[str, Future[None]] = {}
+_lock = threading.Lock()
+
+
+def start_async(backtest_id: str, user_id: uuid.UUID) -> None:
+    """Run the backtest past the request: a Step Functions execution when a state machine is
+    configured (AWS), else the in-process pool (bounded by ``CAPANDEX_BACKTEST_WORKERS``)."""
+    global _executor
+    settings = get_settings()
+    if settings.backtest_state_machine_arn:
+        start_execution(settings.backtest_state_machine_arn, backtest_id, user_id)
+        return
+    with _lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(max_workers=settings.backtest_workers, thread_name_prefix="backtest")
+        _futures[backtest_id] = _executor.submit(jobs.run_local, backtest_id, user_id)
+
+
+def start_execution(state_machine_arn: str, backtest_id: str, user_id: uuid.UUID, client: Any = None) -> str:
+    """Start the state machine for a backtest (execution name = backtest id: a retry cannot start
+    it twice). Returns the execution ARN."""
+    if client is None:
+        import boto3
+
+        client = boto3.client("stepfunctions")
+    response = client.start_execution(stateMachineArn=state_machine_arn, name=backtest_id,
+                                      input=json.dumps({"backtestId": backtest_id, "userId": str(user_id)}))
+    return response["executionArn"]
+
+
+def wait_local(backtest_id: str, timeout_s: float | None = None) -> None:
+    """Block until an in-process background backtest has finished (tests, the CLI)."""
+    with _lock:
+        future = _futures.get(backtest_id)
+    if future is not None:
+        future.result(timeout=timeout_s)

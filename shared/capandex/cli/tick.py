@@ -1,0 +1,25 @@
+"""``capandex tick [--at ISO8601]``: one pass of the live engine (scheduler, then the workers)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("tick", help="run one pass of the live engine (as EventBridge + SQS do)")
+    parser.add_argument("--at", metavar="ISO8601",
+                        help="replay the pass as if the clock read this time (paper executions only)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from capandex.live.performance import parse_bound
+    from capandex.live.ticks import run_pass
+
+    at = parse_bound(args.at, "--at") if args.at else None
+    outcomes = run_pass(at)
+    for o in outcomes:
+        extra = f" ({o.error})" if o.error else ""
+        print(f"{o.execution_id} candle {o.candle_ms}: {o.status}, {o.fills} fill(s){extra}")
+    print(f"{len(outcomes)} tick(s)")
+    return 0

@@ -1,0 +1,126 @@
+"""Request and response bodies of ``/api/exchange-keys``, ``/api/ai-keys`` and the dashboard
+balance. Response models carry no secret field at all, so none can leak into a response."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from capandex.api.models import RequestModel, ResponseModel
+from capandex.errors import ValidationFailed, field_problem
+from capandex.exchanges.credentials import Credentials
+
+#: generous upper bounds: RSA/Ed25519 PEM secrets (Binance, Coinbase CDP) run to a few hundred chars
+MAX_API_KEY = 512
+MAX_SECRET = 4096
+MAX_PASSPHRASE = 256
+
+
+class ExchangeKeyCreate(RequestModel):
+    exchange: str = Field(min_length=1, max_length=32)
+    label: str | None = Field(default=None, max_length=100)
+    apiKey: str = Field(min_length=1, max_length=MAX_API_KEY)
+    secret: str = Field(min_length=1, max_length=MAX_SECRET)
+    passphrase: str | None = Field(default=None, max_length=MAX_PASSPHRASE)
+
+
+class ExchangeKeyDelete(RequestModel):
+    id: str = Field(min_length=1, max_length=64)
+
+
+class ExchangeKeyValidate(RequestModel):
+    """Either unsaved credentials (``exchange``, ``apiKey``, ``secret``, ``passphrase``?), as the
+    reference describes, or ``{"id"}`` of a saved key (its ``isValid`` is then updated)."""
+
+    id: str | None = Field(default=None, min_length=1, max_length=64)
+    exchange: str | None = Field(default=None, min_length=1, max_length=32)
+    apiKey: str | None = Field(default=None, min_length=1, max_length=MAX_API_KEY)
+    secret: str | None = Field(default=None, min_length=1, max_length=MAX_SECRET)
+    passphrase: str | None = Field(default=None, max_length=MAX_PASSPHRASE)
+
+    def target(self) -> str | tuple[str, Credentials]:
+        """The saved key's id, or ``(exchange, credentials)``; :class:`ValidationFailed` (422)
+        naming the fields when the body is neither form."""
+        given = [name for name in ("exchange", "apiKey", "secret", "passphrase") if getattr(self, name)]
+        if self.id is not None:
+            if given:
+                raise ValidationFailed("Give either the id of a saved key or credentials, not both.",
+                                       details=[field_problem(n, "not allowed with id") for n in given])
+            return self.id
+        missing = [name for name in ("exchange", "apiKey", "secret") if not getattr(self, name)]
+        if missing:
+            raise ValidationFailed(f"Invalid input: {', '.join(missing)}.",
+                                   details=[field_problem(n, "Field required") for n in missing])
+        return str(self.exchange), Credentials(str(self.apiKey), str(self.secret), self.passphrase or None)
+
+
+class ExchangeKeyPublic(ResponseModel):
+    id: str
+    exchange: str
+    label: str | None
+    createdAt: str
+    isValid: bool | None = None
+
+
+class ExchangeKeyCreated(ResponseModel):
+    id: str
+    exchange: str
+    label: str | None
+    createdAt: str
+
+
+class ExchangeKeysPublic(ResponseModel):
+    keys: list[ExchangeKeyPublic]
+
+
+class Deleted(ResponseModel):
+    deleted: bool
+
+
+class AccountInfo(ResponseModel):
+    balance: float | None = Field(description="USD total of the account's stablecoins")
+
+
+class ExchangeKeyValidation(ResponseModel):
+    valid: bool
+    permissions: list[str] | None = Field(
+        description="what the key may do (read, trade, withdraw, …); null where the exchange does not say")
+    account: AccountInfo | None = None
+    warnings: list[str] = Field(default_factory=list)
+    reason: str | None = Field(default=None, description="why the exchange refused the key (valid=false)")
+
+
+class AiKeySave(RequestModel):
+    apiKey: str = Field(min_length=1, max_length=512)
+
+
+class AiKeyStatus(ResponseModel):
+    hasKey: bool
+    hint: str | None
+    isValid: bool | None = None
+
+
+class AiKeySaved(ResponseModel):
+    success: bool
+    hint: str
+
+
+class Success(ResponseModel):
+    success: bool
+
+
+class AiKeyValidation(ResponseModel):
+    valid: bool
+    reason: str | None = None
+
+
+class ExchangeBalance(ResponseModel):
+    id: str
+    exchange: str
+    label: str | None
+    balanceUsd: float | None
+    error: str | None = None
+
+
+class DashboardBalance(ResponseModel):
+    totalUsd: float
+    exchanges: list[ExchangeBalance]

@@ -1,0 +1,12 @@
+"""The live engine: paper and live executions of flows, ticked once per closed candle.
+
+Pieces (each module's docstring has the details):
+
+- :mod:`.executions` — start / stop / status (one running execution per flow);
+- :mod:`.scheduler` — which executions have a newly closed candle (the EventBridge pass);
+- :mod:`.worker` — one tick of one execution: the engine's stepper on the latest closed candles,
+  orders through :mod:`.orders` (paper fills inside the wrapper, live through ccxt), exactly once;
+- :mod:`.ticks` — the SQS transport and the in-process pass used by ``capandex tick`` / ``serve``;
+- :mod:`.performance`, :mod:`.dashboard` — numbers from closed positions;
+- :mod:`.webhooks` — the secret-URL trigger of flows with a ``webhook`` trigger node.
+"""

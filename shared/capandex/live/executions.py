@@ -1,0 +1,164 @@
+"""Executions: start, stop and status of a flow running in paper or live mode.
+
+An execution row carries everything a tick needs: the flow document it was started with (so an
+edit to the flow does not change a running execution), the engine's broker state
+(:class:`capandex.engine.BrokerState` as JSON) and the last candle it processed. A partial unique
+index (``executions_one_running_per_flow``) makes "one running execution per flow" a database
+fact, not a check that two concurrent starts could both pass.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from capandex.api.models import iso_utc
+from capandex.db.schema import exchange_keys, executions, flows, new_id, positions, utcnow
+from capandex.errors import Conflict, NotFound, ValidationFailed, field_problem
+from capandex.live.timeframes import last_closed_open, timeframe_ms
+from capandex.notifications import notify
+
+MODES = ("paper", "live")
+
+
+def _flow(conn: Connection, user_id: uuid.UUID, flow_id: str) -> Any:
+    query = select(flows).where(flows.c.id == flow_id, flows.c.user_id == user_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()  # serialises concurrent starts of one flow
+    row = conn.execute(query).first()
+    if row is None:
+        raise NotFound(f"No flow with id '{flow_id}'.")
+    return row
+
+
+def _market(document: dict[str, Any]) -> tuple[str, str, str, int]:
+    """The flow's exchange, symbol, timeframe (and its ms); 422 naming each missing setting."""
+    settings = document.get("settings") or {}
+    problems = [field_problem(f"settings.{key}", "required to run the flow")
+                for key in ("exchange", "symbol", "timeframe") if not settings.get(key)]
+    if problems:
+        raise ValidationFailed("The flow's settings lack " + ", ".join(p["field"] for p in problems) + ".",
+                               details=problems)
+    return settings["exchange"], settings["symbol"], settings["timeframe"], timeframe_ms(settings["timeframe"])
+
+
+def _check_key(conn: Connection, user_id: uuid.UUID, key_id: str | None, exchange: str) -> None:
+    if not key_id:
+        raise ValidationFailed("Live mode needs an exchange key.",
+                               details=[field_problem("exchangeKeyId", "required for mode 'live'")])
+    key = conn.execute(select(exchange_keys.c.exchange, exchange_keys.c.is_valid).where(
+        exchange_keys.c.id == key_id, exchange_keys.c.user_id == user_id)).first()
+    if key is None:
+        raise NotFound(f"No exchange key with id '{key_id}'.")
+    if key.exchange != exchange:
+        raise ValidationFailed(f"The key is for {key.exchange}; the flow trades on {exchange}.",
+                               details=[field_problem("exchangeKeyId", f"must be a {exchange} key")])
+    if key.is_valid is False:
+        raise ValidationFailed("The exchange rejected this key; update it first.",
+                               details=[field_problem("exchangeKeyId", "the key failed validation")])
+
+
+def start_execution(conn: Connection, *, user_id: uuid.UUID, flow_id: str, mode: str,
+                    exchange_key_id: str | None = None, now_ms: int | None = None) -> dict[str, Any]:
+    """Start ``flow_id`` in ``mode``; its first tick is the first candle that closes after now.
+
+    Raises:
+        NotFound: no such flow (or key) for this user.
+        ValidationFailed: the flow does not validate, lacks exchange/symbol/timeframe, or live mode
+            lacks a valid key of the flow's exchange.
+        Conflict: the flow already has a running execution.
+    """
+    from capandex.engine import validate_flow
+
+    if mode not in MODES:
+        raise ValidationFailed("Invalid input: mode.", details=[field_problem("mode", "must be paper or live")])
+    flow = _flow(conn, user_id, flow_id)
+    document = dict(flow.document)
+    exchange, symbol, timeframe, tf_ms = _market(document)
+    validated = validate_flow(document)
+    if mode == "live":
+        _check_key(conn, user_id, exchange_key_id, exchange)
+    if conn.execute(select(executions.c.id).where(executions.c.flow_id == flow_id,
+                                                  executions.c.status == "running")).first():
+        raise Conflict("The flow already has a running execution; stop it first.")
+    now = utcnow()
+    now_ms = int(now.timestamp() * 1000) if now_ms is None else now_ms
+    execution_id = new_id("exec")
+    row = {"id": execution_id, "user_id": user_id, "flow_id": flow_id, "mode": mode, "status": "running",
+           "exchange": exchange, "symbol": symbol, "timeframe": timeframe,
+           "exchange_key_id": exchange_key_id if mode == "live" else None,
+           "initial_capital": validated.settings.capital,
+           "state": {"document": document, "broker": None, "equity": validated.settings.capital},
+           "current_tick": 0, "last_candle_ms": last_closed_open(now_ms, tf_ms),
+           "error_count": 0, "consecutive_failures": 0, "started_at": now}
+    try:
+        with conn.begin_nested():  # the partial unique index decides a race between two starts
+            conn.execute(insert(executions).values(row))
+    except IntegrityError as exc:
+        raise Conflict("The flow already has a running execution; stop it first.") from exc
+    notify(conn, user_id=user_id, event="engine_start", title=f"{flow.name} started",
+           message=f"{flow.name} is running in {mode} mode on {exchange} {symbol} {timeframe}.",
+           action_url=f"/flows/{flow_id}")
+    return {"executionId": execution_id, "status": "running", "mode": mode, "startedAt": iso_utc(now)}
+
+
+def _execution(conn: Connection, user_id: uuid.UUID, execution_id: str, *, lock: bool = False) -> Any:
+    query = select(executions).where(executions.c.id == execution_id, executions.c.user_id == user_id)
+    if lock and conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    if row is None:
+        raise NotFound(f"No execution with id '{execution_id}'.")
+    return row
+
+
+def stop_execution(conn: Connection, *, user_id: uuid.UUID, execution_id: str) -> dict[str, Any]:
+    """Stop a running execution (idempotent: stopping a stopped one returns its status).
+
+    Open positions are left as they are: a live position stays in the user's account (selling it
+    is a trading decision the user makes), a paper one stays marked at its last close.
+    """
+    row = _execution(conn, user_id, execution_id, lock=True)
+    if row.status == "running":
+        conn.execute(update(executions).where(executions.c.id == execution_id, executions.c.user_id == user_id)
+                     .values(status="stopped", stopped_at=utcnow()))
+        name = conn.execute(select(flows.c.name).where(flows.c.id == row.flow_id)).scalar() or "Flow"
+        notify(conn, user_id=user_id, event="engine_stop", title=f"{name} stopped",
+               message=f"{name} ({row.mode}) was stopped after {row.current_tick} ticks.",
+               action_url=f"/flows/{row.flow_id}")
+    return execution_status(conn, user_id=user_id, execution_id=execution_id)
+
+
+def position_counts(conn: Connection, execution_ids: list[str]) -> dict[str, dict[str, int]]:
+    """``{execution id: {"open": n, "closed": n}}`` for the given executions."""
+    out: dict[str, dict[str, int]] = {e: {"open": 0, "closed": 0} for e in execution_ids}
+    if not execution_ids:
+        return out
+    rows = conn.execute(select(positions.c.execution_id, positions.c.status, func.count())
+                        .where(positions.c.execution_id.in_(execution_ids))
+                        .group_by(positions.c.execution_id, positions.c.status))
+    for execution_id, status, count in rows:
+        out[execution_id][status] = int(count)
+    return out
+
+
+def pnl_of(row: Any) -> tuple[float, float]:
+    """(pnl, pnlPercent) of an execution, marked at its last processed close."""
+    equity = float((row.state or {}).get("equity", row.initial_capital))
+    pnl = equity - row.initial_capital
+    return pnl, (pnl / row.initial_capital * 100.0 if row.initial_capital else 0.0)
+
+
+def execution_status(conn: Connection, *, user_id: uuid.UUID, execution_id: str) -> dict[str, Any]:
+    """The reference's status object plus ``mode``, ``errorCount`` and ``lastError``."""
+    row = _execution(conn, user_id, execution_id)
+    counts = position_counts(conn, [row.id])[row.id]
+    pnl, pnl_percent = pnl_of(row)
+    return {"executionId": row.id, "flowId": row.flow_id, "status": row.status, "mode": row.mode,
+            "startedAt": iso_utc(row.started_at), "stoppedAt": iso_utc(row.stopped_at),
+            "currentTick": row.current_tick, "pnl": round(pnl, 8), "pnlPercent": round(pnl_percent, 8),
+            "openPositions": counts["open"], "totalTrades": counts["closed"],
+            "errorCount": row.error_count, "lastError": row.last_error}

@@ -1,0 +1,100 @@
+"""Request and response models of the live engine's routes (engine, dashboard, performance)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from capandex.api.models import RequestModel, ResponseModel
+
+
+class StartRequest(RequestModel):
+    flowId: str = Field(min_length=1, max_length=64)
+    mode: Literal["paper", "live"] = "paper"
+    exchangeKeyId: str | None = Field(default=None, max_length=64)
+
+
+class StopRequest(RequestModel):
+    executionId: str = Field(min_length=1, max_length=64)
+
+
+class Started(ResponseModel):
+    executionId: str
+    status: str
+    mode: str
+    startedAt: str
+
+
+class ExecutionStatus(ResponseModel):
+    executionId: str
+    flowId: str
+    status: str
+    mode: str
+    startedAt: str
+    stoppedAt: str | None
+    currentTick: int
+    pnl: float
+    pnlPercent: float
+    openPositions: int
+    totalTrades: int
+    errorCount: int
+    lastError: str | None
+
+
+class FlowRow(ResponseModel):
+    id: str
+    name: str
+    status: str
+    symbol: str | None
+    exchange: str | None
+    pnl: float
+    pnlPct: float
+    tradeCount: int
+    winRate: float
+    errorCount: int
+    openPositions: int
+    executionId: str | None
+
+
+class Aggregate(ResponseModel):
+    totalPnl: float
+    totalPnlPct: float
+    totalTrades: int
+    runningFlows: int
+    errorFlows: int
+    totalOpenPositions: int
+
+
+class MultiFlow(ResponseModel):
+    flows: list[FlowRow]
+    aggregate: Aggregate
+
+
+class EquityPoint(ResponseModel):
+    timestamp: int
+    equity: float
+
+
+class Performance(ResponseModel):
+    totalTrades: int
+    winRate: float
+    pnl: float
+    pnlPercent: float
+    maxDrawdown: float
+    maxDrawdownPercent: float
+    sharpeRatio: float
+    profitFactor: float | None
+    equityCurve: list[EquityPoint]
+
+
+class WebhookUrl(ResponseModel):
+    url: str
+    token: str
+
+
+class WebhookFired(ResponseModel):
+    accepted: bool
+    duplicate: bool
+    executionId: str
+    orders: list[dict]

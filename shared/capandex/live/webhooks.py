@@ -1,0 +1,238 @@
+"""The webhook trigger: a secret URL per flow that fires the running execution's actions.
+
+``POST /api/webhooks/{flowId}/{token}`` needs no cookie: the token (32 random bytes, url-safe) is
+the credential. Only its SHA-256 is stored (``flows.webhook_token_hash``), compared with
+:func:`hmac.compare_digest`; a wrong token and an unknown flow are the same 404. The token is
+shown once, by ``POST /api/flows/{flowId}/webhook``, which also rotates it (the old URL dies).
+
+Body (at most ``CAPANDEX_WEBHOOK_MAX_BODY_BYTES``, default 8 KiB): empty, plain text ``buy`` /
+``sell`` (TradingView's alert message), or JSON ``{"action": "buy"|"sell", "id": "..."}``. Without
+an action the call toggles: flat → the flow's first buy action, long → sell.
+
+**Once per call.** The idempotency key is the caller's call id (``X-Webhook-Id`` header or the
+body's ``id``) or else SHA-256(body) + the current UTC minute, so an alert retried by the sender
+within the minute fires once, and the same alert text a minute later fires again. The key is
+claimed as a ``tick_records`` row of the execution (``candle_ms`` = minus a 62-bit hash of the key,
+so it can never collide with a candle time) in the transaction that records the fill; the order
+goes through the same gateway and deterministic client id as a tick (action ``webhook:<side>``).
+Rate limit: ``CAPANDEX_WEBHOOK_CALLS_PER_MINUTE`` accepted calls per flow per minute (429).
+
+Live mode: the order is placed after the claim is committed; if the worker died between placing
+and recording, the sender's retry is reported as a duplicate and the fill is not recorded here —
+the exchange still holds exactly one order for the id (no duplicate), and the position shows up
+at the next reconciliation of that id. Paper mode records everything in one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from capandex.db.schema import executions, flows, tick_records, utcnow
+from capandex.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, RateLimited, ValidationFailed
+from capandex.errors import field_problem as problem
+from capandex.live.client_ids import client_order_id
+from capandex.live.orders import Fill, OrderGateway, OrderIntent, PaperGateway
+
+#: (exchange, symbol) → last traded price, for paper fills and live sizing
+PriceSource = Callable[[str, str], float]
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _has_webhook_trigger(document: dict[str, Any]) -> bool:
+    return any(n.get("type") == "trigger" and (n.get("data") or {}).get("kind") == "webhook"
+               for n in document.get("nodes") or [])
+
+
+def rotate_token(conn: Any, *, user_id: uuid.UUID, flow_id: str) -> dict[str, str]:
+    """Give the flow a new webhook token; returns ``{"url", "token"}`` (shown this once)."""
+    from capandex.config import get_settings
+
+    row = conn.execute(select(flows.c.document).where(flows.c.id == flow_id, flows.c.user_id == user_id)).first()
+    if row is None:
+        raise NotFound(f"No flow with id '{flow_id}'.")
+    if not _has_webhook_trigger(row.document):
+        raise ValidationFailed("The flow has no webhook trigger.", details=[problem(
+            "nodes", "add a trigger node with kind 'webhook' to use a webhook URL")])
+    token = secrets.token_urlsafe(32)
+    conn.execute(update(flows).where(flows.c.id == flow_id, flows.c.user_id == user_id)
+                 .values(webhook_token_hash=_hash(token)))
+    path = f"/api/webhooks/{flow_id}/{token}"
+    base = (get_settings().public_api_url or "").rstrip("/")
+    return {"url": base + path, "token": token}
+
+
+async def read_body(request: Any) -> bytes:
+    """The body, refusing more than the webhook limit while it streams in."""
+    from capandex.config import get_settings
+
+    limit = get_settings().webhook_max_body_bytes
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Webhook bodies are limited to {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_call(body: bytes) -> tuple[str | None, str | None]:
+    """``(action, call id)`` from an empty, plain-text or JSON body."""
+    text = body.decode("utf-8", errors="replace").strip()
+    if not text:
+        return None, None
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise BadRequest("The webhook body is not valid JSON.") from None
+        action, call_id = data.get("action"), data.get("id")
+        if call_id is not None and not isinstance(call_id, str | int):
+            raise ValidationFailed("Invalid input: id.", details=[problem("id", "must be a string")])
+        call_id = str(call_id) if call_id is not None else None
+    else:
+        action, call_id = text.lower(), None
+    if action is not None and action not in ("buy", "sell"):
+        raise ValidationFailed("Invalid input: action.", details=[problem("action", "must be buy or sell")])
+    return action, call_id
+
+
+def idempotency_key(body: bytes, call_id: str | None, now: dt.datetime) -> int:
+    """A negative 62-bit key (never a candle time) for this call; see the module docstring."""
+    basis = f"id:{call_id}" if call_id else f"body:{hashlib.sha256(body).hexdigest()}:{now:%Y%m%d%H%M}"
+    return -(int.from_bytes(hashlib.sha256(basis.encode()).digest()[:8], "big") >> 2) - 1
+
+
+def default_price(exchange: str, symbol: str) -> float:
+    from capandex.exchanges import get_client
+
+    return float(get_client(exchange).ticker(symbol)["last"])
+
+
+def fire(*, flow_id: str, token: str, body: bytes, call_id: str | None = None,
+         price: PriceSource | None = None, gateway: Callable[[Any], OrderGateway] | None = None,
+         now: dt.datetime | None = None) -> dict[str, Any]:
+    """Validate the token and fire the running execution's action once for this call."""
+    from capandex.db.session import transaction
+
+    action, body_id = parse_call(body)
+    now = now or utcnow()
+    key = idempotency_key(body, call_id or body_id, now)
+    with transaction() as conn:
+        row = _authorised_execution(conn, flow_id, token)
+    reference = (price or default_price)(row.exchange, row.symbol)
+    if row.mode == "paper":
+        with transaction() as conn:
+            return _fire_locked(conn, row.id, key, action, reference, now, None)
+    # live: claim and intend, place outside the transaction, then record
+    with transaction() as conn:
+        claimed = _claim_and_intend(conn, row.id, key, action, reference, now)
+    if claimed["duplicate"] or not claimed["intents"]:
+        return _answer(row.id, claimed["duplicate"], [])
+    from capandex.live.worker import default_gateway
+
+    placer = (gateway or default_gateway)(row)
+    fills = [(OrderIntent(**i), placer.place(OrderIntent(**i))) for i in claimed["intents"]]
+    with transaction() as conn:
+        return _record(conn, row.id, claimed, fills)
+
+
+def _authorised_execution(conn: Any, flow_id: str, token: str) -> Any:
+    stored = conn.execute(select(flows.c.webhook_token_hash).where(flows.c.id == flow_id)).scalar()
+    # compare even when the flow is unknown, so timing does not tell which flows exist
+    if not hmac.compare_digest(_hash(token), stored or "0" * 64) or stored is None:
+        raise NotFound("No such webhook.")
+    row = conn.execute(select(executions).where(executions.c.flow_id == flow_id,
+                                                executions.c.status == "running")).first()
+    if row is None:
+        raise Conflict("The flow is not running; start it before sending alerts.")
+    return row
+
+
+def _claim_and_intend(conn: Any, execution_id: str, key: int, action: str | None, reference: float,
+                      now: dt.datetime) -> dict[str, Any]:
+    from sqlalchemy import insert
+    from sqlalchemy.exc import IntegrityError
+
+    from capandex.config import get_settings
+    from capandex.engine import BrokerState, compile_flow, rules
+    from capandex.engine.simulator import _sizing
+    from capandex.live.worker import _lock
+
+    row = _lock(conn, execution_id)
+    recent = conn.execute(select(func.count()).select_from(tick_records).where(
+        tick_records.c.execution_id == execution_id, tick_records.c.status == "webhook",
+        tick_records.c.created_at >= now - dt.timedelta(minutes=1))).scalar_one()
+    limit = get_settings().webhook_calls_per_minute
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(tick_records).values(execution_id=execution_id, candle_ms=key, user_id=row.user_id,
+                                                     status="webhook", created_at=now))
+    except IntegrityError:
+        return {"duplicate": True, "intents": []}
+    if recent >= limit:
+        raise RateLimited(f"At most {limit} webhook calls per minute for this flow.", retry_after=60)
+    compiled = compile_flow(row.state["document"])
+    settings = compiled.flow.settings
+    state = (BrokerState.from_dict(row.state["broker"]) if row.state.get("broker")
+             else BrokerState.start(row.initial_capital))
+    side = action or ("sell" if state.long else "buy")
+    intents = []
+    if side == "buy" and not state.long and not state.killed:
+        fill = float(rules.buy_fill(reference, settings.slippage))
+        sizing = _sizing(compiled.flow.buys[0], compiled.flow.risk, settings)
+        units = float(rules.units_for(float(rules.spend(state.cash, sizing.fraction, sizing.amount)), fill,
+                                      settings.fee))
+        intents.append(OrderIntent(client_order_id(row.id, key, "webhook:buy"), "buy", units, fill, "signal",
+                                   "webhook:buy"))
+    elif side == "sell" and state.long:
+        fill = float(rules.sell_fill(reference, settings.slippage))
+        intents.append(OrderIntent(client_order_id(row.id, key, "webhook:sell"), "sell", state.units, fill,
+                                   "signal", "webhook:sell"))
+    now_ms = int(now.timestamp() * 1000)
+    return {"duplicate": False, "intents": [i.to_dict() for i in intents], "key": key,
+            "pending": {"candleMs": key, "before": state.to_dict(), "after": replace(state, pending=None).to_dict(),
+                        "close": reference, "entryMs": now_ms}}
+
+
+def _record(conn: Any, execution_id: str, claimed: dict[str, Any], fills: list[tuple[OrderIntent, Fill]]
+            ) -> dict[str, Any]:
+    from capandex.live.worker import _lock, apply_fills
+
+    row = _lock(conn, execution_id)
+    state = apply_fills(conn, row, claimed["pending"], fills)
+    conn.execute(update(executions).where(executions.c.id == execution_id).values(state=state))
+    return _answer(execution_id, False, [f.to_dict() for _, f in fills])
+
+
+def _fire_locked(conn: Any, execution_id: str, key: int, action: str | None, reference: float, now: dt.datetime,
+                 _: Any) -> dict[str, Any]:
+    claimed = _claim_and_intend(conn, execution_id, key, action, reference, now)
+    if claimed["duplicate"]:
+        return _answer(execution_id, True, [])
+    from capandex.engine import compile_flow
+
+    fee = compile_flow(_lock_state(conn, execution_id)["document"]).flow.settings.fee
+    gateway = PaperGateway(fee)
+    fills = [(OrderIntent(**i), gateway.place(OrderIntent(**i))) for i in claimed["intents"]]
+    return _record(conn, execution_id, claimed, fills)
+
+
+def _lock_state(conn: Any, execution_id: str) -> dict[str, Any]:
+    return conn.execute(select(executions.c.state).where(executions.c.id == execution_id)).scalar_one()
+
+
+def _answer(execution_id: str, duplicate: bool, fills: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"accepted": True, "duplicate": duplicate, "executionId": execution_id, "orders": fills}

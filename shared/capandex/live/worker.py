@@ -1,0 +1,456 @@
+"""One tick of one execution: the engine's stepper on the latest closed candles, then its orders.
+
+**Exactly-once effect.** A tick is identified by ``(execution_id, candle_ms)``; ``tick_records``
+has that pair as its primary key, in the same Postgres database and the same transaction as the
+execution's state, positions and orders. We chose this over Powertools idempotency on DynamoDB:
+the idempotency record and the effect commit atomically (DynamoDB would sit beside the database,
+so a crash between the two commits leaves them disagreeing), it costs no extra table or network
+hop, and the execution row lock (``SELECT … FOR UPDATE``) also serialises two copies of one SQS
+message that arrive at once: the second sees the candle already processed and does nothing.
+
+* **Paper**: the whole tick — stepping, fills through :class:`.orders.PaperGateway`, positions,
+  orders, notifications, the new state and the tick record — is one transaction.
+* **Live** (an external side effect cannot join a database transaction), a two-phase protocol:
+
+  1. *intend*: under the row lock, step the engine, derive the orders with deterministic client
+     ids, write them (``pending``), the tick record (``pending``) and the intent into the
+     execution's state; commit;
+  2. *act*: place each order through :class:`.orders.LiveGateway`, which looks each id up on the
+     exchange first;
+  3. *record*: under the lock, apply the real fills (units and prices from the exchange, not the
+     simulation), close/open positions, mark the tick ``done``; commit.
+
+  A redelivered message, or the retry after a worker died between 2 and 3, finds the pending
+  intent and resumes at 2 with the same ids: the exchange answers the lookup with the order that
+  was already placed, so no second order can exist. Positions are always rebuilt from what the
+  exchange reports for those ids (reconciliation), and sells never exceed the free balance.
+
+**Stops in live mode** are checked on each tick against the closed candle (the stepper's rules:
+levels relative to the real entry fill); when a level was crossed the position is sold at market
+right after the close. Exchange-side stop orders were not used: one code path for every
+exchange and for stop-loss, take-profit and trailing stop together (which would need OCO and
+trailing orders that only some exchanges have), at the cost of up to one candle of delay.
+
+**Failures.** A permanent rejection (insufficient balance, delisted symbol) ends the tick as
+``failed``; a transient one (timeout, 5xx, rate limit, market data unavailable) raises so the
+message is retried. Both write an ``engine_error`` notification and count towards
+``consecutive_failures``; at ``CAPANDEX_LIVE_MAX_FAILURES`` (default 3) the execution ends in
+status ``error``. A successful tick resets the count.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from capandex.db.schema import executions, flows, orders, positions, tick_records, utcnow
+from capandex.errors import CapandexError, UpstreamUnavailable
+from capandex.live.client_ids import client_order_id
+from capandex.live.orders import Fill, OrderGateway, OrderIntent, OrderRejected, PaperGateway
+from capandex.live.timeframes import timeframe_ms
+from capandex.notifications import notify
+
+log = logging.getLogger("capandex.live")
+
+#: (exchange, symbol, timeframe, start_ms, end_ms) → Candles opening in [start_ms, end_ms]
+CandleSource = Callable[[str, str, str, int, int], Any]
+#: execution row → the gateway that places its orders (live mode)
+GatewayFactory = Callable[[Any], OrderGateway]
+
+
+class CandleNotReady(UpstreamUnavailable):
+    """The exchange does not serve the candle that just closed yet; retry in a moment."""
+
+    code = "candle_not_ready"
+
+
+@dataclass(frozen=True)
+class TickOutcome:
+    """What a tick did: ``status`` done | failed | skipped | duplicate; ``fills`` placed/recorded."""
+
+    execution_id: str
+    candle_ms: int
+    status: str
+    fills: int = 0
+    error: str | None = None
+
+
+def default_candles(exchange: str, symbol: str, timeframe: str, start_ms: int, end_ms: int) -> Any:
+    """Closed candles from the market-data layer (cached), as :class:`capandex.engine.Candles`."""
+    from capandex.marketdata import fetch_candles
+
+    return fetch_candles(exchange, symbol, timeframe, start_ms, end_ms + 1)
+
+
+def default_gateway(row: Any) -> OrderGateway:
+    """The live gateway for an execution: the user's key from the vault, the flow's symbol."""
+    from capandex.db.session import transaction
+    from capandex.exchanges import get_client
+    from capandex.keys.exchange import load_credentials
+    from capandex.live.orders import LiveGateway
+
+    with transaction() as conn:
+        exchange_id, credentials = load_credentials(conn, user_id=row.user_id, key_id=row.exchange_key_id)
+    fee = float((row.state.get("document", {}).get("settings") or {}).get("feeRate") or 0.001)
+    return LiveGateway(get_client(exchange_id, credentials), row.symbol, fee)
+
+
+# -- the entry point ---------------------------------------------------------------------------------
+def process_tick(execution_id: str, candle_ms: int, *, candles: CandleSource | None = None,
+                 gateway: GatewayFactory | None = None, engine: Any = None) -> TickOutcome:
+    """Process the candle opening at ``candle_ms`` (and, in paper mode, any missed before it).
+
+    Safe to call any number of times for the same arguments (SQS delivers at least once).
+    ``candles``/``gateway``/``engine`` are injectable for tests and benchmarks.
+    """
+    from capandex.db.session import transaction
+
+    with transaction(engine=engine) as conn:
+        row = conn.execute(select(executions).where(executions.c.id == execution_id)).first()
+    if row is None or row.status != "running":
+        return TickOutcome(execution_id, candle_ms, "skipped")
+    pending = (row.state or {}).get("pending_tick")
+    if pending is None and row.last_candle_ms is not None and row.last_candle_ms >= candle_ms:
+        return TickOutcome(execution_id, candle_ms, "duplicate")
+    try:
+        if row.mode == "paper":
+            return _paper_tick(row, candle_ms, candles or default_candles, engine)
+        return _live_tick(row, candle_ms, candles or default_candles, gateway or default_gateway, engine)
+    except CandleNotReady:
+        raise  # not a failure of the flow: the exchange is a few seconds behind; just retry
+    except OrderRejected as exc:
+        _record_failure(execution_id, candle_ms, exc, engine)
+        return TickOutcome(execution_id, candle_ms, "failed", error=exc.reason)
+    except CapandexError as exc:
+        _record_failure(execution_id, candle_ms, exc, engine)
+        raise
+
+
+# -- shared pieces -------------------------------------------------------------------------------------
+def _lock(conn: Connection, execution_id: str) -> Any:
+    query = select(executions).where(executions.c.id == execution_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return conn.execute(query).first()
+
+
+def _claim(conn: Connection, row: Any, candle_ms: int, status: str) -> bool:
+    """Insert the tick record; False when this (execution, candle) already has one."""
+    from sqlalchemy.exc import IntegrityError
+
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(tick_records).values(execution_id=row.id, candle_ms=candle_ms, user_id=row.user_id,
+                                                     status=status, created_at=utcnow()))
+    except IntegrityError:
+        return False
+    return True
+
+
+def _engine_inputs(row: Any) -> tuple[Any, Any]:
+    from capandex.engine import compile_flow, validate_flow
+
+    flow = validate_flow(row.state["document"])
+    return compile_flow(flow), flow.settings
+
+
+def _fetch(row: Any, source: CandleSource, first_ms: int, last_ms: int, history: int) -> Any:
+    tf = timeframe_ms(row.timeframe)
+    candles = source(row.exchange, row.symbol, row.timeframe, first_ms - history * tf, last_ms)
+    times = candles.time
+    if len(candles) == 0 or int(times[-1]) < last_ms:
+        raise CandleNotReady(f"{row.exchange} has not published the {row.timeframe} candle of {last_ms} yet.")
+    keep = times <= last_ms
+    return candles.slice(0, int(keep.sum())) if not keep.all() else candles
+
+
+def _ms_to_dt(ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+
+
+def _write_order(conn: Connection, row: Any, intent: OrderIntent, candle_ms: int, fill: Fill | None,
+                 status: str) -> None:
+    values = {"exchange_order_id": fill.exchange_order_id if fill else None, "filled": fill.amount if fill else None,
+              "price": fill.price if fill else intent.reference_price, "cost": fill.cost if fill else None,
+              "fee": fill.fee if fill else None, "status": status}
+    existing = conn.execute(select(orders.c.id).where(orders.c.client_order_id == intent.client_order_id)).first()
+    if existing:
+        conn.execute(update(orders).where(orders.c.id == existing.id).values(values))
+    else:
+        from capandex.db.schema import new_id
+
+        conn.execute(insert(orders).values(id=new_id("ord"), user_id=row.user_id, execution_id=row.id,
+                                           client_order_id=intent.client_order_id, symbol=row.symbol,
+                                           side=intent.side, amount=intent.amount, candle_ms=candle_ms,
+                                           created_at=utcnow(), **values))
+
+
+def _open_position(conn: Connection, row: Any, time_ms: int, fill: Fill, spent: float) -> None:
+    from capandex.db.schema import new_id
+
+    conn.execute(insert(positions).values(
+        id=new_id("pos"), user_id=row.user_id, flow_id=row.flow_id, execution_id=row.id, symbol=row.symbol,
+        status="open", units=fill.amount, entry_price=fill.price, entry_time=_ms_to_dt(time_ms),
+        fees=spent - fill.cost))
+
+
+def _close_position(conn: Connection, row: Any, trade: Any) -> None:
+    open_row = conn.execute(select(positions.c.id).where(positions.c.execution_id == row.id,
+                                                         positions.c.status == "open")).first()
+    values = {"status": "closed", "exit_price": trade.exit_price, "exit_time": _ms_to_dt(trade.exit_time),
+              "pnl": trade.pnl, "pnl_percent": trade.pnl_percent, "fees": trade.fees,
+              "exit_reason": trade.exit_reason}
+    if open_row is None:  # the entry predates this record (should not happen): keep the trade anyway
+        from capandex.db.schema import new_id
+
+        conn.execute(insert(positions).values(
+            id=new_id("pos"), user_id=row.user_id, flow_id=row.flow_id, execution_id=row.id, symbol=row.symbol,
+            units=trade.units, entry_price=trade.entry_price, entry_time=_ms_to_dt(trade.entry_time), **values))
+        return
+    conn.execute(update(positions).where(positions.c.id == open_row.id).values(values))
+
+
+def _flow_name(conn: Connection, row: Any) -> str:
+    return conn.execute(select(flows.c.name).where(flows.c.id == row.flow_id)).scalar() or "Flow"
+
+
+def _notify_fill(conn: Connection, row: Any, name: str, fill: Fill, reason: str) -> None:
+    base = row.symbol
+    notify(conn, user_id=row.user_id, event="trade_executed", title="Order Filled",
+           message=f"{name}: {base} {fill.side} {fill.amount:.8g} filled at {fill.price:,.8g}"
+                   f" ({row.mode}, {reason})", action_url="/history")
+
+
+def _finish(conn: Connection, row: Any, candle_ms: int, state: dict[str, Any], ticks: int, *,
+            succeeded: bool = True) -> None:
+    values = {"state": state, "last_candle_ms": candle_ms, "current_tick": row.current_tick + ticks}
+    if succeeded:
+        values["consecutive_failures"] = 0
+    conn.execute(update(executions).where(executions.c.id == row.id).values(values))
+
+
+# -- paper ----------------------------------------------------------------------------------------------
+def _paper_tick(row: Any, candle_ms: int, source: CandleSource, engine: Any) -> TickOutcome:
+    from capandex.config import get_settings
+    from capandex.db.session import transaction
+    from capandex.engine import BrokerState, step
+
+    compiled, settings = _engine_inputs(row)
+    tf = timeframe_ms(row.timeframe)
+    first = max(row.last_candle_ms + tf if row.last_candle_ms is not None else candle_ms,
+                candle_ms - (get_settings().live_max_catchup_candles - 1) * tf)
+    candles = _fetch(row, source, first, candle_ms, compiled.history)
+    window = compiled.history
+    gateway = PaperGateway(settings.fee)
+    fills = 0
+    with transaction(engine=engine) as conn:
+        row = _lock(conn, row.id)
+        if row.status != "running" or (row.last_candle_ms is not None and row.last_candle_ms >= candle_ms):
+            return TickOutcome(row.id, candle_ms, "duplicate")
+        state = (BrokerState.from_dict(row.state["broker"]) if row.state.get("broker")
+                 else BrokerState.start(row.initial_capital))
+        name, equity, ticks = _flow_name(conn, row), row.state.get("equity", row.initial_capital), 0
+        for index in range(len(candles)):
+            t_ms = int(candles.time[index])
+            if t_ms < first or (state.last_time is not None and t_ms <= state.last_time):
+                continue
+            if not _claim(conn, row, t_ms, "done"):
+                continue
+            before = state
+            result = step(compiled, candles.slice(max(0, index + 1 - window), index + 1), state, settings)
+            state, equity, ticks = result.state, result.equity, ticks + 1
+            fills += _record_paper_fills(conn, row, name, gateway, t_ms, before, result)
+        _finish(conn, row, candle_ms, {**row.state, "broker": state.to_dict(), "equity": equity}, ticks)
+    return TickOutcome(row.id, candle_ms, "done", fills=fills)
+
+
+def _record_paper_fills(conn: Connection, row: Any, name: str, gateway: PaperGateway, t_ms: int,
+                        before: Any, result: Any) -> int:
+    """Turn the stepper's fills in bar ``t_ms`` into orders and positions (entry first, then exit)."""
+    count = 0
+    state = result.state
+    if result.opened:
+        if state.long:
+            opened_units, entry_price, spent = state.units, state.entry_price, state.entry_spent
+        else:  # entered at the open and stopped out inside the same bar
+            trade = result.trade
+            opened_units, entry_price = trade.units, trade.entry_price
+            spent = trade.units * trade.exit_price * (1.0 - gateway.fee_rate) - trade.pnl
+        intent = OrderIntent(client_order_id(row.id, t_ms, "buy"), "buy", opened_units, entry_price, "signal", "buy")
+        fill = gateway.place(intent)
+        _write_order(conn, row, intent, t_ms, fill, "filled")
+        _open_position(conn, row, t_ms, fill, spent)
+        _notify_fill(conn, row, name, fill, "signal")
+        count += 1
+    if result.trade is not None:
+        trade = result.trade
+        action = f"exit:{trade.exit_reason}"
+        intent = OrderIntent(client_order_id(row.id, t_ms, action), "sell", trade.units, trade.exit_price,
+                             trade.exit_reason, action)
+        fill = gateway.place(intent)
+        _write_order(conn, row, intent, t_ms, fill, "filled")
+        _close_position(conn, row, trade)
+        _notify_fill(conn, row, name, fill, trade.exit_reason)
+        count += 1
+    return count
+
+
+# -- live -------------------------------------------------------------------------------------------------
+def _live_tick(row: Any, candle_ms: int, source: CandleSource, gateway_for: GatewayFactory,
+               engine: Any) -> TickOutcome:
+    from capandex.db.session import transaction
+
+    pending = row.state.get("pending_tick")
+    if pending is None or pending["candleMs"] != candle_ms:
+        if pending is not None:
+            candle_ms = pending["candleMs"]  # finish the older intent first; the new candle comes next
+        else:
+            pending = _intend(row, candle_ms, source, engine)
+            if pending is None:
+                return TickOutcome(row.id, candle_ms, "duplicate")
+    gateway = gateway_for(row)
+    fills: list[tuple[OrderIntent, Fill]] = []
+    rejected: OrderRejected | None = None
+    for raw in pending["intents"]:
+        intent = OrderIntent(**raw)
+        try:
+            fills.append((intent, gateway.place(intent)))
+        except OrderRejected as exc:
+            rejected = exc
+            with transaction(engine=engine) as conn:
+                _write_order(conn, row, intent, candle_ms, None, "rejected")
+            break
+    with transaction(engine=engine) as conn:
+        locked = _lock(conn, row.id)
+        if ((locked.state or {}).get("pending_tick") or {}).get("candleMs") != candle_ms:
+            return TickOutcome(row.id, candle_ms, "duplicate")  # another copy recorded it meanwhile
+        _record_live(conn, locked, pending, fills, candle_ms, "failed" if rejected else "done")
+    if rejected is not None:
+        raise rejected
+    return TickOutcome(row.id, candle_ms, "done", fills=len(fills))
+
+
+def _intend(row: Any, candle_ms: int, source: CandleSource, engine: Any) -> dict[str, Any] | None:
+    """Phase 1: step the engine and persist the orders it wants, with their client ids."""
+    from capandex.db.session import transaction
+    from capandex.engine import BrokerState, rules, step
+    from capandex.engine.simulator import _sizing
+
+    compiled, settings = _engine_inputs(row)
+    candles = _fetch(row, source, candle_ms, candle_ms, compiled.history)
+    with transaction(engine=engine) as conn:
+        row = _lock(conn, row.id)
+        if row.status != "running" or row.state.get("pending_tick") or (
+                row.last_candle_ms is not None and row.last_candle_ms >= candle_ms):
+            return None
+        if not _claim(conn, row, candle_ms, "pending"):
+            return None
+        before = (BrokerState.from_dict(row.state["broker"]) if row.state.get("broker")
+                  else BrokerState.start(row.initial_capital))
+        window = candles.slice(max(0, len(candles) - compiled.history), len(candles))
+        result = step(compiled, window, before, settings)
+        close = float(candles.close[-1])
+        intents: list[OrderIntent] = []
+        if result.trade is not None:  # a stop level was crossed inside the candle: sell now
+            reason = result.trade.exit_reason
+            intents.append(OrderIntent(client_order_id(row.id, candle_ms, f"exit:{reason}"), "sell", before.units,
+                                       close, reason, f"exit:{reason}"))
+        order = result.order
+        if order is not None and order.side == "sell" and before.long and result.trade is None:
+            intents.append(OrderIntent(client_order_id(row.id, candle_ms, "sell"), "sell", before.units, close,
+                                       order.reason, "sell"))
+        elif order is not None and order.side == "buy":
+            sizing = _sizing(compiled.flow.buys[order.action], compiled.flow.risk, settings)
+            cash = result.state.cash
+            price = float(rules.buy_fill(close, settings.slippage))
+            spent = float(rules.spend(cash, sizing.fraction, sizing.amount))
+            units = float(rules.units_for(spent, price, settings.fee))
+            intents.append(OrderIntent(client_order_id(row.id, candle_ms, "buy"), "buy", units, close, "signal", "buy"))
+        pending = {"candleMs": candle_ms, "intents": [i.to_dict() for i in intents],
+                   "before": before.to_dict(), "after": replace(result.state, pending=None).to_dict(),
+                   "close": close, "entryMs": candle_ms + timeframe_ms(row.timeframe)}
+        for intent in intents:
+            _write_order(conn, row, intent, candle_ms, None, "pending")
+        conn.execute(update(executions).where(executions.c.id == row.id)
+                     .values(state={**row.state, "pending_tick": pending}))
+    return pending
+
+
+def _record_live(conn: Connection, row: Any, pending: dict[str, Any], fills: list[tuple[OrderIntent, Fill]],
+                 candle_ms: int, status: str) -> None:
+    """Phase 3: the real fills decide the position; the simulation decides only peak/killed/highest."""
+    new_state = apply_fills(conn, row, pending, fills)
+    conn.execute(update(tick_records).where(tick_records.c.execution_id == row.id,
+                                            tick_records.c.candle_ms == candle_ms).values(status=status))
+    _finish(conn, row, candle_ms, new_state, 1, succeeded=status == "done")
+
+
+def apply_fills(conn: Connection, row: Any, pending: dict[str, Any],
+                fills: list[tuple[OrderIntent, Fill]]) -> dict[str, Any]:
+    """Apply real fills to the execution: orders, positions, notifications; returns the new
+    ``executions.state`` (the caller writes it). ``pending`` holds the broker state ``before`` and
+    ``after`` the simulated step, the ``close`` to mark equity at and ``entryMs`` for new entries."""
+    from capandex.engine import BrokerState, rules
+    from capandex.engine.result import make_trade
+
+    before = BrokerState.from_dict(pending["before"])
+    after = BrokerState.from_dict(pending["after"])
+    candle_ms = pending["candleMs"]
+    money = {"cash": before.cash, "units": before.units, "entry_time": before.entry_time,
+             "entry_price": before.entry_price, "entry_spent": before.entry_spent,
+             "highest": after.highest if after.long else before.highest}
+    name = _flow_name(conn, row)
+    fee_rate = float((row.state["document"].get("settings") or {}).get("feeRate") or 0.001)
+    for intent, fill in fills:
+        _write_order(conn, row, intent, candle_ms, fill, "filled")
+        if fill.side == "sell" and money["units"] > 0:
+            proceeds = fill.cost - fill.fee
+            share = min(1.0, fill.amount / money["units"])
+            trade = make_trade(money["entry_time"], pending["entryMs"], money["entry_price"], fill.price, fill.amount,
+                               money["entry_spent"] * share, proceeds, fee_rate, rules.REASONS.index(intent.reason)
+                               if intent.reason in rules.REASONS else 0)
+            _close_position(conn, row, trade)
+            money.update(cash=money["cash"] + proceeds, units=0.0, entry_time=None, entry_price=None,
+                         entry_spent=0.0, highest=None)
+        elif fill.side == "buy" and fill.amount > 0:
+            spent = fill.cost + fill.fee
+            _open_position(conn, row, pending["entryMs"], fill, spent)
+            money.update(cash=money["cash"] - spent, units=fill.amount, entry_time=pending["entryMs"],
+                         entry_price=fill.price, entry_spent=spent, highest=None)
+        _notify_fill(conn, row, name, fill, intent.reason)
+    state = replace(after, **money, pending=None)
+    equity = float(rules.equity(state.cash, state.units, pending["close"]))
+    new_state = {k: v for k, v in row.state.items() if k != "pending_tick"}
+    new_state.update(broker=state.to_dict(), equity=equity)
+    return new_state
+
+
+# -- failures ---------------------------------------------------------------------------------------------
+def _record_failure(execution_id: str, candle_ms: int, exc: CapandexError, engine: Any) -> None:
+    """Count the failure, notify, and end the execution in ``error`` after N in a row."""
+    from capandex.config import get_settings
+    from capandex.db.session import transaction
+
+    limit = get_settings().live_max_consecutive_failures
+    with transaction(engine=engine) as conn:
+        row = _lock(conn, execution_id)
+        if row is None or row.status != "running":
+            return
+        failures = row.consecutive_failures + 1
+        values: dict[str, Any] = {"consecutive_failures": failures, "error_count": row.error_count + 1,
+                                  "last_error": exc.message[:500]}
+        if failures >= limit:
+            values.update(status="error", stopped_at=utcnow())
+        conn.execute(update(executions).where(executions.c.id == execution_id).values(values))
+        name = _flow_name(conn, row)
+        ended = " The execution stopped after repeated failures." if failures >= limit else ""
+        notify(conn, user_id=row.user_id, event="engine_error", title=f"{name}: tick failed",
+               message=f"{name} could not process the candle of {_ms_to_dt(candle_ms):%Y-%m-%d %H:%M} UTC: "
+                       f"{exc.message}{ended}", action_url=f"/flows/{row.flow_id}")
+    log.warning("tick failed", extra={"execution_id": execution_id, "candle_ms": candle_ms, "code": exc.code,
+                                      "failures": failures})

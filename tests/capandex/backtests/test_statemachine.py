@@ -1,0 +1,179 @@
+"""The backtest state machine: its definition file is well-formed and wired to real handlers in
+template.yaml, an execution can be started (moto), and the Lambda tasks, driven the way the
+state machine drives them, complete a backtest or mark it failed with a reason."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from moto import mock_aws
+
+from capandex import errors
+from capandex.backtests import service
+from capandex.marketdata.chunks import chunk_starts
+from tests.capandex.engine.factories import sma_cross_flow
+from tests.utils.binance_server import BinanceServer, server_error
+
+ROOT = Path(__file__).resolve().parents[3]
+ASL = ROOT / "statemachines" / "backtest.asl.json"
+DAY = 86_400_000
+T0 = 1_704_067_200_000
+
+
+class _CfnLoader(yaml.SafeLoader):
+    pass
+
+
+_CfnLoader.add_multi_constructor("!", lambda loader, suffix, node: (
+    loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode) else
+    loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode) else loader.construct_mapping(node)))
+
+
+def template() -> dict[str, Any]:
+    return yaml.load((ROOT / "template.yaml").read_text(), Loader=_CfnLoader)
+
+
+def handlers_module():
+    spec = importlib.util.spec_from_file_location("backtest_handlers", ROOT / "functions/backtest/handlers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _states(scope: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(name, state, its scope's States) for every state, nested Map processors included."""
+    out = []
+    for name, state in scope["States"].items():
+        out.append((name, state, scope["States"]))
+        if state["Type"] == "Map":
+            out += _states(state["ItemProcessor"])
+    return out
+
+
+def test_definition_is_well_formed() -> None:
+    definition = json.loads(ASL.read_text())
+    assert definition["StartAt"] in definition["States"]
+    for name, state, scope in _states(definition):
+        if state["Type"] not in ("Succeed", "Fail"):
+            assert ("Next" in state) != bool(state.get("End")), name
+        for target in [state.get("Next")] + [c["Next"] for c in state.get("Catch", [])]:
+            assert target is None or target in scope, f"{name} → {target}"
+        for retry in state.get("Retry", []):
+            assert retry["MaxAttempts"] >= 1 and retry["BackoffRate"] >= 1
+            for error in retry["ErrorEquals"]:  # Capandex errors are matched by class name
+                assert error.startswith(("States.", "Lambda.")) or issubclass(getattr(errors, error),
+                                                                              errors.CapandexError)
+    states = definition["States"]
+    assert states["FetchChunks"]["MaxConcurrencyPath"] == "$.maxConcurrency"
+    assert states["FetchChunks"]["ItemsPath"] == "$.chunks"
+    # nothing can end "running": every task state catches everything into MarkFailed
+    for name in ("Plan", "FetchChunks", "Run"):
+        assert states[name]["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error",
+                                          "Next": "MarkFailed"}]
+    fetch = states["FetchChunks"]["ItemProcessor"]["States"]["FetchChunk"]
+    assert {"RateLimited", "UpstreamUnavailable"} <= {e for r in fetch["Retry"] for e in r["ErrorEquals"]}
+
+
+def test_every_task_resource_is_a_real_handler_in_the_template() -> None:
+    resources = template()["Resources"]
+    machine = resources["BacktestStateMachine"]["Properties"]
+    assert machine["DefinitionUri"] == "statemachines/backtest.asl.json"
+    substitutions = machine["DefinitionSubstitutions"]
+    module = handlers_module()
+    used = {s["Resource"][2:-1] for _, s, _ in _states(json.loads(ASL.read_text())) if s["Type"] == "Task"}
+    assert used == set(substitutions)
+    for key in used:
+        function_name = substitutions[key][0] if isinstance(substitutions[key], list) else substitutions[key]
+        function = resources[function_name.split(".")[0]]["Properties"]
+        assert function["CodeUri"] == "functions/backtest/"
+        assert callable(getattr(module, function["Handler"].split(".")[1]))
+    engine = resources["EngineFunction"]["Properties"]
+    assert engine["Environment"]["Variables"]["CAPANDEX_BACKTEST_STATE_MACHINE_ARN"] == "BacktestStateMachine"
+
+
+@mock_aws
+def test_start_execution_names_it_after_the_backtest() -> None:
+    sfn = boto3.client("stepfunctions", region_name="us-east-1")
+    definition = ASL.read_text()
+    for key in ("BacktestPlanFunctionArn", "BacktestFetchChunkFunctionArn", "BacktestRunFunctionArn",
+                "BacktestFailFunctionArn"):
+        definition = definition.replace("${" + key + "}", f"arn:aws:lambda:us-east-1:123456789012:function:{key}")
+    arn = sfn.create_state_machine(name="backtest", definition=definition,
+                                   roleArn="arn:aws:iam::123456789012:role/sfn")["stateMachineArn"]
+    user = uuid.uuid4()
+    execution = service.start_execution(arn, "bt_123", user, client=sfn)
+    described = sfn.describe_execution(executionArn=execution)
+    assert described["name"] == "bt_123"
+    assert json.loads(described["input"]) == {"backtestId": "bt_123", "userId": str(user)}
+
+
+# -- the tasks, driven as the state machine drives them --------------------------------------------
+@pytest.fixture
+def submitted(binance_env: BinanceServer, configure, monkeypatch):
+    """A backtest row (and its request snapshot) on SQLite, ready for the tasks."""
+    from capandex.backtests import jobs
+    from capandex.db.session import transaction
+    from capandex.exchanges import retry
+    from capandex.flows.repository import create_flow
+    from capandex.marketdata.store import clear_stores
+
+    configure(CAPANDEX_EXCHANGE_URLS=binance_env.exchange_urls_env(), DATABASE_URL=None,
+              CAPANDEX_BACKTEST_SYNC_BUDGET_S="0")
+    clear_stores()
+    monkeypatch.setattr(retry, "sleep", lambda _s: None)
+    monkeypatch.setattr(service, "start_async", lambda *_a: None)  # the "state machine" is this test
+    user = uuid.uuid4()
+    with transaction(user) as conn:
+        flow = create_flow(conn, user_id=user, name="SMA", document=sma_cross_flow(5, 20))
+    status, body = service.submit(user, service.BacktestCreate(
+        flowId=flow["id"], exchange="binance", symbol="ETH/USDT", timeframe="1m",
+        startDate="2024-01-01T00:00:00Z", endDate="2024-01-20T00:00:00Z"))
+    assert status == 202
+    yield user, body["backtestId"], jobs
+    clear_stores()
+
+
+def test_tasks_plan_map_run(submitted, binance_env: BinanceServer) -> None:
+    from capandex.db.session import transaction
+
+    user, backtest_id, _jobs = submitted
+    handlers = handlers_module()
+    event = {"backtestId": backtest_id, "userId": str(user)}
+    planned = handlers.plan(event)
+    assert planned["maxConcurrency"] == 5  # binance: 50 ms rate limit
+    assert [c["start"] for c in planned["chunks"]] == chunk_starts("1m", T0, T0 + 19 * DAY)
+    assert all(c["backtestId"] == backtest_id and c["progressStep"] == 85 / 4 for c in planned["chunks"])
+    binance_env.inject("/api/v3/klines", server_error(503), times=3)
+    with pytest.raises(errors.UpstreamUnavailable):  # the Map's Retry would run it again
+        handlers.fetch_chunk(planned["chunks"][0])
+    for item in planned["chunks"]:
+        assert handlers.fetch_chunk(item)["pages"] == 12
+    pages = binance_env.count("/api/v3/klines")
+    assert handlers.run(planned) == {"backtestId": backtest_id, "status": "completed"}
+    assert binance_env.count("/api/v3/klines") == pages  # run found every chunk in the store
+    with transaction(user) as conn:
+        result = service.get(conn, user, backtest_id)
+    assert result["status"] == "completed" and result["progress"] == 100.0
+    assert len(result["equityCurve"]) <= 2000 and result["metrics"]["totalTrades"] == len(result["trades"])
+
+
+def test_fail_task_keeps_capandex_messages_and_hides_bugs(submitted) -> None:
+    from capandex.db.session import transaction
+
+    user, backtest_id, _jobs = submitted
+    handlers = handlers_module()
+    cause = json.dumps({"errorType": "UpstreamUnavailable", "errorMessage": "binance could not be reached."})
+    handlers.fail({"backtestId": backtest_id, "userId": str(user),
+                   "error": {"Error": "UpstreamUnavailable", "Cause": cause}})
+    with transaction(user) as conn:
+        assert service.get(conn, user, backtest_id)["error"] == "binance could not be reached."
+    assert "internal error" in handlers.reason_from(
+        {"Error": "KeyError", "Cause": json.dumps({"errorType": "KeyError", "errorMessage": "secret-ish"})})
+    assert "too long" in handlers.reason_from({"Error": "States.Timeout", "Cause": ""})

@@ -1,0 +1,39 @@
+"""Factories for the live engine tests: a user with a flow, and candle sources over fixed data."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from capandex.engine import Candles
+
+
+def make_flow(conn: Any, user_id: uuid.UUID, document: dict[str, Any], *, timeframe: str = "1h",
+              symbol: str = "BTC/USDT") -> str:
+    from capandex.flows import repository
+
+    document = {**document, "settings": {"exchange": "binance", "symbol": symbol, "timeframe": timeframe,
+                                         **document.get("settings", {})}}
+    return repository.create_flow(conn, user_id=user_id, name=document.get("name", "Test flow"),
+                                  document=document)["id"]
+
+
+def source_of(candles: Candles):
+    """A CandleSource serving ``candles`` (open times in [start, end]); records every call."""
+    calls: list[tuple[int, int]] = []
+
+    def source(exchange: str, symbol: str, timeframe: str, start_ms: int, end_ms: int) -> Candles:
+        calls.append((start_ms, end_ms))
+        keep = (candles.time >= start_ms) & (candles.time <= end_ms)
+        idx = keep.nonzero()[0]
+        if len(idx) == 0:
+            return candles.slice(0, 0)
+        return candles.slice(int(idx[0]), int(idx[-1]) + 1)
+
+    source.calls = calls  # type: ignore[attr-defined]
+    return source
+
+
+def at(ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)

@@ -1,0 +1,157 @@
+"""Live mode against the loopback Binance: one order per (execution, candle, action), whatever fails.
+
+The real ccxt client places the orders; faults are injected on the exchange's order endpoint.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import insert, select
+
+from capandex.db.schema import exchange_keys, executions, new_id, notifications, orders, positions, utcnow
+from capandex.db.session import transaction
+from capandex.errors import UpstreamUnavailable
+from capandex.exchanges import Credentials, get_client
+from capandex.live.client_ids import client_order_id
+from capandex.live.executions import execution_status, start_execution
+from capandex.live.orders import LiveGateway
+from capandex.live.worker import process_tick
+from tests.capandex.engine.factories import HOUR_MS, price_rule_flow, random_walk
+from tests.capandex.live.helpers import make_flow, source_of
+from tests.utils.binance_orders import BinanceOrders
+from tests.utils.fixtures import binance, binance_env  # noqa: F401
+
+CANDLES = random_walk(80, seed=5)
+
+
+@pytest.fixture
+def live(binance_env, configure, postgres_url):  # noqa: F811
+    configure(DATABASE_URL=postgres_url, CAPANDEX_EXCHANGE_URLS=binance_env.exchange_urls_env(),
+              CAPANDEX_EXCHANGE_TIMEOUT_MS="1000")
+    book = BinanceOrders.install(binance_env, prices={"BTCUSDT": float(CANDLES.close[40])}, late_seconds=1.3)
+    user = uuid.uuid4()
+    with transaction() as conn:
+        key_id = new_id("key")
+        conn.execute(insert(exchange_keys).values(id=key_id, user_id=user, exchange="binance", label="test",
+                                                  api_key_hint="k…", sealed={}, is_valid=True, created_at=utcnow()))
+        # buys when flat (close > 0), sells when long (close < 1e9): one order every tick
+        flow_id = make_flow(conn, user, price_rule_flow(0.0, 1e9))
+        execution = start_execution(conn, user_id=user, flow_id=flow_id, mode="live", exchange_key_id=key_id,
+                                    now_ms=int(CANDLES.time[40]))["executionId"]
+    client = get_client("binance", Credentials("test-key", "test-secret"))
+
+    class Harness:
+        pass
+
+    h = Harness()
+    h.book, h.user, h.execution, h.source = book, user, execution, source_of(CANDLES)
+    h.gateway = lambda row: LiveGateway(client, row.symbol, 0.001, lookup_pause=0.01)
+    h.tick = lambda i, **kw: process_tick(execution, int(CANDLES.time[i]), candles=h.source,
+                                          gateway=kw.get("gateway", h.gateway))
+    return h
+
+
+def _orders(execution):
+    with transaction() as conn:
+        return conn.execute(select(orders).where(orders.c.execution_id == execution)
+                            .order_by(orders.c.candle_ms)).all()
+
+
+def _errors(user):
+    with transaction() as conn:
+        return conn.execute(select(notifications.c.message).where(notifications.c.user_id == user,
+                                                                  notifications.c.event == "engine_error")).all()
+
+
+def test_buy_then_sell_with_deterministic_client_ids(live):
+    assert live.tick(40).status == "done"
+    assert live.tick(41).status == "done"
+    buy_id = client_order_id(live.execution, int(CANDLES.time[40]), "buy")
+    sell_id = client_order_id(live.execution, int(CANDLES.time[41]), "sell")
+    assert live.book.placed == [buy_id, sell_id]
+    assert len(buy_id) <= 36 and buy_id.isalnum()
+    rows = _orders(live.execution)
+    assert [(r.client_order_id, r.status) for r in rows] == [(buy_id, "filled"), (sell_id, "filled")]
+    with transaction() as conn:
+        position = conn.execute(select(positions).where(positions.c.execution_id == live.execution)).one()
+        status = execution_status(conn, user_id=live.user, execution_id=live.execution)
+    exchange_buy = live.book.orders[buy_id]
+    assert position.status == "closed"
+    assert position.units == pytest.approx(float(exchange_buy["executedQty"]))  # the real fill, not the sim
+    assert position.entry_price == pytest.approx(live.book.prices["BTCUSDT"])
+    assert status["totalTrades"] == 1 and status["openPositions"] == 0 and status["currentTick"] == 2
+
+
+def test_duplicated_delivery_places_one_order(live):
+    assert live.tick(40).status == "done"
+    assert live.tick(40).status == "duplicate"
+    assert len(live.book.placed) == 1
+
+
+def test_timeout_after_the_exchange_accepted_finds_the_order(live):
+    live.book.fail_next("accept_then_timeout")
+    assert live.tick(40).status == "done"
+    assert len(live.book.placed) == 1
+    assert [r.status for r in _orders(live.execution)] == ["filled"]
+
+
+def test_worker_dies_between_order_and_database_write(live):
+    class DiesAfterPlacing:
+        def __init__(self, row):
+            self.inner = live.gateway(row)
+
+        def place(self, intent):
+            self.inner.place(intent)
+            raise SystemExit("worker killed")  # the Lambda died: nothing after this ran
+
+    with pytest.raises(SystemExit):
+        live.tick(40, gateway=DiesAfterPlacing)
+    assert [r.status for r in _orders(live.execution)] == ["pending"]
+    outcome = live.tick(40)  # SQS redelivers the message
+    assert outcome.status == "done" and outcome.fills == 1
+    assert len(live.book.placed) == 1
+    assert [r.status for r in _orders(live.execution)] == ["filled"]
+
+
+def test_server_error_is_retried_with_the_same_id_and_counted(live):
+    live.book.fail_next("server_error")
+    with pytest.raises(UpstreamUnavailable):
+        live.tick(40)
+    assert live.book.placed == []
+    assert len(_errors(live.user)) == 1
+    assert live.tick(40).status == "done"  # the redelivery places it, once
+    assert live.book.placed == [client_order_id(live.execution, int(CANDLES.time[40]), "buy")]
+    with transaction() as conn:
+        row = conn.execute(select(executions).where(executions.c.id == live.execution)).one()
+    assert row.consecutive_failures == 0 and row.error_count == 1 and row.status == "running"
+
+
+@pytest.mark.parametrize(("fault", "reason"), [("insufficient_balance", "insufficient_balance"),
+                                                ("delisted", "delisted")])
+def test_rejections_end_in_error_after_three_failures(live, fault, reason):
+    live.book.fail_next(fault, times=3)
+    for i in (40, 41):
+        outcome = live.tick(i)
+        assert (outcome.status, outcome.error) == ("failed", reason)
+    with transaction() as conn:
+        assert execution_status(conn, user_id=live.user, execution_id=live.execution)["status"] == "running"
+    live.tick(42)
+    with transaction() as conn:
+        status = execution_status(conn, user_id=live.user, execution_id=live.execution)
+    assert status["status"] == "error" and status["errorCount"] == 3 and status["openPositions"] == 0
+    assert live.book.placed == []
+    assert [r.status for r in _orders(live.execution)] == ["rejected"] * 3
+    assert len(_errors(live.user)) == 3
+    assert live.tick(43).status == "skipped"  # an execution in error does not trade
+
+
+def test_success_resets_the_failure_count(live):
+    live.book.fail_next("insufficient_balance", times=2)
+    live.tick(40), live.tick(41)
+    assert live.tick(42).status == "done"
+    with transaction() as conn:
+        row = conn.execute(select(executions).where(executions.c.id == live.execution)).one()
+    assert (row.consecutive_failures, row.error_count, row.status) == (0, 2, "running")
+    assert HOUR_MS  # candles are hourly

@@ -1,0 +1,160 @@
+"""fetch_candles through the real ccxt binance and the loopback exchange: paging, closed candles,
+de-duplication, gaps, the chunk cache (no page fetched twice; the open chunk only topped up)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from capandex.errors import BadRequest, UpstreamUnavailable
+from capandex.exchanges import retry
+from capandex.marketdata import CHUNK_CANDLES, Gap, LocalStore, fetch_candles, find_gaps, progress_bar
+from capandex.marketdata.chunks import SETTLE_MS, chunk_key, decode
+from tests.utils.binance_server import BinanceServer, duplicated, rate_limit, server_error, short_page, timeout
+
+MIN = 60_000
+DAY = 86_400_000
+T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
+NOW = T0 + 400 * DAY + 37 * MIN + 12_345  # the loopback's and the fetcher's clock
+
+
+@pytest.fixture
+def server(binance_env: BinanceServer, monkeypatch: pytest.MonkeyPatch) -> BinanceServer:
+    binance_env.now_ms = NOW
+    monkeypatch.setattr(retry, "sleep", lambda _s: None)
+    return binance_env
+
+
+@pytest.fixture
+def store(tmp_path) -> LocalStore:
+    return LocalStore(tmp_path / "store")
+
+
+def expected(server: BinanceServer, start: int, end: int, symbol: str = "BTCUSDT", tf: str = "1m") -> np.ndarray:
+    return server.expected_klines(symbol, tf, start, end)
+
+
+def assert_same(candles, rows: np.ndarray) -> None:
+    assert candles.time.dtype == np.int64 and candles.close.dtype == np.float64
+    assert candles.time.tolist() == rows[:, 0].astype(np.int64).tolist()
+    for i, name in enumerate(("open", "high", "low", "close", "volume"), start=1):
+        np.testing.assert_allclose(getattr(candles, name), rows[:, i], rtol=1e-8)
+
+
+def test_range_fetched_page_by_page_at_max_page_size(server: BinanceServer, store: LocalStore) -> None:
+    start, end = T0 + 5 * DAY, T0 + 8 * DAY
+    candles = fetch_candles("binance", "BTC/USDT", "1m", start, end, store=store, now=NOW)
+    assert_same(candles, expected(server, start, end))
+    assert len(candles) == 3 * 1440 and candles.gaps == ()
+    limits = {r.query["limit"] for r in server.requests if r.path == "/api/v3/klines"}
+    assert limits == {"1000"}
+    # whole chunks are fetched and stored (the fixed grid), each in ceil(12000 / 1000) pages
+    assert candles.pages_fetched == server.count("/api/v3/klines") == 12 * candles.chunks_fetched
+    candles.validate()
+
+
+def test_repeated_and_overlapping_ranges_never_fetch_a_page_twice(server: BinanceServer, store: LocalStore) -> None:
+    fetch_candles("binance", "BTC/USDT", "1m", T0, T0 + 10 * DAY, store=store, now=NOW)
+    first = server.count("/api/v3/klines")
+    again = fetch_candles("binance", "BTC/USDT", "1m", T0, T0 + 10 * DAY, store=store, now=NOW)
+    assert again.pages_fetched == 0 and server.count("/api/v3/klines") == first
+    inner = fetch_candles("binance", "BTC/USDT", "1m", T0 + DAY + 7 * MIN, T0 + 3 * DAY, store=store, now=NOW)
+    assert inner.pages_fetched == 0
+    assert_same(inner, expected(server, T0 + DAY + 7 * MIN, T0 + 3 * DAY))
+    overlap = fetch_candles("binance", "BTC/USDT", "1m", T0 + 5 * DAY, T0 + 20 * DAY, store=store, now=NOW)
+    assert overlap.chunks_cached >= 1 and overlap.pages_fetched == server.count("/api/v3/klines") - first
+    assert_same(overlap, expected(server, T0 + 5 * DAY, T0 + 20 * DAY))
+
+
+def test_only_closed_candles_and_the_open_chunk_is_topped_up_not_cached_as_complete(
+        server: BinanceServer, store: LocalStore) -> None:
+    start = NOW - 2 * DAY
+    candles = fetch_candles("binance", "BTC/USDT", "1m", start, NOW + DAY, store=store, now=NOW)
+    last_closed = (NOW - SETTLE_MS) // MIN * MIN - MIN
+    assert candles.time[-1] == last_closed  # the loopback also served the open candle; it was dropped
+    assert (candles.time + MIN <= NOW).all()
+    chunk_start = (NOW // (CHUNK_CANDLES * MIN)) * CHUNK_CANDLES * MIN
+    stored = decode(store.get(chunk_key("binance", "BTC/USDT", "1m", chunk_start)), "1m")
+    assert not stored.complete and stored.covered_until_ms == last_closed + MIN
+    # ten minutes later: only the tail of the open chunk is fetched (one page), nothing twice
+    server.reset_log()
+    later = NOW + 10 * MIN
+    server.now_ms = later
+    fresh = fetch_candles("binance", "BTC/USDT", "1m", start, later + DAY, store=store, now=later)
+    assert fresh.pages_fetched == 1
+    (request,) = [r for r in server.requests if r.path == "/api/v3/klines"]
+    assert int(request.query["startTime"]) == last_closed + MIN
+    assert fresh.time[-1] == last_closed + 10 * MIN
+    assert_same(fresh, expected(server, start, last_closed + 11 * MIN))
+
+
+def test_short_pages_duplicates_and_gaps(server: BinanceServer, store: LocalStore) -> None:
+    start, end = T0 + 30 * DAY, T0 + 31 * DAY
+    hole = (start + 3 * 3_600_000, start + 5 * 3_600_000)
+    server.gaps.append(hole)
+    server.inject("/api/v3/klines", short_page(7))
+    server.inject("/api/v3/klines", duplicated(50))
+    server.inject("/api/v3/klines", short_page(1))
+    candles = fetch_candles("binance", "BTC/USDT", "1m", start, end, store=store, now=NOW)
+    rows = expected(server, start, end)
+    assert_same(candles, rows)
+    assert np.all(np.diff(candles.time) > 0)
+    assert candles.gaps == (Gap(hole[0], hole[1], 120),)
+    assert candles.gaps[0].to_dict() == {"start": "2024-01-31T03:00:00Z", "end": "2024-01-31T05:00:00Z",
+                                         "missing": 120}
+
+
+def test_gap_before_listing_is_reported_not_invented(server: BinanceServer, store: LocalStore) -> None:
+    server.listed_ms = T0 + 2 * DAY
+    candles = fetch_candles("binance", "ETH/USDT", "1h", T0, T0 + 4 * DAY, store=store, now=NOW)
+    assert candles.time[0] == T0 + 2 * DAY and len(candles) == 48
+    assert candles.gaps == (Gap(T0, T0 + 2 * DAY, 48),)
+
+
+@pytest.mark.parametrize("fault", [rate_limit(2), server_error(503), timeout(1.5)], ids=["429", "503", "timeout"])
+def test_temporary_faults_are_retried(server: BinanceServer, store: LocalStore, fault) -> None:
+    server.inject("/api/v3/klines", fault)
+    candles = fetch_candles("binance", "BTC/USDT", "1h", T0, T0 + 3 * DAY, store=store, now=NOW)
+    assert_same(candles, expected(server, T0, T0 + 3 * DAY, tf="1h"))
+
+
+def test_persistent_failure_raises_and_caches_nothing(server: BinanceServer, store: LocalStore) -> None:
+    server.inject("/api/v3/klines", server_error(502), times=20)
+    with pytest.raises(UpstreamUnavailable):
+        fetch_candles("binance", "BTC/USDT", "1h", T0, T0 + DAY, store=store, now=NOW)
+    assert not list((store.root).rglob("*.cdx"))
+
+
+def test_bad_symbol_and_timeframe(server: BinanceServer, store: LocalStore) -> None:
+    with pytest.raises(BadRequest, match="no spot market"):
+        fetch_candles("binance", "NOPE/USDT", "1h", T0, T0 + DAY, store=store, now=NOW)
+    with pytest.raises(BadRequest, match="Unknown timeframe '2h'"):
+        fetch_candles("binance", "BTC/USDT", "2h", T0, T0 + DAY, store=store, now=NOW)
+
+
+def test_progress_reports_up_to_the_total(server: BinanceServer, store: LocalStore) -> None:
+    seen: list[tuple[int, int]] = []
+    fetch_candles("binance", "BTC/USDT", "1m", T0, T0 + 20 * DAY, progress=lambda d, t: seen.append((d, t)),
+                  store=store, now=NOW)
+    assert seen[-1] == (20 * 1440, 20 * 1440)
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and len(seen) > 3
+
+
+def test_progress_bar_summary_line() -> None:
+    stream = io.StringIO()
+    with progress_bar("BTC/USDT 1m", stream) as bar:
+        bar(50, 100)
+        bar(100, 100)
+    assert "BTC/USDT 1m [" in stream.getvalue() and "100.0% 100/100" in stream.getvalue()
+
+
+def test_find_gaps() -> None:
+    t = np.array([0, 60, 120, 300, 360], dtype=np.int64) * 1000
+    assert find_gaps(t, MIN, 0, 420_000) == [Gap(180_000, 300_000, 2)]
+    assert find_gaps(t, MIN, -120_000, 540_000) == [Gap(-120_000, 0, 2), Gap(180_000, 300_000, 2),
+                                                    Gap(420_000, 540_000, 2)]
+    assert find_gaps(np.zeros(0, np.int64), MIN, 0, 180_000) == [Gap(0, 180_000, 3)]
+    assert find_gaps(t, MIN, 0, 0) == []

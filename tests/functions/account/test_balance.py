@@ -1,0 +1,87 @@
+"""``GET /api/dashboard/balance``: stablecoins of every key, concurrently, failures isolated."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+
+from tests.utils import secret_guard
+from tests.utils.keys_fixtures import anthropic_api, binance, binance_env, signed_binance  # noqa: F401
+from tests.utils.secret_guard import secret_guard as _guard  # noqa: F401
+
+
+def save(user, signed, balances=None, *, register: bool = True, exchange: str = "binance", **extra) -> str:
+    creds = {"apiKey": "ak" + uuid.uuid4().hex, "secret": "sk" + uuid.uuid4().hex}
+    secret_guard.register(*creds.values())
+    if register:
+        signed.add_account(creds["apiKey"], creds["secret"], balances or {})
+    response = user.post("/api/exchange-keys", json={"exchange": exchange, **creds, **extra})
+    assert response.status_code == 201, response.text
+    key_id = response.json()["id"]
+    signed.last_api_key = creds["apiKey"]
+    return key_id
+
+
+@pytest.fixture
+def user(api):
+    return api.as_user(uuid.uuid4())
+
+
+def test_no_keys(user) -> None:
+    assert user.get("/api/dashboard/balance").json() == {"totalUsd": 0.0, "exchanges": []}
+
+
+def test_totals_and_isolated_failures(user, signed_binance) -> None:  # noqa: F811
+    main = save(user, signed_binance, {"USDT": (10_000.0, 0.0), "BTC": (3.0, 0.0)}, label="Main Account")
+    trading = save(user, signed_binance, {"USDC": (5000.0, 200.0), "DAI": (34.5, 0.0), "ETH": (1.0, 0.0)},
+                   label="Trading")
+    broken = save(user, signed_binance, register=False, label="Revoked")  # the exchange does not know it
+    response = user.get("/api/dashboard/balance")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["totalUsd"] == 15234.5
+    by_id = {e["id"]: e for e in body["exchanges"]}
+    assert by_id[main] == {"id": main, "exchange": "binance", "label": "Main Account", "balanceUsd": 10000.0,
+                           "error": None}
+    assert by_id[trading]["balanceUsd"] == 5234.5
+    assert by_id[broken]["balanceUsd"] is None and "rejected the API key" in by_id[broken]["error"]
+    assert [e["id"] for e in body["exchanges"]] == [main, trading, broken]  # oldest key first
+
+
+def test_unreachable_exchange_is_listed_with_an_error(user, signed_binance, configure) -> None:  # noqa: F811
+    urls = {"binance": signed_binance.server.url, "kraken": "http://127.0.0.1:9"}
+    configure(CAPANDEX_EXCHANGE_URLS=json.dumps(urls))
+    ok = save(user, signed_binance, {"USDT": (7.0, 0.0)})
+    down = save(user, signed_binance, exchange="kraken")
+    body = user.get("/api/dashboard/balance").json()
+    by_id = {e["id"]: e for e in body["exchanges"]}
+    assert body["totalUsd"] == 7.0 and by_id[ok]["balanceUsd"] == 7.0
+    assert by_id[down]["exchange"] == "kraken" and by_id[down]["balanceUsd"] is None and by_id[down]["error"]
+
+
+def test_each_exchange_has_a_time_limit(user, signed_binance, configure) -> None:  # noqa: F811
+    configure(CAPANDEX_BALANCE_TIMEOUT_S="0.5")
+    fast = save(user, signed_binance, {"USDT": (1.0, 0.0)})
+    slow = save(user, signed_binance, {"USDT": (2.0, 0.0)})
+    signed_binance.accounts[signed_binance.last_api_key].delay_s = 3.0
+    started = time.monotonic()
+    body = user.get("/api/dashboard/balance").json()
+    elapsed = time.monotonic() - started
+    by_id = {e["id"]: e for e in body["exchanges"]}
+    assert elapsed < 2.5  # not the slow exchange's 3 s
+    assert by_id[fast]["balanceUsd"] == 1.0 and body["totalUsd"] == 1.0
+    assert by_id[slow]["balanceUsd"] is None and "0.5 s" in by_id[slow]["error"]
+
+
+def test_only_own_keys_count(api, signed_binance) -> None:  # noqa: F811
+    owner, other = api.as_user(uuid.uuid4()), api.as_user(uuid.uuid4())
+    save(owner, signed_binance, {"USDT": (99.0, 0.0)})
+    assert other.get("/api/dashboard/balance").json() == {"totalUsd": 0.0, "exchanges": []}
+    assert owner.get("/api/dashboard/balance").json()["totalUsd"] == 99.0
+
+
+def test_requires_sign_in(api) -> None:
+    assert api.client.get("/api/dashboard/balance").status_code == 401

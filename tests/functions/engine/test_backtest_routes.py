@@ -1,0 +1,157 @@
+"""``POST /api/engine/backtest`` and ``GET /api/engine/backtest/{id}`` through the gateway on
+Postgres, with candles from the loopback Binance: in-request runs, background runs with progress,
+validation, ownership, exchange failures, stale runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import update
+
+from capandex.backtests import wait_local
+from tests.capandex.engine.factories import sma_cross_flow
+from tests.utils.binance_server import BinanceServer, server_error
+
+DAY = 86_400_000
+
+
+@pytest.fixture
+def user(api, binance: BinanceServer, configure, monkeypatch):
+    from capandex.backtests import jobs
+    from capandex.exchanges import retry
+    from tests.utils.fixtures import reset_exchange_caches
+
+    configure(CAPANDEX_EXCHANGE_URLS=binance.exchange_urls_env(), CAPANDEX_EXCHANGE_TIMEOUT_MS="1000",
+              CAPANDEX_BACKTEST_SYNC_BUDGET_S="10")
+    monkeypatch.setattr(retry, "sleep", lambda _s: None)
+    monkeypatch.setattr(jobs, "sleep", lambda _s: None)
+    reset_exchange_caches()
+    client = api.as_user()
+    flow = client.post("/api/flows", json={"name": "SMA", **sma_cross_flow(5, 20)})
+    assert flow.status_code == 201, flow.text
+    client.flow_id = flow.json()["id"]
+    yield client
+    reset_exchange_caches()
+
+
+def body(flow_id: str, **overrides) -> dict:
+    return {"flowId": flow_id, "exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h",
+            "startDate": "2024-01-01", "endDate": "2024-02-01T00:00:00Z", **overrides}
+
+
+def test_small_range_completes_in_the_request(user, binance: BinanceServer) -> None:
+    response = user.post("/api/engine/backtest", json=body(user.flow_id))
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["backtestId"].startswith("bt_") and result["status"] == "completed"
+    assert set(result["metrics"]) >= {"pnl", "pnlPercent", "winRate", "maxDrawdown", "maxDrawdownPercent",
+                                      "sharpeRatio", "profitFactor", "totalTrades", "winningTrades", "losingTrades"}
+    assert len(result["equityCurve"]) == 31 * 24
+    assert result["equityCurve"][0] == {"timestamp": "2024-01-01T00:00:00Z", "equity": 10000.0}
+    assert result["trades"] and result["metrics"]["totalTrades"] == len(result["trades"])
+    again = user.get(f"/api/engine/backtest/{result['backtestId']}")
+    assert again.status_code == 200 and again.json() == result
+    # the same range again: no candle page fetched twice
+    pages = binance.count("/api/v3/klines")
+    assert user.post("/api/engine/backtest", json=body(user.flow_id)).status_code == 200
+    assert binance.count("/api/v3/klines") == pages
+
+
+def test_large_range_runs_in_the_background_with_progress(user, configure, binance: BinanceServer,
+                                                          monkeypatch) -> None:
+    from capandex.backtests import jobs
+
+    reported: list[float] = []
+    original = jobs.progress
+
+    def spy(user_id, backtest_id, percent, *, increment=False):
+        original(user_id, backtest_id, percent, increment=increment)
+        reported.append(user.get(f"/api/engine/backtest/{backtest_id}").json()["progress"])
+
+    monkeypatch.setattr(jobs, "progress", spy)
+    configure(CAPANDEX_BACKTEST_SYNC_BUDGET_S="0")
+    response = user.post("/api/engine/backtest", json=body(user.flow_id, timeframe="15m"))
+    assert response.status_code == 202, response.text
+    started = response.json()
+    assert started == {"backtestId": started["backtestId"], "status": "running", "progress": 0}
+    wait_local(started["backtestId"], timeout_s=30)
+    done = user.get(f"/api/engine/backtest/{started['backtestId']}").json()
+    assert done["status"] == "completed" and done["progress"] == 100
+    curve = done["equityCurve"]  # 2,976 candles, downsampled for the API
+    assert len(curve) <= 2000 and curve[0]["timestamp"] == "2024-01-01T00:00:00Z"
+    assert curve[-1]["timestamp"] == "2024-01-31T23:45:00Z"
+    assert done["metrics"]["totalTrades"] == len(done["trades"])
+    # planned (5 %), then each fetched chunk, while the backtest was still running
+    assert reported[0] == 5.0 and reported == sorted(reported) and 5.0 < reported[-1] <= 90.0
+
+
+def test_background_failure_ends_failed_with_a_reason(user, configure, binance: BinanceServer) -> None:
+    configure(CAPANDEX_BACKTEST_SYNC_BUDGET_S="0")
+    binance.inject("/api/v3/klines", server_error(503), times=100)
+    started = user.post("/api/engine/backtest", json=body(user.flow_id)).json()
+    wait_local(started["backtestId"], timeout_s=30)
+    failed = user.get(f"/api/engine/backtest/{started['backtestId']}").json()
+    assert failed["status"] == "failed" and "could not be reached" in failed["error"]
+
+
+def test_in_request_exchange_failure_is_503_and_the_row_failed(user, binance: BinanceServer) -> None:
+    from sqlalchemy import select
+
+    from capandex.db.schema import backtests
+    from capandex.db.session import transaction
+
+    binance.inject("/api/v3/klines", server_error(503), times=100)
+    response = user.post("/api/engine/backtest", json=body(user.flow_id))
+    assert response.status_code == 503
+    with transaction() as conn:
+        rows = conn.execute(select(backtests.c.status, backtests.c.error)
+                            .where(backtests.c.user_id == user.id)).all()
+    assert [r.status for r in rows] == ["failed"] and rows[0].error
+
+
+def test_stale_running_backtest_is_reported_failed(user, configure) -> None:
+    from capandex.db.schema import backtests
+    from capandex.db.session import transaction
+
+    result = user.post("/api/engine/backtest", json=body(user.flow_id)).json()
+    with transaction() as conn:
+        conn.execute(update(backtests).where(backtests.c.id == result["backtestId"]).values(
+            status="running", created_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)))
+    stale = user.get(f"/api/engine/backtest/{result['backtestId']}").json()
+    assert stale["status"] == "failed" and "did not finish" in stale["error"]
+
+
+@pytest.mark.parametrize(("overrides", "status", "field"), [
+    ({"startDate": "yesterday"}, 422, "startDate"),
+    ({"startDate": "2024-03-01"}, 422, "startDate"),
+    ({"endDate": "2999-01-01"}, 422, "endDate"),
+    ({"timeframe": "1m", "startDate": "2022-01-01", "endDate": "2024-01-01"}, 422, "endDate"),
+    ({"timeframe": "2h"}, 422, "timeframe"),
+    ({"exchange": "nasdaq"}, 400, "exchange"),
+    ({"symbol": "NOPE/USDT"}, 400, "symbol"),
+    ({"extra": 1}, 422, "extra"),
+])
+def test_bad_input_names_the_field(user, overrides: dict, status: int, field: str) -> None:
+    response = user.post("/api/engine/backtest", json=body(user.flow_id, **overrides))
+    assert response.status_code == status, response.text
+    assert field in [d["field"] for d in response.json()["error"].get("details", [])]
+
+
+def test_invalid_flow_is_422_with_every_problem(user) -> None:
+    broken = user.post("/api/flows", json={"name": "bad", "nodes": [{"id": "x", "type": "nope", "data": {}}],
+                                           "edges": []}).json()
+    response = user.post("/api/engine/backtest", json=body(broken["id"]))
+    assert response.status_code == 422 and response.json()["error"]["details"]
+
+
+def test_another_users_flow_and_backtest_are_404(user, api) -> None:
+    result = user.post("/api/engine/backtest", json=body(user.flow_id)).json()
+    other = api.as_user()
+    assert other.post("/api/engine/backtest", json=body(user.flow_id)).status_code == 404
+    assert other.get(f"/api/engine/backtest/{result['backtestId']}").status_code == 404
+    assert user.get("/api/engine/backtest/bt_missing").status_code == 404
+
+
+def test_requires_authentication(api) -> None:
+    assert api.client.post("/api/engine/backtest", json={}).status_code == 401

@@ -1,0 +1,125 @@
+"""Start, stop and status of executions, and the webhook trigger, through the API."""
+
+from __future__ import annotations
+
+from sqlalchemy import insert
+
+from capandex.db.schema import exchange_keys, new_id, utcnow
+from capandex.db.session import transaction
+from tests.capandex.engine.factories import sma_cross_flow
+
+SETTINGS = {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h"}
+
+
+def _flow(client, extra_nodes=(), settings=SETTINGS):
+    flow = sma_cross_flow()
+    body = {"name": "F", "nodes": flow["nodes"] + list(extra_nodes), "edges": flow["edges"], "settings": settings}
+    return client.post("/api/flows", json=body).json()["id"]
+
+
+def test_start_status_stop(api):
+    me = api.as_user()
+    flow_id = _flow(me)
+    started = me.post("/api/engine/start", json={"flowId": flow_id, "mode": "paper"})
+    assert started.status_code == 200
+    execution = started.json()["executionId"]
+    assert execution.startswith("exec_") and started.json()["startedAt"].endswith("Z")
+    status = me.get("/api/engine/status", params={"executionId": execution}).json()
+    assert {k: status[k] for k in ("executionId", "status", "currentTick", "pnl", "pnlPercent", "openPositions",
+                                   "totalTrades")} == {"executionId": execution, "status": "running",
+                                                       "currentTick": 0, "pnl": 0.0, "pnlPercent": 0.0,
+                                                       "openPositions": 0, "totalTrades": 0}
+    assert me.post("/api/engine/start", json={"flowId": flow_id, "mode": "paper"}).status_code == 409
+    stopped = me.post("/api/engine/stop", json={"executionId": execution}).json()
+    assert stopped["status"] == "stopped"
+    assert me.post("/api/engine/stop", json={"executionId": execution}).json()["status"] == "stopped"
+    assert me.post("/api/engine/start", json={"flowId": flow_id, "mode": "paper"}).status_code == 200
+    events = [n["event"] for n in me.get("/api/notifications").json()["notifications"]]
+    assert events.count("engine_start") == 2 and events.count("engine_stop") == 1
+
+
+def test_bad_input_and_other_users(api):
+    me, other = api.as_user(), api.as_user()
+    flow_id = _flow(me)
+    assert me.post("/api/engine/start", json={"flowId": flow_id, "mode": "moon"}).json()["error"]["details"][0][
+        "field"] == "mode"
+    assert me.post("/api/engine/start", json={"mode": "paper"}).json()["error"]["details"][0]["field"] == "flowId"
+    live = me.post("/api/engine/start", json={"flowId": flow_id, "mode": "live"})
+    assert live.status_code == 422 and live.json()["error"]["details"][0]["field"] == "exchangeKeyId"
+    no_market = _flow(me, settings={"exchange": "binance"})
+    response = me.post("/api/engine/start", json={"flowId": no_market, "mode": "paper"})
+    assert response.status_code == 422
+    assert {d["field"] for d in response.json()["error"]["details"]} == {"settings.symbol", "settings.timeframe"}
+    assert other.post("/api/engine/start", json={"flowId": flow_id, "mode": "paper"}).status_code == 404
+    execution = me.post("/api/engine/start", json={"flowId": flow_id, "mode": "paper"}).json()["executionId"]
+    assert other.get("/api/engine/status", params={"executionId": execution}).status_code == 404
+    assert other.post("/api/engine/stop", json={"executionId": execution}).status_code == 404
+    assert me.get("/api/engine/status").status_code == 422
+
+
+def test_live_needs_a_valid_key_of_the_flows_exchange(api):
+    me = api.as_user()
+    flow_id = _flow(me)
+    keys = {}
+    with transaction() as conn:
+        for exchange, valid in (("okx", True), ("binance", False), ("binance", True)):
+            key_id = keys[(exchange, valid)] = new_id("key")
+            conn.execute(insert(exchange_keys).values(id=key_id, user_id=me.id, exchange=exchange, api_key_hint="k",
+                                                      sealed={}, is_valid=valid, created_at=utcnow()))
+    for key in (("okx", True), ("binance", False)):
+        response = me.post("/api/engine/start", json={"flowId": flow_id, "mode": "live",
+                                                      "exchangeKeyId": keys[key]})
+        assert response.status_code == 422 and response.json()["error"]["details"][0]["field"] == "exchangeKeyId"
+    assert me.post("/api/engine/start", json={"flowId": flow_id, "mode": "live",
+                                              "exchangeKeyId": "key_missing"}).status_code == 404
+    ok = me.post("/api/engine/start", json={"flowId": flow_id, "mode": "live",
+                                            "exchangeKeyId": keys[("binance", True)]})
+    assert ok.status_code == 200 and ok.json()["mode"] == "live"
+
+
+def test_webhook_fires_once_per_call(api, monkeypatch):
+    from capandex.live import webhooks
+
+    monkeypatch.setattr(webhooks, "default_price", lambda exchange, symbol: 100.0)
+    me, other = api.as_user(), api.as_user()
+    flow_id = _flow(me, [{"id": "hook", "type": "trigger", "data": {"kind": "webhook"}}])
+    plain = _flow(me)
+    assert me.post(f"/api/flows/{plain}/webhook").status_code == 422
+    assert other.post(f"/api/flows/{flow_id}/webhook").status_code == 404
+    url = me.post(f"/api/flows/{flow_id}/webhook").json()["url"]
+    assert url.startswith(f"/api/webhooks/{flow_id}/")
+    assert api.client.post(url, content=b"buy").status_code == 409  # not running yet
+    me.post("/api/engine/start", json={"flowId": flow_id, "mode": "paper"})
+
+    first = api.client.post(url, content=b'{"action": "buy", "id": "alert-1"}')
+    assert first.status_code == 200 and first.json()["duplicate"] is False
+    assert first.json()["orders"][0]["side"] == "buy" and first.json()["orders"][0]["price"] == 100.1
+    again = api.client.post(url, content=b'{"action": "buy", "id": "alert-1"}')
+    assert again.json() == {**first.json(), "duplicate": True, "orders": []}
+    sell = api.client.post(url, content=b"sell").json()
+    assert sell["orders"][0]["side"] == "sell"
+    assert api.client.post(url, content=b"sell").json()["duplicate"] is True  # same body, same minute
+    status = me.get("/api/engine/status", params={"executionId": first.json()["executionId"]}).json()
+    assert status["totalTrades"] == 1
+
+    assert api.client.post(url[:-3] + "xyz", content=b"buy").status_code == 404
+    assert api.client.post(url, content=b'{"action": "hold"}').json()["error"]["details"][0]["field"] == "action"
+    assert api.client.post(url, content=b"x" * 10_000).status_code == 413
+    rotated = me.post(f"/api/flows/{flow_id}/webhook").json()["url"]
+    assert rotated != url and api.client.post(url, content=b"buy").status_code == 404
+
+
+def test_webhook_rate_limit(api, monkeypatch, configure):
+    from capandex.live import webhooks
+
+    monkeypatch.setattr(webhooks, "default_price", lambda exchange, symbol: 100.0)
+    monkeypatch.setenv("CAPANDEX_WEBHOOK_CALLS_PER_MINUTE", "2")
+    from capandex.config import get_settings
+
+    get_settings.cache_clear()
+    me = api.as_user()
+    flow_id = _flow(me, [{"id": "hook", "type": "trigger", "data": {"kind": "webhook"}}])
+    url = me.post(f"/api/flows/{flow_id}/webhook").json()["url"]
+    me.post("/api/engine/start", json={"flowId": flow_id, "mode": "paper"})
+    codes = [api.client.post(url, content=f'{{"id": "c{i}"}}'.encode()).status_code for i in range(3)]
+    assert codes == [200, 200, 429]

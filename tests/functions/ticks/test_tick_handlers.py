@@ -1,0 +1,81 @@
+"""The tick Lambdas end to end: EventBridge event → scheduler → SQS (moto) → worker → loopback Binance."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from moto import mock_aws
+
+from capandex.db.session import transaction
+from capandex.live.executions import execution_status, start_execution
+from tests.capandex.engine.factories import sma_cross_flow
+from tests.capandex.live.helpers import make_flow
+
+ROOT = Path(__file__).resolve().parents[3]
+EVENT_TIME = "2025-01-15T10:31:00Z"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"ticks_{name}", ROOT / "functions" / "ticks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def queue(monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        import boto3
+
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        url = sqs.create_queue(QueueName="ticks", Attributes={"VisibilityTimeout": "360"})["QueueUrl"]
+        yield sqs, url
+
+
+def _receive(sqs, url):
+    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    return {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+                         "eventSource": "aws:sqs"} for m in messages]}
+
+
+def test_schedule_enqueue_and_work(binance_env, configure, postgres_url, queue):
+    sqs, url = queue
+    configure(DATABASE_URL=postgres_url, CAPANDEX_TICK_QUEUE_URL=url,
+              CAPANDEX_EXCHANGE_URLS=binance_env.exchange_urls_env())
+    now_ms = int(dt.datetime.fromisoformat(EVENT_TIME.replace("Z", "+00:00")).timestamp() * 1000)
+    user = uuid.uuid4()
+    with transaction() as conn:
+        flow_id = make_flow(conn, user, sma_cross_flow(3, 8), timeframe="1m")
+        execution = start_execution(conn, user_id=user, flow_id=flow_id, mode="paper",
+                                    now_ms=now_ms - 30 * 60_000)["executionId"]
+    event = json.loads((ROOT / "events" / "ticks" / "scheduled.json").read_text())
+    assert _load("scheduler").handler(event, None)["enqueued"] >= 1
+    batch = _receive(sqs, url)
+    mine = [r for r in batch["Records"] if json.loads(r["body"])["executionId"] == execution]
+    assert len(mine) == 1 and json.loads(mine[0]["body"])["candleMs"] == now_ms - 60_000  # opened 10:30, closed 10:31
+    result = _load("worker").handler({"Records": mine + mine}, None)  # a duplicate inside the batch too
+    assert result == {"batchItemFailures": []}
+    with transaction() as conn:
+        status = execution_status(conn, user_id=user, execution_id=execution)
+    assert status["currentTick"] == 30  # the 30 candles closed since the start, each once
+
+
+def test_failed_records_are_reported(binance_env, configure, postgres_url, queue):
+    configure(DATABASE_URL=postgres_url, CAPANDEX_EXCHANGE_URLS=binance_env.exchange_urls_env())
+    user = uuid.uuid4()
+    future = int(dt.datetime(2100, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
+    with transaction() as conn:
+        flow_id = make_flow(conn, user, sma_cross_flow(3, 8), timeframe="1m")
+        execution = start_execution(conn, user_id=user, flow_id=flow_id, mode="paper")["executionId"]
+    event = {"Records": [
+        {"messageId": "not-ready", "body": json.dumps({"executionId": execution, "candleMs": future})},
+        {"messageId": "garbled", "body": "{"},
+        *json.loads((ROOT / "events" / "ticks" / "sqs_batch.json").read_text())["Records"],  # unknown ids
+    ]}
+    assert _load("worker").handler(event, None) == {"batchItemFailures": [{"itemIdentifier": "not-ready"}]}

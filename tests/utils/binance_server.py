@@ -1,0 +1,386 @@
+"""A loopback Binance: the public spot REST endpoints ccxt's ``binance`` class calls, in Binance's
+own wire formats, with injectable faults. The real ccxt talks to it through
+``CAPANDEX_EXCHANGE_URLS={"binance": server.url}``.
+
+Served (``/api/v3/…``, what ccxt's spot market loading, ``fetch_ohlcv`` and ``fetch_ticker`` call):
+``exchangeInfo``, ``klines`` (symbol, interval, startTime, endTime, limit; default 500, max 1000),
+``ticker/24hr``, ``time``, ``ping``. Every other path answers 404 and is recorded in
+:attr:`BinanceServer.unhandled`, so a test can assert that nothing else was called.
+
+Candles come from a deterministic generator (a seeded, smooth, noisy wave) for any symbol and
+time, so any two runs agree and a test can recompute the expected values
+(:meth:`BinanceServer.expected_klines`). Unclosed candles are served, as Binance does.
+
+Extension point (other engineers add signed and order endpoints in their own modules)::
+
+    def account(request: Request) -> Response:   # (status, json body, headers)
+        return 200, {"balances": [...]}, {}
+    server.route("GET", "/api/v3/account", account)
+
+Faults (consumed in order, per path)::
+
+    server.inject("/api/v3/klines", rate_limit(retry_after=2))        # 429 + Retry-After, once
+    server.inject("/api/v3/klines", server_error(503), times=3)
+    server.inject("/api/v3/klines", timeout(1.5))                      # answer after 1.5 s
+    server.inject("/api/v3/klines", short_page(10))                    # only 10 rows
+    server.inject("/api/v3/klines", duplicated(5))                     # 5 rows sent twice
+    server.gaps.append((start_ms, end_ms))                             # no candles there, ever
+    server.latency_s = 0.05                                            # every request
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import numpy as np
+
+Response = tuple[int, Any, dict[str, str]]
+
+INTERVAL_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
+               "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000, "8h": 28_800_000,
+               "12h": 43_200_000, "1d": 86_400_000, "3d": 259_200_000, "1w": 604_800_000}
+
+#: (base, quote, status, base price) of the default market list; BREAK markets are inactive
+DEFAULT_MARKETS = (("BTC", "USDT", "TRADING", 40_000.0), ("ETH", "USDT", "TRADING", 2_500.0),
+                   ("SOL", "USDT", "TRADING", 100.0), ("ETH", "BTC", "TRADING", 0.06),
+                   ("LUNA", "USDT", "BREAK", 1.0))
+
+#: default listing time of every symbol: 2017-01-01T00:00:00Z (no candles before)
+DEFAULT_LISTED_MS = 1_483_228_800_000
+
+
+@dataclass
+class Request:
+    """What a route handler gets: method, path, single-valued query, lower-cased headers, body."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes = b""
+    raw_query: str = ""
+
+    @property
+    def form(self) -> dict[str, str]:
+        """The body as ``application/x-www-form-urlencoded`` (how ccxt sends Binance POSTs)."""
+        return dict(parse_qsl(self.body.decode(), keep_blank_values=True))
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"null")
+
+
+Handler = Callable[[Request], Response]
+#: a fault gets the request and the handler; it answers instead of (or by altering) the handler
+Fault = Callable[[Request, Handler], Response]
+
+
+def error(status: int, code: int, msg: str, headers: dict[str, str] | None = None) -> Response:
+    """A Binance error body ``{"code": -1121, "msg": "Invalid symbol."}``."""
+    return status, {"code": code, "msg": msg}, headers or {}
+
+
+# -- faults ----------------------------------------------------------------------------------------
+def rate_limit(retry_after: int = 1, status: int = 429) -> Fault:
+    """429 (or 418, an IP ban) with ``Retry-After`` seconds, as Binance answers an over-limit."""
+    return lambda _req, _h: error(status, -1003, "Too many requests; current limit is 6000 request weight "
+                                  "per 1 MINUTE.", {"Retry-After": str(retry_after)})
+
+
+def server_error(status: int = 503) -> Fault:
+    """A bare 5xx (Binance's gateway answers these in HTML/text, not JSON)."""
+    return lambda _req, _h: (status, "Service Unavailable", {"Content-Type": "text/plain"})
+
+
+def timeout(seconds: float) -> Fault:
+    """Answer normally but only after ``seconds`` (set past the client's timeout)."""
+    def fault(req: Request, handler: Handler) -> Response:
+        time.sleep(seconds)
+        return handler(req)
+    return fault
+
+
+def short_page(rows: int) -> Fault:
+    """Serve only the first ``rows`` rows of a klines page (as if the exchange truncated it)."""
+    def fault(req: Request, handler: Handler) -> Response:
+        status, body, headers = handler(req)
+        return status, body[:rows] if isinstance(body, list) else body, headers
+    return fault
+
+
+def duplicated(rows: int) -> Fault:
+    """Send the first ``rows`` rows of a klines page twice, the copies out of order at the end."""
+    def fault(req: Request, handler: Handler) -> Response:
+        status, body, headers = handler(req)
+        if isinstance(body, list):
+            body = body + body[:rows][::-1]
+        return status, body, headers
+    return fault
+
+
+@dataclass
+class BinanceServer:
+    """The loopback exchange; start it with ``with BinanceServer() as server:`` or start()/stop()."""
+
+    seed: int = 7
+    markets: tuple[tuple[str, str, str, float], ...] = DEFAULT_MARKETS
+    listed_ms: int = DEFAULT_LISTED_MS
+    latency_s: float = 0.0
+    #: (start_ms, end_ms) ranges of open times with no candles (never served)
+    gaps: list[tuple[int, int]] = field(default_factory=list)
+    #: a fixed clock (epoch ms) for "now", or None for the real clock
+    now_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        self.routes: dict[tuple[str, str], Handler] = {}
+        self.faults: dict[str, deque[Fault]] = {}
+        self.requests: list[Request] = []
+        self.unhandled: list[Request] = []
+        self._lock = threading.Lock()
+        self._httpd: ThreadingHTTPServer | None = None
+        for path, handler in (("/api/v3/exchangeInfo", self._exchange_info), ("/api/v3/klines", self._klines),
+                              ("/api/v3/ticker/24hr", self._ticker_24hr), ("/api/v3/time", self._time),
+                              ("/api/v3/ping", lambda _r: (200, {}, {}))):
+            self.route("GET", path, handler)
+
+    # -- extension API ---------------------------------------------------------------------------
+    def route(self, method: str, path: str, handler: Handler) -> None:
+        """Serve ``method path`` with ``handler(request) -> (status, json_obj, headers)``; replaces
+        an existing route. A ``str`` body is sent as text instead of JSON."""
+        self.routes[(method.upper(), path)] = handler
+
+    def inject(self, path: str, fault: Fault, times: int = 1) -> None:
+        """Answer the next ``times`` requests to ``path`` through ``fault``."""
+        with self._lock:
+            self.faults.setdefault(path, deque()).extend([fault] * times)
+
+    def count(self, path: str | None = None) -> int:
+        """Requests received (for ``path`` only when given), including faulted ones."""
+        with self._lock:
+            return sum(1 for r in self.requests if path is None or r.path == path)
+
+    def paths(self) -> Counter[str]:
+        with self._lock:
+            return Counter(r.path for r in self.requests)
+
+    def reset_log(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.unhandled.clear()
+
+    @property
+    def url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("the server is not running")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def exchange_urls_env(self) -> str:
+        """The value of ``CAPANDEX_EXCHANGE_URLS`` that points ccxt's binance at this server."""
+        return json.dumps({"binance": self.url})
+
+    # -- life cycle ------------------------------------------------------------------------------
+    def start(self) -> BinanceServer:
+        server = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # keep test output clean
+                pass
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                parts = urlsplit(self.path)
+                request = Request(self.command, parts.path, dict(parse_qsl(parts.query, keep_blank_values=True)),
+                                  {k.lower(): v for k, v in self.headers.items()},
+                                  self.rfile.read(length) if length else b"", parts.query)
+                status, body, headers = server.dispatch(request)
+                payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+                self.send_response(status)
+                headers = {"Content-Type": "application/json;charset=UTF-8", **headers}
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                # the client may have given up already (the timeout fault)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(payload)
+
+            do_GET = do_POST = do_DELETE = do_PUT = _serve
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd.daemon_threads = True
+        self._httpd.block_on_close = False
+        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="binance-loopback",
+                         daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> BinanceServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- dispatch --------------------------------------------------------------------------------
+    def dispatch(self, request: Request) -> Response:
+        with self._lock:
+            self.requests.append(request)
+            queue = self.faults.get(request.path)
+            fault = queue.popleft() if queue else None
+        if self.latency_s:
+            time.sleep(self.latency_s)
+        handler = self.routes.get((request.method, request.path))
+        if handler is None:
+            with self._lock:
+                self.unhandled.append(request)
+            return 404, "<html><body><h1>404 Not Found</h1></body></html>", {"Content-Type": "text/html"}
+        return fault(request, handler) if fault else handler(request)
+
+    def now(self) -> int:
+        return self.now_ms if self.now_ms is not None else int(time.time() * 1000)
+
+    # -- market data -----------------------------------------------------------------------------
+    def _market(self, symbol_id: str | None) -> tuple[str, str, str, float] | None:
+        return next((m for m in self.markets if m[0] + m[1] == symbol_id), None)
+
+    def _exchange_info(self, _request: Request) -> Response:
+        symbols = []
+        for base, quote, status, _price in self.markets:
+            symbols.append({
+                "symbol": base + quote, "status": status, "baseAsset": base, "baseAssetPrecision": 8,
+                "quoteAsset": quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
+                "baseCommissionPrecision": 8, "quoteCommissionPrecision": 8,
+                "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
+                "icebergAllowed": True, "ocoAllowed": True, "otoAllowed": True,
+                "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": True, "cancelReplaceAllowed": True,
+                "isSpotTradingAllowed": True, "isMarginTradingAllowed": False,
+                "filters": [
+                    {"filterType": "PRICE_FILTER", "minPrice": "0.01000000", "maxPrice": "1000000.00000000",
+                     "tickSize": "0.01000000"},
+                    {"filterType": "LOT_SIZE", "minQty": "0.00001000", "maxQty": "9000.00000000",
+                     "stepSize": "0.00001000"},
+                    {"filterType": "NOTIONAL", "minNotional": "5.00000000", "applyMinToMarket": True,
+                     "maxNotional": "9000000.00000000", "applyMaxToMarket": False, "avgPriceMins": 5},
+                    {"filterType": "MARKET_LOT_SIZE", "minQty": "0.00000000", "maxQty": "100.00000000",
+                     "stepSize": "0.00000000"},
+                ],
+                "permissions": [], "permissionSets": [["SPOT"]], "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
+                "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
+            })
+        return 200, {"timezone": "UTC", "serverTime": self.now(),
+                     "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+                                     "limit": 6000},
+                                    {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100}],
+                     "exchangeFilters": [], "symbols": symbols}, {}
+
+    def _time(self, _request: Request) -> Response:
+        return 200, {"serverTime": self.now()}, {}
+
+    def candles(self, symbol_id: str, interval: str, open_times: np.ndarray) -> np.ndarray:
+        """Rows ``[time, open, high, low, close, volume]`` (float64) for the given open times."""
+        market = self._market(symbol_id)
+        base_price = market[3] if market else 1.0
+        step = INTERVAL_MS[interval]
+        salt = int.from_bytes(hashlib.sha256(f"{self.seed}:{symbol_id}".encode()).digest()[:4], "little")
+        t = open_times.astype(np.float64)
+
+        def level(ms: np.ndarray) -> np.ndarray:
+            days = ms / 86_400_000.0
+            return base_price * (1 + 0.15 * np.sin(2 * math.pi * days / 23.0 + salt % 7)
+                                 + 0.04 * np.sin(2 * math.pi * days / 1.7) + 0.01 * np.sin(2 * math.pi * days * 9.0))
+
+        open_, close = level(t), level(t + step)
+        u1, u2, u3 = (_noise(t, salt + k) for k in (1, 2, 3))
+        high = np.maximum(open_, close) * (1 + 0.002 * u1)
+        low = np.minimum(open_, close) * (1 - 0.002 * u2)
+        volume = 1 + 100 * u3
+        return np.column_stack([t, open_, high, low, close, volume])
+
+    def expected_klines(self, symbol_id: str, interval: str, start_ms: int, end_ms: int) -> np.ndarray:
+        """The rows this server has for open times in ``[start_ms, end_ms)`` (listing and gaps applied,
+        unclosed candles included)."""
+        step = INTERVAL_MS[interval]
+        first = max(start_ms, self.listed_ms)
+        first = -(-first // step) * step
+        last = min(end_ms, self.now() + 1)
+        times = np.arange(first, last, step, dtype=np.int64) if last > first else np.zeros(0, np.int64)
+        for gap_start, gap_end in self.gaps:
+            times = times[(times < gap_start) | (times >= gap_end)]
+        return self.candles(symbol_id, interval, times)
+
+    def _klines(self, request: Request) -> Response:
+        symbol_id, interval = request.query.get("symbol"), request.query.get("interval")
+        if self._market(symbol_id) is None:
+            return error(400, -1121, "Invalid symbol.")
+        if interval not in INTERVAL_MS:
+            return error(400, -1120, "Invalid interval.")
+        limit = int(request.query.get("limit", 500))
+        if not 1 <= limit <= 1000:
+            return error(400, -1130, "Invalid data sent for a parameter: limit")
+        step = INTERVAL_MS[interval]
+        end = int(request.query["endTime"]) + 1 if "endTime" in request.query else self.now() + 1
+        if "startTime" in request.query:
+            start = int(request.query["startTime"])
+            rows = self._first_rows(symbol_id, interval, start, end, limit)
+        else:  # the most recent ``limit`` candles
+            rows = self.expected_klines(symbol_id, interval, end - limit * step, end)
+        close_offset = step - 1
+        return 200, [[int(r[0]), f"{r[1]:.8f}", f"{r[2]:.8f}", f"{r[3]:.8f}", f"{r[4]:.8f}", f"{r[5]:.8f}",
+                      int(r[0]) + close_offset, f"{r[4] * r[5]:.8f}", 100, f"{r[5] / 2:.8f}",
+                      f"{r[4] * r[5] / 2:.8f}", "0"] for r in rows], {}
+
+    def _first_rows(self, symbol_id: str, interval: str, start: int, end: int, limit: int) -> np.ndarray:
+        # widen the window until ``limit`` rows are found (gaps and the listing date skip time)
+        step, span = INTERVAL_MS[interval], limit
+        while True:
+            rows = self.expected_klines(symbol_id, interval, start, min(end, start + span * step))
+            if len(rows) >= limit or start + span * step >= end:
+                return rows[:limit]
+            span *= 4
+
+    def _ticker_24hr(self, request: Request) -> Response:
+        symbol_id = request.query.get("symbol")
+        if self._market(symbol_id) is None:
+            return error(400, -1121, "Invalid symbol.")
+        now = self.now()
+        day_ago = now - 86_400_000
+        first, last = self.candles(symbol_id, "1m", np.array([day_ago // 60_000 * 60_000,
+                                                              now // 60_000 * 60_000]))
+        open_, price = first[1], last[4]
+        change = price - open_
+        return 200, {
+            "symbol": symbol_id, "priceChange": f"{change:.8f}", "priceChangePercent": f"{change / open_ * 100:.3f}",
+            "weightedAvgPrice": f"{(open_ + price) / 2:.8f}", "prevClosePrice": f"{open_:.8f}",
+            "lastPrice": f"{price:.8f}", "lastQty": "0.01000000", "bidPrice": f"{price * 0.9999:.8f}",
+            "bidQty": "1.50000000", "askPrice": f"{price * 1.0001:.8f}", "askQty": "2.00000000",
+            "openPrice": f"{open_:.8f}", "highPrice": f"{max(open_, price) * 1.01:.8f}",
+            "lowPrice": f"{min(open_, price) * 0.99:.8f}", "volume": "15234.56000000",
+            "quoteVolume": f"{15234.56 * price:.8f}", "openTime": day_ago, "closeTime": now,
+            "firstId": 1, "lastId": 1000, "count": 1000,
+        }, {}
+
+
+def _noise(t: np.ndarray, salt: int) -> np.ndarray:
+    """Deterministic uniform [0, 1) noise per timestamp (a cheap integer hash, vectorised)."""
+    x = (t.astype(np.int64) // 1000 + salt * 0x9E3779B1) & 0xFFFFFFFF
+    x = ((x >> 16) ^ x) * 0x45D9F3B & 0xFFFFFFFF
+    x = ((x >> 16) ^ x) * 0x45D9F3B & 0xFFFFFFFF
+    x = (x >> 16) ^ x
+    return (x & 0xFFFFFF) / float(1 << 24)
