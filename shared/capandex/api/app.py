@@ -10,10 +10,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -190,8 +191,19 @@ def create_app(title: str, routers: Iterable[APIRouter], *, max_body_bytes: int 
     return app
 
 
-def lambda_handler(app: FastAPI):  # type: ignore[no-untyped-def]
+def lambda_handler(app: FastAPI) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     """The Lambda entry point for ``app`` (API Gateway REST/HTTP events through Mangum)."""
     from mangum import Mangum
 
-    return Mangum(app, lifespan="off")
+    adapter = Mangum(app, lifespan="off")
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        # Mangum runs each event on the thread's current loop, which it looks up once at start;
+        # anything that ran ``asyncio.run`` in between (a CLI pass, a test) leaves none set.
+        try:
+            asyncio.get_event_loop()
+        except RuntimeError:
+            asyncio.set_event_loop(asyncio.new_event_loop())
+        return adapter(event, context)
+
+    return handler

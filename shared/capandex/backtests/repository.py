@@ -7,10 +7,10 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, insert, update
 
+from capandex.db.owned import owned_row
 from capandex.db.schema import backtests, new_id, utcnow
-from capandex.errors import NotFound
 
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 
@@ -27,11 +27,7 @@ def create(conn: Connection, *, user_id: uuid.UUID, flow_id: str, exchange: str,
 
 def get(conn: Connection, *, user_id: uuid.UUID, backtest_id: str) -> Any:
     """The row; :class:`NotFound` when it is missing or someone else's."""
-    row = conn.execute(select(backtests).where(backtests.c.id == backtest_id,
-                                               backtests.c.user_id == user_id)).first()
-    if row is None:
-        raise NotFound(f"No backtest with id '{backtest_id}'.")
-    return row
+    return owned_row(conn, backtests, backtest_id, user_id=user_id)
 
 
 def set_progress(conn: Connection, *, user_id: uuid.UUID, backtest_id: str, progress: float,

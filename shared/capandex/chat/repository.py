@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select
 
 from capandex.api.models import iso_utc
+from capandex.db.owned import owned_row
 from capandex.db.schema import chat_messages, flows, new_id, utcnow
-from capandex.errors import NotFound
 
 #: Most messages ``list_messages`` returns (the newest ones, oldest first).
 MAX_LISTED = 500
@@ -21,10 +21,7 @@ MAX_LISTED = 500
 
 def flow_document(conn: Connection, *, user_id: uuid.UUID, flow_id: str) -> dict[str, Any]:
     """The saved flow (name, nodes, edges, settings); :class:`NotFound` when missing or not the user's."""
-    row = conn.execute(select(flows.c.name, flows.c.document)
-                       .where(flows.c.id == flow_id, flows.c.user_id == user_id)).first()
-    if row is None:
-        raise NotFound(f"No flow with id '{flow_id}'.")
+    row = owned_row(conn, flows, flow_id, user_id=user_id, columns=(flows.c.name, flows.c.document))
     return {"name": row.name, **(row.document or {})}
 
 

@@ -5,10 +5,6 @@ Credentials checked here are not the container's cached clients: :func:`transien
 fresh ccxt instance for the one call and drops it afterwards, borrowing the market list of the
 public client, so a key being validated never stays in memory past the request, and a stream of
 validation requests with ever-new keys cannot pile up clients (each holding a full market list).
-
-ccxt logs every request's headers (``X-MBX-APIKEY``, ``OK-ACCESS-PASSPHRASE`` …) and response
-bodies at DEBUG on the ``ccxt.base.exchange`` logger; :func:`install_log_guard` (run on import)
-drops those records, so a DEBUG log level never writes a key or a balance.
 """
 
 from __future__ import annotations
@@ -27,23 +23,6 @@ logger = logging.getLogger("capandex.exchanges")
 
 #: Assets counted as US dollars one for one in balances (their USD peg is assumed, not priced).
 STABLECOINS = ("USDT", "USDC", "FDUSD", "BUSD", "TUSD", "DAI", "USDP", "USD")
-
-
-class _DropWireLogs(logging.Filter):
-    """Drops ccxt's DEBUG request/response dumps (headers carry API keys and passphrases)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno > logging.DEBUG
-
-
-def install_log_guard() -> None:
-    """Attach the filter to ccxt's logger once (idempotent)."""
-    ccxt_logger = logging.getLogger("ccxt.base.exchange")
-    if not any(isinstance(f, _DropWireLogs) for f in ccxt_logger.filters):
-        ccxt_logger.addFilter(_DropWireLogs())
-
-
-install_log_guard()
 
 
 @contextmanager

@@ -10,6 +10,7 @@ Differences between exchanges are data (:data:`EXCHANGE_OPTIONS`), not branches.
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -194,10 +195,27 @@ def get_client(exchange_id: str, credentials: Credentials | None = None, *,
     return client
 
 
+class _DropWireLogs(logging.Filter):
+    """Drops ccxt's DEBUG request/response dumps: their headers carry API keys and passphrases
+    (``X-MBX-APIKEY``, ``OK-ACCESS-PASSPHRASE`` …) and their bodies balances, so a DEBUG log
+    level never writes them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+def install_log_guard() -> None:
+    """Attach the filter to ccxt's logger once (idempotent); done before any instance exists."""
+    ccxt_logger = logging.getLogger("ccxt.base.exchange")
+    if not any(isinstance(f, _DropWireLogs) for f in ccxt_logger.filters):
+        ccxt_logger.addFilter(_DropWireLogs())
+
+
 def _new_instance(ccxt_id: str, credentials: Credentials | None, sandbox: bool, base_url: str | None,
                   timeout_ms: int) -> Any:
     import ccxt
 
+    install_log_guard()
     config: dict[str, Any] = {"enableRateLimit": True, "timeout": timeout_ms, "enableLastJsonResponse": True,
                               "options": copy.deepcopy(EXCHANGE_OPTIONS.get(ccxt_id, {}))}
     if credentials is not None:

@@ -19,6 +19,11 @@ from capandex.errors import BadRequest, InvalidCredentials, RateLimited, Upstrea
 #: seconds to tell a rate-limited caller to wait when the exchange sent no Retry-After
 DEFAULT_RETRY_AFTER = 1.0
 
+#: Error codes ccxt files under ``BadRequest`` that really mean "these credentials are wrong"
+#: (Binance spot answers a signature made with the wrong secret with -1022, which ccxt maps to
+#: BadRequest for spot and to AuthenticationError elsewhere). Data, not branches.
+CREDENTIAL_ERROR_CODES: dict[str, re.Pattern[str]] = {"binance": re.compile(r'"code":\s*-1022\b')}
+
 _URL = re.compile(r"https?://\S+")
 _SECRETISH = re.compile(r"(?i)(signature|apikey|api_key|secret|passphrase|token)=[^&\s]+")
 
@@ -68,6 +73,10 @@ def ccxt_errors(exchange_id: str, what: str, *,
     except ccxt.AuthenticationError as exc:  # includes PermissionDenied, AccountSuspended
         raise InvalidCredentials(f"{exchange_id} rejected the API key while {what}: {redact(str(exc))}") from exc
     except ccxt.BadRequest as exc:
+        credential_codes = CREDENTIAL_ERROR_CODES.get(exchange_id)
+        if credential_codes is not None and credential_codes.search(str(exc)):
+            raise InvalidCredentials(f"{exchange_id} rejected the API signature while {what} (check the "
+                                     f"secret): {redact(str(exc))}") from exc
         raise BadRequest(f"{exchange_id} refused the request while {what}: {redact(str(exc))}") from exc
     except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as exc:
         raise RateLimited(f"{exchange_id} is rate limiting requests ({what}); retry later.",

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from capandex.api.models import iso_utc
+from capandex.db.owned import owned_row
 from capandex.db.schema import executions, flow_versions, flows, new_id, utcnow
 from capandex.errors import Conflict, NotFound
 
@@ -55,24 +56,19 @@ def list_flows(conn: Connection, *, user_id: uuid.UUID) -> list[dict[str, Any]]:
     return out
 
 
-def _flow_row(conn: Connection, user_id: uuid.UUID, flow_id: str, *, lock: bool = False) -> Any:
-    query = select(flows).where(flows.c.id == flow_id, flows.c.user_id == user_id)
-    if lock and conn.dialect.name == "postgresql":
-        # Serialises version numbering and pruning per flow under concurrent saves.
-        query = query.with_for_update()
-    row = conn.execute(query).first()
-    if row is None:
-        raise NotFound(f"No flow with id '{flow_id}'.")
-    return row
+def owned_flow(conn: Connection, *, user_id: uuid.UUID, flow_id: str, lock: bool = False) -> Any:
+    """The flow's row; :class:`NotFound` when it is missing or someone else's. ``lock`` serialises
+    changes to the flow (version numbering and pruning under concurrent saves, concurrent starts)."""
+    return owned_row(conn, flows, flow_id, user_id=user_id, lock=lock)
 
 
 def get_flow(conn: Connection, *, user_id: uuid.UUID, flow_id: str) -> dict[str, Any]:
     """The flow as the API shows it; :class:`NotFound` when it is missing or someone else's."""
-    return _public(_flow_row(conn, user_id, flow_id))
+    return _public(owned_flow(conn, user_id=user_id, flow_id=flow_id))
 
 
 def update_flow(conn: Connection, *, user_id: uuid.UUID, flow_id: str, changes: dict[str, Any]) -> dict[str, Any]:
-    row = _flow_row(conn, user_id, flow_id, lock=True)
+    row = owned_flow(conn, user_id=user_id, flow_id=flow_id, lock=True)
     document = dict(row.document)
     document.update({k: v for k, v in changes.items() if k in ("nodes", "edges", "settings")})
     values = {"document": document, "updated_at": utcnow()}
@@ -84,7 +80,7 @@ def update_flow(conn: Connection, *, user_id: uuid.UUID, flow_id: str, changes: 
 
 def delete_flow(conn: Connection, *, user_id: uuid.UUID, flow_id: str) -> None:
     """Delete the flow with its versions, chat and history; refused while it is running."""
-    _flow_row(conn, user_id, flow_id, lock=True)
+    owned_flow(conn, user_id=user_id, flow_id=flow_id, lock=True)
     running = conn.execute(select(executions.c.id).where(
         executions.c.flow_id == flow_id, executions.c.status == "running")).first()
     if running is not None:
@@ -100,7 +96,7 @@ def _version_public(row: Any) -> dict[str, Any]:
 
 def list_versions(conn: Connection, *, user_id: uuid.UUID, flow_id: str) -> list[dict[str, Any]]:
     """Version metadata, newest first (no document payloads)."""
-    _flow_row(conn, user_id, flow_id)
+    owned_flow(conn, user_id=user_id, flow_id=flow_id)
     cols = [c for c in flow_versions.c if c.name != "document"]
     rows = conn.execute(select(*cols).where(flow_versions.c.flow_id == flow_id,
                                             flow_versions.c.user_id == user_id)
@@ -125,7 +121,7 @@ def _snapshot(conn: Connection, flow: Any, user_id: uuid.UUID, description: str 
 def create_version(conn: Connection, *, user_id: uuid.UUID, flow_id: str,
                    description: str | None) -> dict[str, Any]:
     """Snapshot the flow's current state as the next version, keeping the newest 50."""
-    flow = _flow_row(conn, user_id, flow_id, lock=True)
+    flow = owned_flow(conn, user_id=user_id, flow_id=flow_id, lock=True)
     return _snapshot(conn, flow, user_id, description)
 
 
@@ -134,7 +130,7 @@ def restore_version(conn: Connection, *, user_id: uuid.UUID, flow_id: str, versi
 
     Returns the restored version's number.
     """
-    flow = _flow_row(conn, user_id, flow_id, lock=True)
+    flow = owned_flow(conn, user_id=user_id, flow_id=flow_id, lock=True)
     target = conn.execute(select(flow_versions).where(
         flow_versions.c.id == version_id, flow_versions.c.flow_id == flow_id,
         flow_versions.c.user_id == user_id)).first()

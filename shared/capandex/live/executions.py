@@ -16,8 +16,9 @@ from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from capandex.api.models import iso_utc
+from capandex.db.owned import owned_row
 from capandex.db.schema import exchange_keys, executions, flows, new_id, positions, utcnow
-from capandex.errors import Conflict, NotFound, ValidationFailed, field_problem
+from capandex.errors import Conflict, ValidationFailed, field_problem
 from capandex.live.timeframes import last_closed_open, timeframe_ms
 from capandex.notifications import notify
 
@@ -25,13 +26,8 @@ MODES = ("paper", "live")
 
 
 def _flow(conn: Connection, user_id: uuid.UUID, flow_id: str) -> Any:
-    query = select(flows).where(flows.c.id == flow_id, flows.c.user_id == user_id)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()  # serialises concurrent starts of one flow
-    row = conn.execute(query).first()
-    if row is None:
-        raise NotFound(f"No flow with id '{flow_id}'.")
-    return row
+    # the lock serialises concurrent starts of one flow
+    return owned_row(conn, flows, flow_id, user_id=user_id, lock=True)
 
 
 def _market(document: dict[str, Any]) -> tuple[str, str, str, int]:
@@ -49,10 +45,8 @@ def _check_key(conn: Connection, user_id: uuid.UUID, key_id: str | None, exchang
     if not key_id:
         raise ValidationFailed("Live mode needs an exchange key.",
                                details=[field_problem("exchangeKeyId", "required for mode 'live'")])
-    key = conn.execute(select(exchange_keys.c.exchange, exchange_keys.c.is_valid).where(
-        exchange_keys.c.id == key_id, exchange_keys.c.user_id == user_id)).first()
-    if key is None:
-        raise NotFound(f"No exchange key with id '{key_id}'.")
+    key = owned_row(conn, exchange_keys, key_id, user_id=user_id,
+                    columns=(exchange_keys.c.exchange, exchange_keys.c.is_valid))
     if key.exchange != exchange:
         raise ValidationFailed(f"The key is for {key.exchange}; the flow trades on {exchange}.",
                                details=[field_problem("exchangeKeyId", f"must be a {exchange} key")])
@@ -106,13 +100,7 @@ def start_execution(conn: Connection, *, user_id: uuid.UUID, flow_id: str, mode:
 
 
 def _execution(conn: Connection, user_id: uuid.UUID, execution_id: str, *, lock: bool = False) -> Any:
-    query = select(executions).where(executions.c.id == execution_id, executions.c.user_id == user_id)
-    if lock and conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = conn.execute(query).first()
-    if row is None:
-        raise NotFound(f"No execution with id '{execution_id}'.")
-    return row
+    return owned_row(conn, executions, execution_id, user_id=user_id, lock=lock)
 
 
 def stop_execution(conn: Connection, *, user_id: uuid.UUID, execution_id: str) -> dict[str, Any]:

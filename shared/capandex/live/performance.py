@@ -17,8 +17,9 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from capandex.db.owned import owned_row
 from capandex.db.schema import flows, positions
-from capandex.errors import NotFound, ValidationFailed, field_problem
+from capandex.errors import ValidationFailed, field_problem
 
 
 def parse_bound(value: str | None, field: str) -> dt.datetime | None:
@@ -39,9 +40,7 @@ def flow_performance(conn: Connection, *, user_id: uuid.UUID, flow_id: str, star
 
     from capandex.engine import compute_metrics
 
-    flow = conn.execute(select(flows.c.document).where(flows.c.id == flow_id, flows.c.user_id == user_id)).first()
-    if flow is None:
-        raise NotFound(f"No flow with id '{flow_id}'.")
+    flow = owned_row(conn, flows, flow_id, user_id=user_id, columns=(flows.c.document,))
     if start is not None and end is not None and start > end:
         raise ValidationFailed("Invalid input: from.", details=[field_problem("from", "must not be after 'to'")])
     capital = float((flow.document.get("settings") or {}).get("initialCapital") or 10_000.0)

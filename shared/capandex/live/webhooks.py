@@ -37,6 +37,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
+from capandex.db.owned import owned_row
 from capandex.db.schema import executions, flows, tick_records, utcnow
 from capandex.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, RateLimited, ValidationFailed
 from capandex.errors import field_problem as problem
@@ -60,9 +61,7 @@ def rotate_token(conn: Any, *, user_id: uuid.UUID, flow_id: str) -> dict[str, st
     """Give the flow a new webhook token; returns ``{"url", "token"}`` (shown this once)."""
     from capandex.config import get_settings
 
-    row = conn.execute(select(flows.c.document).where(flows.c.id == flow_id, flows.c.user_id == user_id)).first()
-    if row is None:
-        raise NotFound(f"No flow with id '{flow_id}'.")
+    row = owned_row(conn, flows, flow_id, user_id=user_id, columns=(flows.c.document,))
     if not _has_webhook_trigger(row.document):
         raise ValidationFailed("The flow has no webhook trigger.", details=[problem(
             "nodes", "add a trigger node with kind 'webhook' to use a webhook URL")])

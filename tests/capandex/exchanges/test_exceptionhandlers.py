@@ -113,3 +113,16 @@ def _assert_no_secret(exc: CapandexError) -> None:
     text = f"{exc.message} {exc.details} {exc.headers}"
     assert "s" * 64 not in text and "k" * 64 not in text and "signature=" not in text.replace("signature=***", "")
     assert "http://" not in text
+
+
+def test_binance_spot_signature_error_is_invalid_credentials() -> None:
+    """ccxt files Binance spot's -1022 under BadRequest; for us it means the secret is wrong."""
+    import ccxt
+
+    from capandex.errors import BadRequest, InvalidCredentials
+    from capandex.exchanges.errors import ccxt_errors
+
+    with pytest.raises(InvalidCredentials), ccxt_errors("binance", "fetching the balance"):
+        raise ccxt.BadRequest('binance {"code":-1022,"msg":"Signature for this request is not valid."}')
+    with pytest.raises(BadRequest), ccxt_errors("binance", "fetching the balance"):
+        raise ccxt.BadRequest('binance {"code":-1100,"msg":"Illegal characters found."}')

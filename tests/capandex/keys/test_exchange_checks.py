@@ -100,3 +100,14 @@ def test_helpers() -> None:
         ["read", "futures"]
     assert okx_permissions({"code": "0", "data": [{"perm": "read_only,trade"}]}) == ["read", "trade"]
     assert okx_permissions({"data": []}) == []
+
+
+def test_a_wrong_secret_is_invalid_credentials_for_the_live_engine_too(signed_binance) -> None:
+    """Binance -1022 (bad signature) reaches every caller as InvalidCredentials, not a bad request."""
+    from capandex.errors import InvalidCredentials
+    from capandex.exchanges import get_client
+
+    c = creds()
+    signed_binance.add_account(c.api_key, c.secret, BALANCES)
+    with pytest.raises(InvalidCredentials, match="rejected the API"):
+        get_client("binance", Credentials(c.api_key, "not-" + c.secret)).fetch_balance()
