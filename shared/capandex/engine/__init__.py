@@ -25,7 +25,7 @@ from capandex.engine.result import (
     equity_curve_points,
 )
 from capandex.engine.simulator import Simulation, simulate
-from capandex.engine.stepper import BrokerState, Order, StepResult, run_stepper, step
+from capandex.engine.stepper import BrokerState, Order, StepResult, buy_units, run_stepper, step
 
 __all__ = [
     "API_EQUITY_POINTS",
@@ -41,6 +41,7 @@ __all__ = [
     "Trade",
     "TradeTable",
     "backtest",
+    "buy_units",
     "compile_flow",
     "equity_curve_for_api",
     "equity_curve_points",

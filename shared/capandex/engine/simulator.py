@@ -75,7 +75,7 @@ def simulate(candles: Candles, signals: Signals, buys: tuple[BuyAction, ...], ri
     entry_sig, exit_bar, reason, exit_price = _schedule(candles, buy, sell, risk, settings.slippage)
     entry_bar = entry_sig + 1
     entry_price = rules.buy_fill(candles.open[entry_bar], settings.slippage)
-    by_action = [_sizing(action, risk, settings) for action in buys]
+    by_action = [sizing_for(action, risk, settings) for action in buys]
     sizing = [by_action[i] for i in signals.choice[entry_sig].tolist()]
     killed_at = None
     money = _settle(entry_price, exit_price, sizing, settings)
@@ -254,7 +254,8 @@ class Sizing:
     amount: float | None = None
 
 
-def _sizing(action: BuyAction, risk: Risk, settings: Settings) -> Sizing:
+def sizing_for(action: BuyAction, risk: Risk, settings: Settings) -> Sizing:
+    """How ``action`` sizes its buys under ``risk`` and ``settings`` (see :class:`Sizing`)."""
     if action.amount is not None:
         return Sizing(amount=action.amount)
     return Sizing(fraction=rules.buy_fraction(settings.fee, settings.slippage, action.size_percent,

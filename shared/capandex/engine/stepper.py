@@ -35,7 +35,7 @@ from capandex.engine.candles import Candles
 from capandex.engine.compiler import CompiledFlow
 from capandex.engine.flow import Settings
 from capandex.engine.result import Trade, make_trade
-from capandex.engine.simulator import Sizing, _sizing
+from capandex.engine.simulator import Sizing, sizing_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +169,16 @@ def step(compiled: CompiledFlow, candles: Candles, state: BrokerState, settings:
 
 
 def _sizing_of(compiled: CompiledFlow, order: Order, settings: Settings) -> Sizing:
-    return _sizing(compiled.flow.buys[order.action], compiled.flow.risk, settings)
+    return sizing_for(compiled.flow.buys[order.action], compiled.flow.risk, settings)
+
+
+def buy_units(compiled: CompiledFlow, action: int, cash: float, fill: float, settings: Settings) -> float:
+    """Units the flow's buy action number ``action`` (index in ``Flow.buys``) buys with ``cash``
+    quote at ``fill`` (a price including slippage): the stepper's own sizing rule, for callers
+    that place the order themselves (the live engine, webhooks)."""
+    sizing = sizing_for(compiled.flow.buys[action], compiled.flow.risk, settings)
+    _, units, _ = rules.open_position(cash, fill, settings.fee, sizing.fraction, sizing.amount)
+    return float(units)
 
 
 def _open(state: BrokerState, time: int, fill: float, sizing: Sizing, fee: float) -> BrokerState:

@@ -166,8 +166,7 @@ def _claim_and_intend(conn: Any, execution_id: str, key: int, action: str | None
     from sqlalchemy.exc import IntegrityError
 
     from capandex.config import get_settings
-    from capandex.engine import BrokerState, compile_flow, rules
-    from capandex.engine.simulator import _sizing
+    from capandex.engine import BrokerState, buy_units, compile_flow, rules
     from capandex.live.worker import _lock
 
     row = _lock(conn, execution_id)
@@ -191,9 +190,7 @@ def _claim_and_intend(conn: Any, execution_id: str, key: int, action: str | None
     intents = []
     if side == "buy" and not state.long and not state.killed:
         fill = float(rules.buy_fill(reference, settings.slippage))
-        sizing = _sizing(compiled.flow.buys[0], compiled.flow.risk, settings)
-        units = float(rules.units_for(float(rules.spend(state.cash, sizing.fraction, sizing.amount)), fill,
-                                      settings.fee))
+        units = buy_units(compiled, 0, state.cash, fill, settings)
         intents.append(OrderIntent(client_order_id(row.id, key, "webhook:buy"), "buy", units, fill, "signal",
                                    "webhook:buy"))
     elif side == "sell" and state.long:

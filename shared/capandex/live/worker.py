@@ -338,8 +338,7 @@ def _live_tick(row: Any, candle_ms: int, source: CandleSource, gateway_for: Gate
 def _intend(row: Any, candle_ms: int, source: CandleSource, engine: Any) -> dict[str, Any] | None:
     """Phase 1: step the engine and persist the orders it wants, with their client ids."""
     from capandex.db.session import transaction
-    from capandex.engine import BrokerState, rules, step
-    from capandex.engine.simulator import _sizing
+    from capandex.engine import BrokerState, buy_units, rules, step
 
     compiled, settings = _engine_inputs(row)
     candles = _fetch(row, source, candle_ms, candle_ms, compiled.history)
@@ -365,11 +364,8 @@ def _intend(row: Any, candle_ms: int, source: CandleSource, engine: Any) -> dict
             intents.append(OrderIntent(client_order_id(row.id, candle_ms, "sell"), "sell", before.units, close,
                                        order.reason, "sell"))
         elif order is not None and order.side == "buy":
-            sizing = _sizing(compiled.flow.buys[order.action], compiled.flow.risk, settings)
-            cash = result.state.cash
             price = float(rules.buy_fill(close, settings.slippage))
-            spent = float(rules.spend(cash, sizing.fraction, sizing.amount))
-            units = float(rules.units_for(spent, price, settings.fee))
+            units = buy_units(compiled, order.action, result.state.cash, price, settings)
             intents.append(OrderIntent(client_order_id(row.id, candle_ms, "buy"), "buy", units, close, "signal", "buy"))
         pending = {"candleMs": candle_ms, "intents": [i.to_dict() for i in intents],
                    "before": before.to_dict(), "after": replace(result.state, pending=None).to_dict(),
