@@ -21,26 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "shared"))
 from capandex.engine import backtest
+from capandex.engine.examples import sma_cross
 
-FLOW = {
-    "nodes": [
-        {"id": "fast", "type": "indicator", "data": {"kind": "sma", "period": 10}},
-        {"id": "slow", "type": "indicator", "data": {"kind": "sma", "period": 30}},
-        {"id": "up", "type": "condition", "data": {"operator": "crosses_above"}},
-        {"id": "down", "type": "condition", "data": {"operator": "crosses_below"}},
-        {"id": "buy", "type": "action", "data": {"action": "buy", "sizePercent": 100}},
-        {"id": "sell", "type": "action", "data": {"action": "sell"}},
-        {"id": "sl", "type": "risk", "data": {"kind": "stop_loss", "percent": 2}},
-    ],
-    "edges": [
-        {"id": "e1", "source": "fast", "target": "up", "targetHandle": "a"},
-        {"id": "e2", "source": "slow", "target": "up", "targetHandle": "b"},
-        {"id": "e3", "source": "fast", "target": "down", "targetHandle": "a"},
-        {"id": "e4", "source": "slow", "target": "down", "targetHandle": "b"},
-        {"id": "e5", "source": "up", "target": "buy"},
-        {"id": "e6", "source": "down", "target": "sell"},
-    ],
-}
+FLOW = sma_cross(10, 30, ("stop_loss", 2), sizePercent=100)
 
 
 def candles(n: int, seed: int = 42) -> dict[str, np.ndarray]:

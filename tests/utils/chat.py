@@ -7,31 +7,15 @@ import json
 import uuid
 from typing import Any
 
+from capandex.engine.examples import sma_cross
+
 GOOD_KEY = "sk-ant-api03-loopback-good-key"
 
-#: DESIGN.md §4's example flow (valid).
-SMA_FLOW: dict[str, Any] = {
-    "name": "SMA cross",
-    "settings": {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h",
-                 "initialCapital": 10000, "feeRate": 0.001, "slippage": 0.001},
-    "nodes": [
-        {"id": "fast", "type": "indicator", "position": {"x": 0, "y": 0}, "data": {"kind": "sma", "period": 10}},
-        {"id": "slow", "type": "indicator", "data": {"kind": "sma", "period": 30}},
-        {"id": "up", "type": "condition", "data": {"operator": "crosses_above"}},
-        {"id": "down", "type": "condition", "data": {"operator": "crosses_below"}},
-        {"id": "buy", "type": "action", "data": {"action": "buy", "sizePercent": 100}},
-        {"id": "sell", "type": "action", "data": {"action": "sell"}},
-        {"id": "sl", "type": "risk", "data": {"kind": "stop_loss", "percent": 2}},
-    ],
-    "edges": [
-        {"id": "e1", "source": "fast", "target": "up", "targetHandle": "a"},
-        {"id": "e2", "source": "slow", "target": "up", "targetHandle": "b"},
-        {"id": "e3", "source": "fast", "target": "down", "targetHandle": "a"},
-        {"id": "e4", "source": "slow", "target": "down", "targetHandle": "b"},
-        {"id": "e5", "source": "up", "target": "buy"},
-        {"id": "e6", "source": "down", "target": "sell"},
-    ],
-}
+#: DESIGN.md §4's example flow (valid), with the editor's UI state on one node.
+SMA_FLOW: dict[str, Any] = sma_cross(10, 30, ("stop_loss", 2), sizePercent=100, settings={
+    "exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h",
+    "initialCapital": 10000, "feeRate": 0.001, "slippage": 0.001})
+SMA_FLOW["nodes"][0]["position"] = {"x": 0, "y": 0}
 
 
 def sma_flow() -> dict[str, Any]:

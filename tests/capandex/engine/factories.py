@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from capandex.engine import Candles
+from capandex.engine.examples import sma_cross
 
 HOUR_MS = 3_600_000
 START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
@@ -30,23 +31,7 @@ def bars(rows: list[tuple[float, float, float, float]], step_ms: int = HOUR_MS) 
 
 def sma_cross_flow(fast: int = 10, slow: int = 30, *risk: tuple[str, float], **buy: float) -> dict:
     """The DESIGN §4 example flow, with optional risk nodes and buy sizing."""
-    nodes = [
-        {"id": "fast", "type": "indicator", "data": {"kind": "sma", "period": fast}},
-        {"id": "slow", "type": "indicator", "data": {"kind": "sma", "period": slow}},
-        {"id": "up", "type": "condition", "data": {"operator": "crosses_above"}},
-        {"id": "down", "type": "condition", "data": {"operator": "crosses_below"}},
-        {"id": "buy", "type": "action", "data": {"action": "buy", **buy}},
-        {"id": "sell", "type": "action", "data": {"action": "sell"}},
-    ] + [{"id": kind, "type": "risk", "data": {"kind": kind, "percent": pct}} for kind, pct in risk]
-    edges = [
-        {"id": "e1", "source": "fast", "target": "up", "targetHandle": "a"},
-        {"id": "e2", "source": "slow", "target": "up", "targetHandle": "b"},
-        {"id": "e3", "source": "fast", "target": "down", "targetHandle": "a"},
-        {"id": "e4", "source": "slow", "target": "down", "targetHandle": "b"},
-        {"id": "e5", "source": "up", "target": "buy"},
-        {"id": "e6", "source": "down", "target": "sell"},
-    ]
-    return {"name": "SMA cross", "nodes": nodes, "edges": edges}
+    return sma_cross(fast, slow, *risk, **buy)
 
 
 def price_rule_flow(buy_above: float, sell_below: float | None = None, *risk: tuple[str, float],
