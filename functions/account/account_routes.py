@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from capandex.api.deps import CurrentUser, Db
 from capandex.live import dashboard
@@ -20,6 +20,8 @@ from capandex.notifications import (
 from capandex.notifications.models import NotificationsPublic, PreferencesPublic, PreferencesUpdate, Success
 
 router = APIRouter(tags=["account"])
+#: ids are "notif_" + 32 hex; a longer one is refused (422) rather than echoed back in a 404
+NotificationId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 @router.get("/api/notifications", response_model=NotificationsPublic)
@@ -41,13 +43,13 @@ def read_all(*, user: CurrentUser, db: Db) -> dict:
 
 @router.patch("/api/notifications/{notificationId}", response_model=Success)
 @router.post("/api/notifications/{notificationId}", response_model=Success, include_in_schema=False)
-def read_one(*, user: CurrentUser, db: Db, notificationId: str) -> dict:
+def read_one(*, user: CurrentUser, db: Db, notificationId: NotificationId) -> dict:
     mark_read(db, user_id=user.id, notification_id=notificationId)
     return {"success": True}
 
 
 @router.delete("/api/notifications/{notificationId}", response_model=Success)
-def delete_one(*, user: CurrentUser, db: Db, notificationId: str) -> dict:
+def delete_one(*, user: CurrentUser, db: Db, notificationId: NotificationId) -> dict:
     delete_notification(db, user_id=user.id, notification_id=notificationId)
     return {"success": True}
 

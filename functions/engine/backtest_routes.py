@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 
 from capandex.api.deps import CurrentUser, Db
 from capandex.backtests import BacktestCreate, BacktestPublic, get_backtest, submit
+from capandex.backtests.models import ID_PATTERN
 
 router = APIRouter(prefix="/api/engine/backtest", tags=["engine"])
 
@@ -21,5 +24,6 @@ def run_backtest(*, user: CurrentUser, body: BacktestCreate) -> JSONResponse:
 
 
 @router.get("/{backtestId}", response_model=BacktestPublic, response_model_exclude_none=True)
-def backtest_status(*, user: CurrentUser, db: Db, backtestId: str) -> dict:
+def backtest_status(*, user: CurrentUser, db: Db,
+                    backtestId: Annotated[str, Path(max_length=64, pattern=ID_PATTERN)]) -> dict:
     return get_backtest(db, user.id, backtestId)

@@ -2,7 +2,8 @@
 
 Secrets go in, never out: every response model lacks secret fields, and request bodies are never
 logged. ``POST /api/exchange-keys/validate`` takes the reference's unsaved credentials, or
-``{"id"}`` to check a saved key (which updates its ``isValid``).
+``{"id"}`` to check a saved key (which updates its ``isValid``). Both validate endpoints share a
+per-user rate limit (429 with ``Retry-After``): a validation oracle must not test stolen keys.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def validate_exchange_key(*, user: CurrentUser, body: ExchangeKeyValidate) -> di
     if isinstance(target, str):
         return exchange.validate_saved_key(user_id=user.id, key_id=target)
     exchange_id, credentials = target
-    return exchange.validate_credentials(exchange=exchange_id.lower(), credentials=credentials)
+    return exchange.validate_credentials(user_id=user.id, exchange=exchange_id.lower(), credentials=credentials)
 
 
 @ai_keys.get("", response_model=AiKeyStatus)

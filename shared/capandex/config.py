@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     live_max_consecutive_failures: int = Field(3, ge=1, alias="CAPANDEX_LIVE_MAX_FAILURES")
     #: paper executions step at most this many missed candles in one tick (older ones are skipped)
     live_max_catchup_candles: int = Field(500, ge=1, alias="CAPANDEX_LIVE_MAX_CATCHUP")
+    #: seconds a worker holds a live order intent while it places it; no other worker places (or
+    #: looks up and re-places) those orders meanwhile. Must exceed the worker's Lambda timeout (60 s)
+    #: and stay below the queue's visibility timeout (360 s), so a retry after a crash resumes it.
+    live_order_lease_seconds: int = Field(90, ge=0, alias="CAPANDEX_LIVE_ORDER_LEASE_SECONDS")
     #: webhook calls accepted per flow per minute, and the largest webhook body in bytes
     webhook_calls_per_minute: int = Field(30, ge=1, alias="CAPANDEX_WEBHOOK_CALLS_PER_MINUTE")
     webhook_max_body_bytes: int = Field(8192, ge=1, alias="CAPANDEX_WEBHOOK_MAX_BODY_BYTES")
@@ -102,6 +106,11 @@ class Settings(BaseSettings):
     vault_master_key_file: Path | None = Field(None, alias="CAPANDEX_VAULT_MASTER_KEY_FILE")
     #: seconds each exchange may take to answer one balance or key-validation call
     balance_timeout_s: float = Field(8.0, alias="CAPANDEX_BALANCE_TIMEOUT_S", gt=0)
+    #: POST /api/exchange-keys/validate and /api/ai-keys/validate per user (one shared bucket, in
+    #: the database): a burst of ``key_validation_rate_burst``, refilled at ``…_per_hour``. A
+    #: validate endpoint tells whether a key works, so it is an oracle for testing stolen keys.
+    key_validation_rate_burst: int = Field(10, ge=1, alias="CAPANDEX_KEY_VALIDATION_RATE_BURST")
+    key_validation_rate_per_hour: float = Field(30.0, gt=0, alias="CAPANDEX_KEY_VALIDATION_RATE_PER_HOUR")
 
     @model_validator(mode="after")
     def _defaults_and_guards(self) -> Settings:

@@ -1,8 +1,10 @@
 """Binance spot order endpoints for the loopback exchange (:mod:`tests.utils.binance_server`).
 
 Install on a server with ``orders = BinanceOrders.install(server)``. Served, in Binance's wire
-format: ``POST /api/v3/order`` (MARKET orders; ``newClientOrderId`` honoured; a reused id is
-refused with ``-2010 "Duplicate order sent."`` as Binance does), ``GET /api/v3/order`` (by
+format: ``POST /api/v3/order`` (MARKET orders; ``newClientOrderId`` honoured; as on Binance, a reused id is
+refused with ``-2010 "Duplicate order sent."`` only while the earlier order is still open — a
+filled (market) order's id is accepted again, so ``placed`` shows any second placement; with
+``reuse_filled_ids=False`` every reuse is refused), ``GET /api/v3/order`` (by
 ``origClientOrderId`` or ``orderId``; unknown → ``-2013 "Order does not exist."``) and
 ``GET /api/v3/account`` (balances, debited and credited by fills). Signed requests must carry
 ``X-MBX-APIKEY``, ``timestamp`` and a 64-hex ``signature``.
@@ -13,6 +15,7 @@ Order faults (one-shot, in order)::
     orders.fail_next("server_error")          # 503 before anything happens
     orders.fail_next("insufficient_balance")  # -2010 "Account has insufficient balance ..."
     orders.fail_next("delisted")              # -1121 "Invalid symbol."
+    orders.fail_next("partial_fill")          # EXPIRED after filling half (market order out of liquidity)
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class BinanceOrders:
     balances: dict[str, float] = field(default_factory=lambda: {"USDT": 1_000_000.0, "BTC": 0.0, "ETH": 0.0})
     commission: float = 0.001
     late_seconds: float = 1.5
+    reuse_filled_ids: bool = True
 
     def __post_init__(self) -> None:
         self.orders: dict[str, dict[str, Any]] = {}
@@ -75,9 +79,14 @@ class BinanceOrders:
         if fault == "insufficient_balance":
             return error(400, -2010, "Account has insufficient balance for requested action.")
         symbol, side, cid = params["symbol"], params["side"], params.get("newClientOrderId") or f"auto{time.time()}"
-        qty = float(params["quantity"])
+        requested = qty = float(params["quantity"])
+        status = "FILLED"
+        if fault == "partial_fill":
+            qty, status = qty / 2, "EXPIRED"
         with self._lock:
-            if cid in self.orders:
+            previous = self.orders.get(cid)
+            still_open = previous is not None and previous["status"] in ("NEW", "PARTIALLY_FILLED")
+            if still_open or (previous is not None and not self.reuse_filled_ids):
                 return error(400, -2010, "Duplicate order sent.")
             price = self.prices[symbol]
             base, quote = symbol[:-4], symbol[-4:]
@@ -93,8 +102,8 @@ class BinanceOrders:
                 self.balances[base] -= qty
                 self.balances[quote] = self.balances.get(quote, 0.0) + cost - fee
             order = {"symbol": symbol, "orderId": next(self._ids), "orderListId": -1, "clientOrderId": cid,
-                     "transactTime": self.server.now(), "price": "0.00000000", "origQty": f"{qty:.8f}",
-                     "executedQty": f"{qty:.8f}", "cummulativeQuoteQty": f"{cost:.8f}", "status": "FILLED",
+                     "transactTime": self.server.now(), "price": "0.00000000", "origQty": f"{requested:.8f}",
+                     "executedQty": f"{qty:.8f}", "cummulativeQuoteQty": f"{cost:.8f}", "status": status,
                      "timeInForce": "GTC", "type": "MARKET", "side": side,
                      "fills": [{"price": f"{price:.8f}", "qty": f"{qty:.8f}", "commission": f"{fee:.8f}",
                                 "commissionAsset": quote, "tradeId": next(self._ids)}]}

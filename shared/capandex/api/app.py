@@ -43,14 +43,24 @@ def _field_path(loc: Iterable[Any]) -> str:
     return ".".join(parts)
 
 
+def _error_message(error: dict[str, Any]) -> str:
+    """pydantic's message for one error, never repeating the input: the body is rendered field +
+    message only (``input`` is dropped), and a custom validator's message that quotes the value
+    (``ValueError(f"bad key {v}")``) is replaced, since the value may be a secret (an API key)."""
+    if error.get("type") == "extra_forbidden":
+        return "unknown field"
+    # pydantic prefixes a validator's own message with "Value error, "; the field says enough
+    message, value = str(error.get("msg")).removeprefix("Value error, "), error.get("input")
+    if isinstance(value, str) and len(value) >= 4 and value in message:
+        return "invalid value"
+    return message
+
+
 def _validation_error(exc: RequestValidationError) -> CapandexError:
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
         return BadRequest("The request body is not valid JSON.")
-    details = []
-    for e in errors:
-        message = "unknown field" if e.get("type") == "extra_forbidden" else str(e.get("msg"))
-        details.append({"field": _field_path(e.get("loc", ())), "message": message})
+    details = [{"field": _field_path(e.get("loc", ())), "message": _error_message(e)} for e in errors]
     if len(details) == 1 and details[0]["field"] == "body":
         kind = errors[0].get("type")
         if kind == "missing":
@@ -62,7 +72,8 @@ def _validation_error(exc: RequestValidationError) -> CapandexError:
 
 
 class BodyLimitMiddleware:
-    """Reject bodies over ``max_bytes`` with 413, counting what actually arrives."""
+    """Reject bodies over ``max_bytes`` with 413, counting what actually arrives (and URLs that
+    carry a NUL character with 400)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -70,6 +81,10 @@ class BodyLimitMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b"").lower():
+            # Postgres cannot hold a NUL in text: no id or filter containing one can match.
+            await error_response(BadRequest("The URL contains a NUL character."))(scope, receive, send)
             return
         too_large = PayloadTooLarge(f"The request body is larger than {self.max_bytes} bytes.")
         declared = dict(scope.get("headers") or []).get(b"content-length")

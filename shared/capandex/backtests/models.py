@@ -8,9 +8,12 @@ from pydantic import Field
 
 from capandex.api.models import RequestModel, ResponseModel
 
+#: what ids made by ``new_id`` look like; anything else (a NUL byte Postgres refuses in text) is a 422
+ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+
 
 class BacktestCreate(RequestModel):
-    flowId: str = Field(min_length=1, max_length=64, description="The flow to backtest")
+    flowId: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN, description="The flow to backtest")
     exchange: str = Field(min_length=1, max_length=32, description="Exchange to source data from")
     symbol: str = Field(min_length=1, max_length=64, description="Trading pair, e.g. BTC/USDT")
     timeframe: Literal["1m", "5m", "15m", "1h", "4h", "1d"] = Field(description="Candle timeframe")

@@ -31,7 +31,7 @@ from capandex.backtests import repository as repo
 from capandex.backtests.models import BacktestCreate
 from capandex.config import get_settings
 from capandex.db.session import transaction
-from capandex.errors import ValidationFailed, field_problem
+from capandex.errors import UpstreamUnavailable, ValidationFailed, field_problem
 from capandex.marketdata.chunks import timeframe_ms
 
 if TYPE_CHECKING:  # capandex.marketdata imports numpy: keep the engine function's cold start lean
@@ -43,6 +43,8 @@ logger = logging.getLogger("capandex.backtests")
 MAX_CANDLES = 366 * 1440
 #: engine seconds per candle assumed when sizing work (measured ~0.2 µs; 5× headroom)
 ENGINE_S_PER_CANDLE = 1e-6
+#: the earliest instant a range may start at (exchanges count time in non-negative epoch ms)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,29 +64,43 @@ def parse_instant(text: str, field: str) -> dt.datetime:
 
 
 def validate_range(body: BacktestCreate, now: dt.datetime) -> Range:
-    """Dates sane: parseable, start < end, end not after now, at most :data:`MAX_CANDLES` candles.
-    Every problem is reported at once."""
+    """The request's range in epoch ms; :func:`check_range` says what makes it sane."""
+    return check_range(body.startDate, body.endDate, body.timeframe, now)
+
+
+def check_range(start_text: str, end_text: str, timeframe: str, now: dt.datetime, *,
+                fields: tuple[str, str] = ("startDate", "endDate"),
+                max_candles: int | None = MAX_CANDLES) -> Range:
+    """Dates sane: parseable, not before 1970 (exchanges take epoch ms), start < end, end not
+    after ``now``, at most ``max_candles`` candles of ``timeframe`` (None: no cap). Every problem
+    is reported at once in one :class:`ValidationFailed`, under the names in ``fields`` (the CLI
+    passes ``("--start", "--end")``)."""
+    start_field, end_field = fields
     problems = []
     start = end = None
-    for field, text in (("startDate", body.startDate), ("endDate", body.endDate)):
+    for field, text in ((start_field, start_text), (end_field, end_text)):
         try:
             value = parse_instant(text, field)
         except ValidationFailed as exc:
             problems += exc.details or []
             continue
-        if field == "startDate":
+        if value < EPOCH:
+            problems.append(field_problem(field, "must not be before 1970-01-01"))
+            continue
+        if field == start_field:
             start = value
         else:
             end = value
     if end is not None and end > now:
-        problems.append(field_problem("endDate", "is in the future"))
+        problems.append(field_problem(end_field, "is in the future"))
     if start is not None and end is not None:
+        step = dt.timedelta(milliseconds=timeframe_ms(timeframe))
         if start >= end:
-            problems.append(field_problem("startDate", "must be before endDate"))
-        elif (end - start) / dt.timedelta(milliseconds=timeframe_ms(body.timeframe)) > MAX_CANDLES:
-            days = MAX_CANDLES * timeframe_ms(body.timeframe) // 86_400_000
-            problems.append(field_problem("endDate", f"the range may span at most {days} days for "
-                                                     f"{body.timeframe} candles"))
+            problems.append(field_problem(start_field, f"must be before {end_field}"))
+        elif max_candles is not None and (end - start) / step > max_candles:
+            days = max_candles * step // dt.timedelta(days=1)
+            problems.append(field_problem(end_field, f"the range may span at most {days} days for "
+                                                     f"{timeframe} candles"))
     if problems:
         raise ValidationFailed("Invalid backtest range: " + "; ".join(f"{p['field']} {p['message']}"
                                                                        for p in problems) + ".", details=problems)
@@ -126,14 +142,15 @@ def submit(user_id: uuid.UUID, body: BacktestCreate, *, store: BlobStore | None 
         row = repo.create(conn, user_id=user_id, flow_id=body.flowId, exchange=body.exchange, symbol=body.symbol,
                           timeframe=body.timeframe, start_ms=span.start_ms, end_ms=span.end_ms)
     backtest_id = row["id"]
-    store.put(jobs.request_key(user_id, backtest_id), json.dumps({"flow": document}).encode(), "application/json")
-    if seconds <= get_settings().backtest_sync_budget_s:
-        try:
+    try:  # from here on the row exists: whatever fails must leave it failed, not running
+        store.put(jobs.request_key(user_id, backtest_id), json.dumps({"flow": document}).encode(),
+                  "application/json")
+        if seconds <= get_settings().backtest_sync_budget_s:
             return 200, jobs.run_job(backtest_id, user_id, store=store)
-        except Exception as exc:
-            jobs.fail_job(backtest_id, user_id, jobs.reason_of(exc))
-            raise
-    start_async(backtest_id, user_id)
+        start_async(backtest_id, user_id)
+    except Exception as exc:
+        jobs.fail_job(backtest_id, user_id, jobs.reason_of(exc))
+        raise
     return 202, {"backtestId": backtest_id, "status": repo.RUNNING, "progress": 0}
 
 
@@ -182,12 +199,16 @@ def start_async(backtest_id: str, user_id: uuid.UUID) -> None:
 def start_execution(state_machine_arn: str, backtest_id: str, user_id: uuid.UUID, client: Any = None) -> str:
     """Start the state machine for a backtest (execution name = backtest id: a retry cannot start
     it twice). Returns the execution ARN."""
-    if client is None:
-        import boto3
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
 
-        client = boto3.client("stepfunctions")
-    response = client.start_execution(stateMachineArn=state_machine_arn, name=backtest_id,
-                                      input=json.dumps({"backtestId": backtest_id, "userId": str(user_id)}))
+    client = client or boto3.client("stepfunctions")
+    try:
+        response = client.start_execution(stateMachineArn=state_machine_arn, name=backtest_id,
+                                          input=json.dumps({"backtestId": backtest_id, "userId": str(user_id)}))
+    except (BotoCoreError, ClientError) as exc:  # throttled, unreachable, or misconfigured: logged here
+        logger.exception("could not start the backtest state machine for %s", backtest_id)
+        raise UpstreamUnavailable("The backtest could not be started; try again shortly.") from exc
     return response["executionArn"]
 
 

@@ -36,10 +36,10 @@ from capandex.chat import repository, sse
 from capandex.chat.models import ChatRequest, check_conversation
 from capandex.chat.patch import TOOL, TOOL_NAME, propose
 from capandex.chat.prompt import build_system_prompt
-from capandex.chat.ratelimit import take
 from capandex.chat.upstream import StreamBroken, error_before_stream, interrupted, make_client, stream_error
 from capandex.config import Settings, get_settings
 from capandex.errors import BadRequest, ValidationFailed
+from capandex.ratelimit import consume
 
 logger = logging.getLogger("capandex.chat")
 
@@ -55,7 +55,7 @@ class Turn:
     user_id: uuid.UUID
     flow_id: str | None
     flow: dict[str, Any] | None
-    api_key: str
+    api_key: str = field(repr=False)  # the user's Anthropic key: never in a repr
     system: str
     messages: list[dict[str, Any]]
 
@@ -115,8 +115,7 @@ def _prepare(user_id: uuid.UUID, request: ChatRequest, settings: Settings) -> Tu
         if not api_key:
             raise BadRequest("No Anthropic API key is saved for your account: add one with POST /api/ai-keys "
                              "to use the assistant.")
-        take(conn, user_id=user_id, bucket=RATE_BUCKET, capacity=settings.chat_rate_burst,
-             refill_per_second=settings.chat_rate_per_minute / 60.0)
+    consume(RATE_BUCKET, user_id=user_id, settings=settings)  # its own transaction (capandex.ratelimit)
     # The editor's current (possibly unsaved) state wins over the saved document.
     flow = request.flowContext.model_dump(exclude_none=True) if request.flowContext else saved
     return Turn(user_id=user_id, flow_id=request.flowId, flow=flow, api_key=api_key,

@@ -21,7 +21,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("flow", metavar="FLOW.json", help="the flow document")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--candles", metavar="FILE.csv", help="candles: header row, time + OHLCV columns")
-    source.add_argument("--exchange", help="download candles from this exchange (ccxt id)")
+    source.add_argument("--exchange", help="download candles from this exchange (an id of GET /api/exchanges, "
+                                           "e.g. binance); cached like the API's")
     parser.add_argument("--symbol", help="trading pair, e.g. BTC/USDT (with --exchange)")
     parser.add_argument("--timeframe", help="candle timeframe, e.g. 1h (with --exchange)")
     parser.add_argument("--start", help="start date, ISO 8601 (with --exchange)")
@@ -45,6 +46,10 @@ def run(args: argparse.Namespace) -> int:
         raise BadRequest(f"--plot: {args.plot} must end in .png or .html")
     capital = args.capital if args.capital is not None else None
     result = backtest(validated, candles, capital=capital, fee=args.fee, slippage=args.slippage)
+    if args.exchange:  # where the exchange has no candles, said as the API says it
+        from capandex.backtests.jobs import gap_warnings
+
+        result.warnings.extend(gap_warnings(candles, args.exchange))
     if args.plot:
         from capandex.engine.plot import write_plot
 
@@ -74,29 +79,18 @@ def _candles(args: argparse.Namespace) -> Any:
     if missing:
         raise BadRequest(f"--exchange needs {', '.join(missing)}")
     try:
-        from capandex.marketdata import fetch_candles
+        from capandex.marketdata import fetch_candles, progress_bar
     except ImportError as exc:
         raise BadRequest("downloading candles is not available in this build (capandex.marketdata "
                          "is missing); use --candles FILE.csv") from exc
+    from capandex.backtests.service import check_range
 
-    def progress(done: int, total: int | None = None) -> None:
-        total_text = f"/{total}" if total else ""
-        print(f"\rdownloading candles: {done}{total_text}", end="", file=sys.stderr, flush=True)
-
-    candles = fetch_candles(args.exchange, args.symbol, args.timeframe, _epoch_ms(args.start, "--start"),
-                            _epoch_ms(args.end, "--end"), progress=progress)
-    print(file=sys.stderr)
-    return candles
-
-
-def _epoch_ms(text: str, option: str) -> int:
-    try:
-        stamp = datetime.fromisoformat(text)
-    except ValueError:
-        raise BadRequest(f"{option} {text!r} is not an ISO 8601 date") from None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=UTC)
-    return int(stamp.timestamp() * 1000)
+    # the API's date rules (ISO 8601, UTC unless an offset is given, start < end, end not in the
+    # future), without its one-year cap: a local run may take as long as its user likes
+    span = check_range(args.start, args.end, args.timeframe, datetime.now(UTC), fields=("--start", "--end"),
+                       max_candles=None)
+    with progress_bar(f"{args.symbol} {args.timeframe}") as bar:
+        return fetch_candles(args.exchange, args.symbol, args.timeframe, span.start_ms, span.end_ms, progress=bar)
 
 
 def _print_summary(result: Any) -> None:

@@ -38,6 +38,10 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
 
+#: The Postgres schema of every table (SQLite has none); see :mod:`capandex.db.migrations` for why
+#: it is not ``public``. Queries name tables unqualified and the engine maps them here.
+POSTGRES_SCHEMA = "capandex"
+
 Json = JSON().with_variant(JSONB(), "postgresql")
 
 
@@ -86,6 +90,9 @@ def _flow_ref(ondelete: str = "CASCADE", nullable: bool = False) -> Column[str]:
 
 #: Tables readable by every signed-in user and owned by nobody.
 SHARED_TABLES = ("exchanges",)
+#: User-owned tables whose rows only the server writes: the owner may read them, but through
+#: Supabase's Data API a user who could write ``rate_limits`` would refill their own bucket.
+SERVER_WRITTEN_TABLES = ("rate_limits",)
 
 exchanges = Table(
     "exchanges", metadata,
@@ -252,7 +259,8 @@ chat_messages = Table(
     Index("chat_messages_flow_created", "flow_id", "created_at"),
 )
 
-#: Per-user token buckets (e.g. ``chat``): shared by every Lambda container, see capandex.chat.ratelimit.
+#: Per-user token buckets (``chat``, ``key_validation``): shared by every Lambda container, see
+#: capandex.ratelimit. Users may read their rows but not write them (SERVER_WRITTEN_TABLES).
 rate_limits = Table(
     "rate_limits", metadata,
     Column("user_id", Uuid, primary_key=True),

@@ -26,7 +26,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, insert, select,
 from sqlalchemy.pool import NullPool
 
 from capandex.db.migrations import seed_rows
-from capandex.db.schema import exchanges, metadata
+from capandex.db.schema import POSTGRES_SCHEMA, exchanges, metadata
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -48,8 +48,9 @@ def get_engine(url: str | None = None) -> Engine:
 def _create(url: str) -> Engine:
     if url.startswith("sqlite"):
         return _create_sqlite(url)
-    return create_engine(url, poolclass=NullPool, connect_args={"prepare_threshold": None,
-                                                                "connect_timeout": 10})
+    engine = create_engine(url, poolclass=NullPool, connect_args={"prepare_threshold": None,
+                                                                  "connect_timeout": 10})
+    return engine.execution_options(schema_translate_map={None: POSTGRES_SCHEMA})
 
 
 def _create_sqlite(url: str) -> Engine:

@@ -224,7 +224,9 @@ def _new_instance(ccxt_id: str, credentials: Credentials | None, sandbox: bool, 
             config["password"] = credentials.passphrase
     instance = getattr(ccxt, ccxt_id)(config)
     if sandbox:
-        if "test" not in instance.urls:
+        # ccxt lists ``urls["test"] = None`` for exchanges without a testnet (mexc, coinbase,
+        # kraken), and its set_sandbox_mode then fails with a bare TypeError
+        if not instance.urls.get("test"):
             raise BadRequest(f"{ccxt_id} has no sandbox/testnet; turn sandbox mode off for it.",
                              details=[{"field": "sandbox", "message": "not available on this exchange"}])
         instance.set_sandbox_mode(True)

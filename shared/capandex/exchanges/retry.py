@@ -24,9 +24,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_RETRIES = 2
 #: the longest single wait (seconds): a request-path caller must not hang on a long Retry-After
 MAX_WAIT_S = 5.0
+#: seconds one read may take with all its attempts: API Gateway cuts a request at 29 s with a bare
+#: 504 (and Lambda kills the function), so a retry that could end past this is not started and the
+#: caller gets the JSON 503/429 instead
+RETRY_BUDGET_S = 25.0
 
-#: indirection so tests patch the waiting out (``monkeypatch.setattr(retry, "sleep", ...)``)
+#: indirections so tests patch the waiting and the clock out (``monkeypatch.setattr(retry, "sleep", ...)``)
 sleep = time.sleep
+monotonic = time.monotonic
+
+
+def attempt_s() -> float:
+    """The longest one attempt can take: the exchange timeout (``CAPANDEX_EXCHANGE_TIMEOUT_MS``)."""
+    from capandex.config import get_settings
+
+    return get_settings().exchange_timeout_ms / 1000.0
 
 
 def backoff_s(attempt: int, exc: Exception) -> float:
@@ -45,20 +57,23 @@ def retrier(*, retries: int = DEFAULT_RETRIES) -> Callable[[F], F]: ...
 
 def retrier(func: Any = None, *, retries: int = DEFAULT_RETRIES) -> Any:
     """Decorate a read so temporary failures are retried ``retries`` times (``@retrier`` or
-    ``@retrier(retries=4)``); the last failure propagates unchanged."""
+    ``@retrier(retries=4)``), and only while the wait plus one more attempt (at the exchange
+    timeout) still ends within :data:`RETRY_BUDGET_S` of the first; the last failure propagates
+    unchanged."""
 
     def decorate(inner: F) -> F:
         @functools.wraps(inner)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            deadline = monotonic() + RETRY_BUDGET_S
             for attempt in range(retries + 1):
                 try:
                     return inner(*args, **kwargs)
                 except (UpstreamUnavailable, RateLimited) as exc:
-                    if attempt == retries:
+                    wait = backoff_s(attempt, exc)
+                    if attempt == retries or monotonic() + wait + attempt_s() > deadline:
                         logger.warning("giving up on %s after %d attempts: %s", inner.__name__,
                                        attempt + 1, exc.message)
                         raise
-                    wait = backoff_s(attempt, exc)
                     logger.info("%s failed (%s); retrying still for %d times in %.2f s",
                                 inner.__name__, exc.code, retries - attempt, wait)
                     sleep(wait)

@@ -13,6 +13,7 @@ discloses none of its characters.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -21,11 +22,15 @@ from sqlalchemy import Connection, delete, select, update
 
 from capandex.db.schema import ai_keys, new_id, utcnow
 from capandex.errors import BadRequest, NotFound, RateLimited, UpstreamError, UpstreamUnavailable
+from capandex.ratelimit import KEY_VALIDATION, consume
 from capandex.vault import PURPOSE_AI_KEY, VaultContext, get_vault
 
 PREFIX = "sk-ant-"
 HINT = "sk-ant-****"
 FIELD = "api_key"
+#: the key travels in an HTTP header: printable ASCII, no spaces (anything else could never work,
+#: and made the HTTP client fail with an error that quotes the header value)
+_KEY_CHARACTERS = re.compile(r"[\x21-\x7e]+")
 
 
 def _ctx(user_id: uuid.UUID, record_id: str) -> VaultContext:
@@ -33,10 +38,14 @@ def _ctx(user_id: uuid.UUID, record_id: str) -> VaultContext:
 
 
 def check_format(api_key: str) -> None:
-    """:class:`BadRequest` (400, field ``apiKey``) unless the key looks like an Anthropic key."""
-    if not api_key.startswith(PREFIX) or len(api_key) <= len(PREFIX) or any(c.isspace() for c in api_key):
+    """:class:`BadRequest` (400, field ``apiKey``) unless the key looks like an Anthropic key:
+    ``sk-ant-`` and more printable ASCII without spaces. The message never repeats the value."""
+    if not api_key.startswith(PREFIX) or len(api_key) <= len(PREFIX):
         raise BadRequest("The Anthropic API key must start with 'sk-ant-'.",
                          details=[{"field": "apiKey", "message": "must start with sk-ant-"}])
+    if not _KEY_CHARACTERS.fullmatch(api_key):
+        raise BadRequest("The Anthropic API key contains characters no Anthropic key has.",
+                         details=[{"field": "apiKey", "message": "must be printable ASCII without spaces"}])
 
 
 def save_ai_key(conn: Connection, *, user_id: uuid.UUID, api_key: str) -> str:
@@ -143,10 +152,12 @@ def validate_saved_ai_key(*, user_id: uuid.UUID) -> dict[str, Any]:
     """Check the saved key with Anthropic and record the outcome (``isValid`` of the status).
 
     Runs in two short transactions around the network call, so no database transaction is held
-    open while Anthropic answers. :class:`NotFound` when no key is saved.
+    open while Anthropic answers. :class:`NotFound` when no key is saved; :class:`RateLimited`
+    when the user's validation bucket (shared with exchange keys) is empty.
     """
     from capandex.db.session import transaction
 
+    consume(KEY_VALIDATION, user_id=user_id)  # shared with exchange keys
     with transaction(user_id) as conn:
         row = _row(conn, user_id)
         if row is None:

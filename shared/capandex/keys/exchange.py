@@ -10,6 +10,9 @@ Public API (other subsystems code against these):
 - :func:`create_exchange_key`, :func:`list_exchange_keys`, :func:`delete_exchange_key`,
   :func:`validate_credentials`, :func:`validate_saved_key`.
 
+Validation is rate limited per user (bucket ``key_validation`` of :mod:`capandex.ratelimit`,
+shared with the Anthropic key's): answering "does this key work?" makes it an oracle for stolen keys.
+
 Saving does not call the exchange (saving must not depend on the exchange being reachable; the
 dashboard validates first through ``/api/exchange-keys/validate``): ``isValid`` is ``null`` until
 the saved key is validated, then the latest outcome.
@@ -17,6 +20,7 @@ the saved key is validated, then the latest outcome.
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -25,9 +29,20 @@ from sqlalchemy import Connection, delete, select, update
 import capandex.exchanges.account  # noqa: F401  (installs the filter that keeps ccxt's DEBUG dumps of key headers out of logs)
 from capandex.api.models import iso_utc
 from capandex.db.schema import exchange_keys, exchanges, new_id, utcnow
-from capandex.errors import BadRequest, NotFound
+from capandex.errors import BadRequest, NotFound, field_problem
 from capandex.exchanges.credentials import Credentials
+from capandex.ratelimit import KEY_VALIDATION, bucket, consume
 from capandex.vault import PURPOSE_EXCHANGE_KEY, VaultContext, get_vault
+
+#: What each credential may contain, by request field. The API key and the passphrase travel in
+#: HTTP headers, which only carry printable ASCII (anything else made the HTTP client raise a bare
+#: encoding error, a 500, or a header-injection error); a secret is only used to sign, but may be a
+#: PEM private key (Binance Ed25519/RSA keys), so it may span lines.
+CREDENTIAL_CHARACTERS: tuple[tuple[str, str, re.Pattern[str], str], ...] = (
+    ("apiKey", "api_key", re.compile(r"[\x21-\x7e]+"), "must be printable ASCII without spaces"),
+    ("secret", "secret", re.compile(r"[\x20-\x7e\r\n\t]+"), "must be printable ASCII (line breaks allowed)"),
+    ("passphrase", "passphrase", re.compile(r"[\x20-\x7e]+"), "must be printable ASCII"),
+)
 
 
 def _ctx(user_id: uuid.UUID, key_id: str) -> VaultContext:
@@ -46,9 +61,20 @@ def supported_exchange(conn: Connection, exchange_id: str) -> Any:
     return row
 
 
+def check_credential_characters(credentials: Credentials) -> None:
+    """:class:`BadRequest` naming every credential with characters no exchange credential has
+    (:data:`CREDENTIAL_CHARACTERS`). The message never repeats the value."""
+    problems = [field_problem(name, why) for name, attr, allowed, why in CREDENTIAL_CHARACTERS
+                if getattr(credentials, attr) is not None and not allowed.fullmatch(getattr(credentials, attr))]
+    if problems:
+        raise BadRequest(f"Invalid characters in: {', '.join(p['field'] for p in problems)}.", details=problems)
+
+
 def check_credentials_shape(conn: Connection, exchange_id: str, credentials: Credentials) -> Any:
-    """The exchange row, after checking it is supported and has every credential it needs."""
+    """The exchange row, after checking it is supported, has every credential it needs, and that
+    the credentials are made of characters an exchange accepts."""
     row = supported_exchange(conn, exchange_id)
+    check_credential_characters(credentials)
     if row.requires_passphrase and not credentials.passphrase:
         raise BadRequest(f"{row.name} API keys need their passphrase.",
                          details=[{"field": "passphrase", "message": f"required for {row.id}"}])
@@ -146,13 +172,16 @@ def _warnings(permissions: list[str] | None) -> list[str]:
     return []
 
 
-def validate_credentials(*, exchange: str, credentials: Credentials) -> dict[str, Any]:
+def validate_credentials(*, user_id: uuid.UUID, exchange: str, credentials: Credentials) -> dict[str, Any]:
     """Check keys that are not saved (nothing is stored): ``{"valid", "permissions", "account":
-    {"balance"}, "warnings", "reason"?}``. Bad input → 400; exchange unreachable → 503."""
+    {"balance"}, "warnings", "reason"?}``. Bad input → 400 (takes no token); the user's
+    validation bucket empty → 429; exchange unreachable → 503."""
     from capandex.db.session import transaction
 
-    with transaction() as conn:  # the shared exchanges table only
+    # the server's role: the shared exchanges table, and the user's bucket (users cannot write it)
+    with transaction() as conn:
         check_credentials_shape(conn, exchange, credentials)
+        bucket(KEY_VALIDATION).take(conn, user_id=user_id)
     return _check(exchange, credentials)
 
 
@@ -160,11 +189,13 @@ def validate_saved_key(*, user_id: uuid.UUID, key_id: str) -> dict[str, Any]:
     """Check the user's saved key ``key_id`` and store the outcome (its ``isValid``).
 
     Two short transactions around the exchange call, so none is held open while the exchange
-    answers. :class:`NotFound` for a missing or another user's key. An unreachable exchange
-    (503) stores nothing: it says nothing about the key.
+    answers. :class:`NotFound` for a missing or another user's key (a token is taken first, so
+    probing ids is limited too); 429 when the user's validation bucket is empty. An unreachable
+    exchange (503) stores nothing: it says nothing about the key.
     """
     from capandex.db.session import transaction
 
+    consume(KEY_VALIDATION, user_id=user_id)
     with transaction(user_id) as conn:
         exchange, credentials = load_credentials(conn, user_id=user_id, key_id=key_id)
     body = _check(exchange, credentials)

@@ -1,5 +1,7 @@
 """Request and response bodies of ``/api/exchange-keys``, ``/api/ai-keys`` and the dashboard
-balance. Response models carry no secret field at all, so none can leak into a response."""
+balance. Response models carry no secret field at all, so none can leak into a response; the
+request models' secret fields are left out of ``repr`` (tracebacks with locals, debuggers, log
+formatters print reprs)."""
 
 from __future__ import annotations
 
@@ -18,9 +20,9 @@ MAX_PASSPHRASE = 256
 class ExchangeKeyCreate(RequestModel):
     exchange: str = Field(min_length=1, max_length=32)
     label: str | None = Field(default=None, max_length=100)
-    apiKey: str = Field(min_length=1, max_length=MAX_API_KEY)
-    secret: str = Field(min_length=1, max_length=MAX_SECRET)
-    passphrase: str | None = Field(default=None, max_length=MAX_PASSPHRASE)
+    apiKey: str = Field(min_length=1, max_length=MAX_API_KEY, repr=False)
+    secret: str = Field(min_length=1, max_length=MAX_SECRET, repr=False)
+    passphrase: str | None = Field(default=None, max_length=MAX_PASSPHRASE, repr=False)
 
 
 class ExchangeKeyDelete(RequestModel):
@@ -33,9 +35,9 @@ class ExchangeKeyValidate(RequestModel):
 
     id: str | None = Field(default=None, min_length=1, max_length=64)
     exchange: str | None = Field(default=None, min_length=1, max_length=32)
-    apiKey: str | None = Field(default=None, min_length=1, max_length=MAX_API_KEY)
-    secret: str | None = Field(default=None, min_length=1, max_length=MAX_SECRET)
-    passphrase: str | None = Field(default=None, max_length=MAX_PASSPHRASE)
+    apiKey: str | None = Field(default=None, min_length=1, max_length=MAX_API_KEY, repr=False)
+    secret: str | None = Field(default=None, min_length=1, max_length=MAX_SECRET, repr=False)
+    passphrase: str | None = Field(default=None, max_length=MAX_PASSPHRASE, repr=False)
 
     def target(self) -> str | tuple[str, Credentials]:
         """The saved key's id, or ``(exchange, credentials)``; :class:`ValidationFailed` (422)
@@ -90,7 +92,7 @@ class ExchangeKeyValidation(ResponseModel):
 
 
 class AiKeySave(RequestModel):
-    apiKey: str = Field(min_length=1, max_length=512)
+    apiKey: str = Field(min_length=1, max_length=512, repr=False)
 
 
 class AiKeyStatus(ResponseModel):

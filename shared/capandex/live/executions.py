@@ -38,6 +38,11 @@ def _market(document: dict[str, Any]) -> tuple[str, str, str, int]:
     if problems:
         raise ValidationFailed("The flow's settings lack " + ", ".join(p["field"] for p in problems) + ".",
                                details=problems)
+    from capandex.marketdata.chunks import TIMEFRAME_MS
+
+    if settings["timeframe"] not in TIMEFRAME_MS:  # ticks could never fetch its candles
+        raise ValidationFailed(f"Unsupported timeframe {settings['timeframe']!r}.", details=[field_problem(
+            "settings.timeframe", f"must be one of {', '.join(TIMEFRAME_MS)} to run the flow")])
     return settings["exchange"], settings["symbol"], settings["timeframe"], timeframe_ms(settings["timeframe"])
 
 

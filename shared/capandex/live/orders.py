@@ -46,7 +46,9 @@ class OrderIntent:
 @dataclass(frozen=True, slots=True)
 class Fill:
     """A filled (or partly filled) order: ``amount`` base units filled at average ``price``;
-    ``cost`` = amount × price and ``fee`` in quote currency."""
+    ``cost`` = amount × price and ``fee`` in quote currency; ``status`` is ccxt's unified order
+    status (``closed`` = completely filled; ``canceled``/``expired``/``open`` with some
+    ``amount`` = partly filled, e.g. a market order that ran out of liquidity)."""
 
     client_order_id: str
     exchange_order_id: str
@@ -55,6 +57,19 @@ class Fill:
     price: float
     cost: float
     fee: float
+    status: str = "closed"
+
+    @property
+    def partial(self) -> bool:
+        """The exchange did not fill the whole order."""
+        return self.status != "closed"
+
+    @property
+    def order_status(self) -> str:
+        """``orders.status`` for this fill: filled, partially_filled or unfilled."""
+        if self.amount <= 0:
+            return "unfilled"
+        return "partially_filled" if self.partial else "filled"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,8 +160,25 @@ class LiveGateway:
 
         Raises:
             OrderRejected: insufficient balance, delisted/unknown symbol, or an invalid amount.
-            OrderOutcomeUnknown: timeout/5xx/rate limit and the id is still unknown; retry later.
+            OrderOutcomeUnknown: timeout/5xx/rate limit and the id is still unknown, or the order
+                is still working (``open``); retry later.
         """
+        return self._settled(self._place(intent))
+
+    def _settled(self, fill: Fill) -> Fill:
+        """Wait (a few lookups) for a still-working order to finish: recording an ``open`` order's
+        fill so far would miss whatever fills after it."""
+        for _ in range(self.lookup_attempts):
+            if fill.status != "open":
+                return fill
+            time.sleep(self.lookup_pause)
+            fill = self.lookup(fill.client_order_id) or fill
+        if fill.status != "open":
+            return fill
+        raise OrderOutcomeUnknown(f"Order {fill.client_order_id} on {self.symbol} is still working; the tick will "
+                                  "be retried and will find it by its id.")
+
+    def _place(self, intent: OrderIntent) -> Fill:
         found = self.lookup(intent.client_order_id)
         if found is not None:
             return found
@@ -202,13 +234,18 @@ class LiveGateway:
                                   "exchange does not know it yet; the tick will be retried with the same id.")
 
     def _fill(self, raw: dict[str, Any], client_order_id: str) -> Fill:
-        filled = float(raw.get("filled") or raw.get("amount") or 0.0)
+        # an explicit filled of 0 (an expired market order) must not fall back to the requested
+        # amount: only a response without ``filled`` that says "closed" means amount was filled
+        filled = raw.get("filled")
+        if filled is None:
+            filled = raw.get("amount") if raw.get("status") in (None, "closed") else 0.0
+        filled = float(filled or 0.0)
         price = float(raw.get("average") or raw.get("price") or 0.0)
         cost = float(raw.get("cost") or filled * price)
         if not price and filled:
             price = cost / filled
         return Fill(client_order_id, str(raw.get("id")), raw.get("side") or "", filled, price, cost,
-                    self._fee_in_quote(raw, cost, price))
+                    self._fee_in_quote(raw, cost, price), str(raw.get("status") or "closed"))
 
     def _fee_in_quote(self, raw: dict[str, Any], cost: float, price: float) -> float:
         base, quote = self.symbol.split("/")

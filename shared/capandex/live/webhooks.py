@@ -17,10 +17,16 @@ so it can never collide with a candle time) in the transaction that records the 
 goes through the same gateway and deterministic client id as a tick (action ``webhook:<side>``).
 Rate limit: ``CAPANDEX_WEBHOOK_CALLS_PER_MINUTE`` accepted calls per flow per minute (429).
 
-Live mode: the order is placed after the claim is committed; if the worker died between placing
-and recording, the sender's retry is reported as a duplicate and the fill is not recorded here —
-the exchange still holds exactly one order for the id (no duplicate), and the position shows up
-at the next reconciliation of that id. Paper mode records everything in one transaction.
+Live mode uses the tick's intend → act → record protocol (:mod:`capandex.live.worker`) and its one
+pending-intent slot (``executions.state.pending_tick``, ``source`` ``webhook``): the claim and
+the intent commit together; the orders are placed under the intent's lease (lookup by client id
+first); the fills are recorded. If the worker dies between placing and recording, the sender's
+retry of the same call — or the execution's next tick, whichever comes first after the lease
+expired — resumes the intent: the lookup finds the order already placed and the fill is recorded,
+so the exchange holds one order and the database knows it. A call that arrives while another
+intent is pending completes that one first (or, if its lease is held, answers 503). A retry
+while the first request still holds the lease answers ``duplicate``. Paper mode records
+everything in one transaction.
 """
 
 from __future__ import annotations
@@ -39,10 +45,18 @@ from sqlalchemy import func, select, update
 
 from capandex.db.owned import owned_row
 from capandex.db.schema import executions, flows, tick_records, utcnow
-from capandex.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, RateLimited, ValidationFailed
+from capandex.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    UpstreamUnavailable,
+    ValidationFailed,
+)
 from capandex.errors import field_problem as problem
 from capandex.live.client_ids import client_order_id
-from capandex.live.orders import Fill, OrderGateway, OrderIntent, PaperGateway
+from capandex.live.orders import OrderGateway, OrderIntent, PaperGateway
 
 #: (exchange, symbol) → last traded price, for paper fills and live sizing
 PriceSource = Callable[[str, str], float]
@@ -134,18 +148,48 @@ def fire(*, flow_id: str, token: str, body: bytes, call_id: str | None = None,
     reference = (price or default_price)(row.exchange, row.symbol)
     if row.mode == "paper":
         with transaction() as conn:
-            return _fire_locked(conn, row.id, key, action, reference, now, None)
-    # live: claim and intend, place outside the transaction, then record
-    with transaction() as conn:
-        claimed = _claim_and_intend(conn, row.id, key, action, reference, now)
-    if claimed["duplicate"] or not claimed["intents"]:
-        return _answer(row.id, claimed["duplicate"], [])
+            return _fire_paper(conn, row.id, key, action, reference, now)
     from capandex.live.worker import default_gateway
 
-    placer = (gateway or default_gateway)(row)
-    fills = [(OrderIntent(**i), placer.place(OrderIntent(**i))) for i in claimed["intents"]]
+    return _fire_live(row, key, action, reference, now, gateway or default_gateway)
+
+
+def _fire_live(row: Any, key: int, action: str | None, reference: float, now: dt.datetime,
+               gateway_for: Callable[[Any], OrderGateway]) -> dict[str, Any]:
+    """Intend (commit the call's orders as the execution's pending intent), act, record — the
+    tick's protocol, sharing its one pending-intent slot, so a tick and a call never trade on the
+    same stale broker state, and a retry (or the next tick) resumes an intent a dead worker left."""
+    from capandex.db.session import transaction
+
+    owner = uuid.uuid4().hex
     with transaction() as conn:
-        return _record(conn, row.id, claimed, fills)
+        claim = _claim_and_intend(conn, row.id, key, action, reference, now, owner=owner)
+    if claim["kind"] == "busy":  # a tick's (or another call's) intent first: it decides our state
+        if _complete(row, claim["pending"], gateway_for, None).status == "in_progress":
+            raise UpstreamUnavailable("Another order of this flow is being placed; retry in a minute.")
+        with transaction() as conn:
+            claim = _claim_and_intend(conn, row.id, key, action, reference, now, owner=owner)
+        if claim["kind"] == "busy":
+            raise UpstreamUnavailable("Another order of this flow is being placed; retry in a minute.")
+    if claim["kind"] in ("duplicate", "empty"):
+        return _answer(row.id, claim["kind"] == "duplicate", [])
+    outcome = _complete(row, claim["pending"], gateway_for, owner if claim["kind"] == "claimed" else None)
+    if outcome.status != "done":  # in progress in another request, or recorded by it meanwhile
+        return _answer(row.id, True, [])
+    return _answer(row.id, False, list(outcome.orders))
+
+
+def _complete(row: Any, pending: dict[str, Any], gateway_for: Callable[[Any], OrderGateway],
+              owner: str | None) -> Any:
+    """:func:`capandex.live.worker.complete_pending`; a refused order also counts as a failure."""
+    from capandex.live.orders import OrderRejected
+    from capandex.live.worker import _record_failure, complete_pending
+
+    try:
+        return complete_pending(row, pending, gateway_for, None, owner=owner)
+    except OrderRejected as exc:
+        _record_failure(row.id, pending.get("orderCandleMs", pending["candleMs"]), exc, None)
+        raise
 
 
 def _authorised_execution(conn: Any, flow_id: str, token: str) -> Any:
@@ -161,15 +205,25 @@ def _authorised_execution(conn: Any, flow_id: str, token: str) -> Any:
 
 
 def _claim_and_intend(conn: Any, execution_id: str, key: int, action: str | None, reference: float,
-                      now: dt.datetime) -> dict[str, Any]:
+                      now: dt.datetime, *, owner: str | None) -> dict[str, Any]:
+    """Under the execution's lock: ``{"kind": ...}`` — ``resume`` (this call's intent is pending:
+    a retry after a crash), ``busy`` (another intent is pending), ``duplicate`` (this call was
+    handled), ``empty`` (claimed; nothing to do, e.g. buy while long) or ``claimed`` (with
+    ``pending``: the intent; with ``owner`` it is also committed as the execution's pending
+    intent, leased to ``owner``, its orders written ``pending``)."""
     from sqlalchemy import insert
     from sqlalchemy.exc import IntegrityError
 
     from capandex.config import get_settings
     from capandex.engine import BrokerState, buy_units, compile_flow, rules
-    from capandex.live.worker import _lock
+    from capandex.live.worker import _lock, _write_order, lease_for
 
     row = _lock(conn, execution_id)
+    pending = (row.state or {}).get("pending_tick")
+    if pending is not None:
+        return {"kind": "resume" if pending["candleMs"] == key else "busy", "pending": pending}
+    if row.status != "running":  # stopped since the token check
+        raise Conflict("The flow is not running; start it before sending alerts.")
     recent = conn.execute(select(func.count()).select_from(tick_records).where(
         tick_records.c.execution_id == execution_id, tick_records.c.status == "webhook",
         tick_records.c.created_at >= now - dt.timedelta(minutes=1))).scalar_one()
@@ -179,7 +233,7 @@ def _claim_and_intend(conn: Any, execution_id: str, key: int, action: str | None
             conn.execute(insert(tick_records).values(execution_id=execution_id, candle_ms=key, user_id=row.user_id,
                                                      status="webhook", created_at=now))
     except IntegrityError:
-        return {"duplicate": True, "intents": []}
+        return {"kind": "duplicate"}
     if recent >= limit:
         raise RateLimited(f"At most {limit} webhook calls per minute for this flow.", retry_after=60)
     compiled = compile_flow(row.state["document"])
@@ -197,37 +251,40 @@ def _claim_and_intend(conn: Any, execution_id: str, key: int, action: str | None
         fill = float(rules.sell_fill(reference, settings.slippage))
         intents.append(OrderIntent(client_order_id(row.id, key, "webhook:sell"), "sell", state.units, fill,
                                    "signal", "webhook:sell"))
+    if not intents:
+        return {"kind": "empty"}
     now_ms = int(now.timestamp() * 1000)
-    return {"duplicate": False, "intents": [i.to_dict() for i in intents], "key": key,
-            "pending": {"candleMs": key, "before": state.to_dict(), "after": replace(state, pending=None).to_dict(),
-                        "close": reference, "entryMs": now_ms}}
+    pending = {"candleMs": key, "source": "webhook", "orderCandleMs": now_ms,
+               "intents": [i.to_dict() for i in intents], "before": state.to_dict(),
+               "after": replace(state, pending=None).to_dict(), "close": reference, "entryMs": now_ms}
+    if owner is not None:
+        pending["lease"] = lease_for(owner)
+        for intent in intents:
+            _write_order(conn, row, intent, now_ms, None, "pending")
+        conn.execute(update(executions).where(executions.c.id == execution_id)
+                     .values(state={**row.state, "pending_tick": pending}))
+    return {"kind": "claimed", "pending": pending}
 
 
-def _record(conn: Any, execution_id: str, claimed: dict[str, Any], fills: list[tuple[OrderIntent, Fill]]
-            ) -> dict[str, Any]:
-    from capandex.live.worker import _lock, apply_fills
+def _fire_paper(conn: Any, execution_id: str, key: int, action: str | None, reference: float,
+                now: dt.datetime) -> dict[str, Any]:
+    """Paper mode: claim, fill and record in the caller's one transaction."""
+    from capandex.live.worker import _lock, record_pending
 
+    claim = _claim_and_intend(conn, execution_id, key, action, reference, now, owner=None)
+    if claim["kind"] != "claimed":
+        return _answer(execution_id, claim["kind"] != "empty", [])
     row = _lock(conn, execution_id)
-    state = apply_fills(conn, row, claimed["pending"], fills)
-    conn.execute(update(executions).where(executions.c.id == execution_id).values(state=state))
+    gateway = PaperGateway(_fee(row.state["document"]))
+    fills = [(OrderIntent(**i), gateway.place(OrderIntent(**i))) for i in claim["pending"]["intents"]]
+    record_pending(conn, row, claim["pending"], fills, "done")
     return _answer(execution_id, False, [f.to_dict() for _, f in fills])
 
 
-def _fire_locked(conn: Any, execution_id: str, key: int, action: str | None, reference: float, now: dt.datetime,
-                 _: Any) -> dict[str, Any]:
-    claimed = _claim_and_intend(conn, execution_id, key, action, reference, now)
-    if claimed["duplicate"]:
-        return _answer(execution_id, True, [])
+def _fee(document: dict[str, Any]) -> float:
     from capandex.engine import compile_flow
 
-    fee = compile_flow(_lock_state(conn, execution_id)["document"]).flow.settings.fee
-    gateway = PaperGateway(fee)
-    fills = [(OrderIntent(**i), gateway.place(OrderIntent(**i))) for i in claimed["intents"]]
-    return _record(conn, execution_id, claimed, fills)
-
-
-def _lock_state(conn: Any, execution_id: str) -> dict[str, Any]:
-    return conn.execute(select(executions.c.state).where(executions.c.id == execution_id)).scalar_one()
+    return compile_flow(document).flow.settings.fee
 
 
 def _answer(execution_id: str, duplicate: bool, fills: list[dict[str, Any]]) -> dict[str, Any]:

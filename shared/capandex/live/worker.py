@@ -24,6 +24,10 @@ message that arrive at once: the second sees the candle already processed and do
   intent and resumes at 2 with the same ids: the exchange answers the lookup with the order that
   was already placed, so no second order can exist. Positions are always rebuilt from what the
   exchange reports for those ids (reconciliation), and sells never exceed the free balance.
+  Acting needs the intent's lease (:func:`complete_pending`): Binance accepts a filled order's
+  client id again, so two workers acting at once must not both look up and place. Webhook calls
+  (:mod:`.webhooks`) use the same slot, ``state.pending_tick`` with ``source`` ``webhook``; the
+  next tick completes any pending intent first, also after a stop (the intent predates it).
 
 **Stops in live mode** are checked on each tick against the closed candle (the stepper's rules:
 levels relative to the real entry fill); when a level was crossed the position is sold at market
@@ -42,6 +46,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -71,13 +77,15 @@ class CandleNotReady(UpstreamUnavailable):
 
 @dataclass(frozen=True)
 class TickOutcome:
-    """What a tick did: ``status`` done | failed | skipped | duplicate; ``fills`` placed/recorded."""
+    """What a tick did: ``status`` done | failed | skipped | duplicate | in_progress (another worker
+    holds the intent's lease); ``fills`` recorded, ``orders`` their :meth:`Fill.to_dict` (live)."""
 
     execution_id: str
     candle_ms: int
     status: str
     fills: int = 0
     error: str | None = None
+    orders: tuple[dict[str, Any], ...] = ()
 
 
 def default_candles(exchange: str, symbol: str, timeframe: str, start_ms: int, end_ms: int) -> Any:
@@ -112,9 +120,11 @@ def process_tick(execution_id: str, candle_ms: int, *, candles: CandleSource | N
 
     with transaction(engine=engine) as conn:
         row = conn.execute(select(executions).where(executions.c.id == execution_id)).first()
-    if row is None or row.status != "running":
+    pending = (row.state or {}).get("pending_tick") if row is not None else None
+    # a stopped (or failed) execution still completes an intent it committed while running: its
+    # orders may already be on the exchange, and only completing the intent records them
+    if row is None or (row.status != "running" and not (row.mode == "live" and pending)):
         return TickOutcome(execution_id, candle_ms, "skipped")
-    pending = (row.state or {}).get("pending_tick")
     if pending is None and row.last_candle_ms is not None and row.last_candle_ms >= candle_ms:
         return TickOutcome(execution_id, candle_ms, "duplicate")
     try:
@@ -199,12 +209,22 @@ def _open_position(conn: Connection, row: Any, time_ms: int, fill: Fill, spent: 
         fees=spent - fill.cost))
 
 
-def _close_position(conn: Connection, row: Any, trade: Any) -> None:
-    open_row = conn.execute(select(positions.c.id).where(positions.c.execution_id == row.id,
-                                                         positions.c.status == "open")).first()
+def _close_position(conn: Connection, row: Any, trade: Any, *, keep_open: float = 0.0) -> None:
+    """Close the open position with ``trade``; with ``keep_open`` > 0 (a partial sell) the trade
+    closes ``trade.units`` of it and a new open position keeps the other ``keep_open`` units."""
+    open_row = conn.execute(select(positions).where(positions.c.execution_id == row.id,
+                                                    positions.c.status == "open")).first()
     values = {"status": "closed", "exit_price": trade.exit_price, "exit_time": _ms_to_dt(trade.exit_time),
               "pnl": trade.pnl, "pnl_percent": trade.pnl_percent, "fees": trade.fees,
               "exit_reason": trade.exit_reason}
+    if keep_open > 0 and open_row is not None:
+        from capandex.db.schema import new_id
+
+        values["units"] = trade.units
+        conn.execute(insert(positions).values(
+            id=new_id("pos"), user_id=row.user_id, flow_id=row.flow_id, execution_id=row.id, symbol=row.symbol,
+            status="open", units=keep_open, entry_price=open_row.entry_price, entry_time=open_row.entry_time,
+            fees=(open_row.fees or 0.0) * keep_open / (open_row.units or keep_open)))
     if open_row is None:  # the entry predates this record (should not happen): keep the trade anyway
         from capandex.db.schema import new_id
 
@@ -303,16 +323,72 @@ def _record_paper_fills(conn: Connection, row: Any, name: str, gateway: PaperGat
 # -- live -------------------------------------------------------------------------------------------------
 def _live_tick(row: Any, candle_ms: int, source: CandleSource, gateway_for: GatewayFactory,
                engine: Any) -> TickOutcome:
+    """Finish a pending intent (this candle's, an older candle's or a webhook call's) first; then,
+    while the execution runs, intend, act on and record this candle."""
+    pending = row.state.get("pending_tick")
+    resumed = None
+    if pending is not None:
+        resumed = complete_pending(row, pending, gateway_for, engine)
+        if resumed.status == "in_progress" or pending["candleMs"] == candle_ms:
+            return replace(resumed, candle_ms=candle_ms)
+    if row.status != "running":  # stopped after the intent was made: only that intent completes
+        return resumed or TickOutcome(row.id, candle_ms, "skipped")
+    owner = uuid.uuid4().hex
+    pending = _intend(row, candle_ms, source, engine, owner)
+    if pending is None:
+        return resumed or TickOutcome(row.id, candle_ms, "duplicate")
+    return complete_pending(row, pending, gateway_for, engine, owner=owner)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def lease_for(owner: str) -> dict[str, Any]:
+    """A lease on a pending intent for ``owner`` (see :func:`complete_pending`)."""
+    from capandex.config import get_settings
+
+    return {"owner": owner, "until": _now_ms() + get_settings().live_order_lease_seconds * 1000}
+
+
+def _take_lease(execution_id: str, key: int, owner: str, engine: Any) -> str:
+    """``ok`` (this worker may place the intent's orders), ``in_progress`` (another worker's lease
+    is still running) or ``duplicate`` (the intent was recorded meanwhile)."""
     from capandex.db.session import transaction
 
-    pending = row.state.get("pending_tick")
-    if pending is None or pending["candleMs"] != candle_ms:
-        if pending is not None:
-            candle_ms = pending["candleMs"]  # finish the older intent first; the new candle comes next
-        else:
-            pending = _intend(row, candle_ms, source, engine)
-            if pending is None:
-                return TickOutcome(row.id, candle_ms, "duplicate")
+    with transaction(engine=engine) as conn:
+        row = _lock(conn, execution_id)
+        pending = ((row.state or {}).get("pending_tick") if row is not None else None) or {}
+        if pending.get("candleMs") != key:
+            return "duplicate"
+        lease = pending.get("lease") or {}
+        if lease.get("owner") not in (None, owner) and lease.get("until", 0) > _now_ms():
+            return "in_progress"
+        state = {**row.state, "pending_tick": {**pending, "lease": lease_for(owner)}}
+        conn.execute(update(executions).where(executions.c.id == execution_id).values(state=state))
+    return "ok"
+
+
+def complete_pending(row: Any, pending: dict[str, Any], gateway_for: GatewayFactory, engine: Any, *,
+                     owner: str | None = None) -> TickOutcome:
+    """Phases 2 and 3 for a committed intent (a tick's or a webhook call's): act, then record.
+
+    The intent is leased first: while one worker holds the lease no other one places its orders,
+    because lookup-first alone does not stop two *concurrent* placements — Binance accepts a reused
+    ``newClientOrderId`` once the earlier order has filled, which a market order does at once.
+    A worker that died leaves the lease to expire; the retry then looks each id up and places only
+    what the exchange does not know. ``fills`` of the outcome counts the orders recorded.
+
+    Raises:
+        OrderRejected: an order was refused for good (recorded as a failed intent first).
+        OrderOutcomeUnknown, UpstreamUnavailable: retry later (the intent stays pending).
+    """
+    from capandex.db.session import transaction
+
+    key = pending["candleMs"]
+    taken = _take_lease(row.id, key, owner or uuid.uuid4().hex, engine)
+    if taken != "ok":
+        return TickOutcome(row.id, key, taken)
     gateway = gateway_for(row)
     fills: list[tuple[OrderIntent, Fill]] = []
     rejected: OrderRejected | None = None
@@ -323,19 +399,24 @@ def _live_tick(row: Any, candle_ms: int, source: CandleSource, gateway_for: Gate
         except OrderRejected as exc:
             rejected = exc
             with transaction(engine=engine) as conn:
-                _write_order(conn, row, intent, candle_ms, None, "rejected")
+                _write_order(conn, row, intent, _order_candle(pending), None, "rejected")
             break
     with transaction(engine=engine) as conn:
         locked = _lock(conn, row.id)
-        if ((locked.state or {}).get("pending_tick") or {}).get("candleMs") != candle_ms:
-            return TickOutcome(row.id, candle_ms, "duplicate")  # another copy recorded it meanwhile
-        _record_live(conn, locked, pending, fills, candle_ms, "failed" if rejected else "done")
+        if ((locked.state or {}).get("pending_tick") or {}).get("candleMs") != key:
+            return TickOutcome(row.id, key, "duplicate")  # another copy recorded it meanwhile
+        record_pending(conn, locked, pending, fills, "failed" if rejected else "done")
     if rejected is not None:
         raise rejected
-    return TickOutcome(row.id, candle_ms, "done", fills=len(fills))
+    return TickOutcome(row.id, key, "done", fills=len(fills), orders=tuple(f.to_dict() for _, f in fills))
 
 
-def _intend(row: Any, candle_ms: int, source: CandleSource, engine: Any) -> dict[str, Any] | None:
+def _order_candle(pending: dict[str, Any]) -> int:
+    """The ``orders.candle_ms`` of an intent's orders (a webhook call's key is not a candle)."""
+    return pending.get("orderCandleMs", pending["candleMs"])
+
+
+def _intend(row: Any, candle_ms: int, source: CandleSource, engine: Any, owner: str) -> dict[str, Any] | None:
     """Phase 1: step the engine and persist the orders it wants, with their client ids."""
     from capandex.db.session import transaction
     from capandex.engine import BrokerState, buy_units, rules, step
@@ -367,9 +448,9 @@ def _intend(row: Any, candle_ms: int, source: CandleSource, engine: Any) -> dict
             price = float(rules.buy_fill(close, settings.slippage))
             units = buy_units(compiled, order.action, result.state.cash, price, settings)
             intents.append(OrderIntent(client_order_id(row.id, candle_ms, "buy"), "buy", units, close, "signal", "buy"))
-        pending = {"candleMs": candle_ms, "intents": [i.to_dict() for i in intents],
+        pending = {"candleMs": candle_ms, "source": "tick", "intents": [i.to_dict() for i in intents],
                    "before": before.to_dict(), "after": replace(result.state, pending=None).to_dict(),
-                   "close": close, "entryMs": candle_ms + timeframe_ms(row.timeframe)}
+                   "close": close, "entryMs": candle_ms + timeframe_ms(row.timeframe), "lease": lease_for(owner)}
         for intent in intents:
             _write_order(conn, row, intent, candle_ms, None, "pending")
         conn.execute(update(executions).where(executions.c.id == row.id)
@@ -377,10 +458,19 @@ def _intend(row: Any, candle_ms: int, source: CandleSource, engine: Any) -> dict
     return pending
 
 
-def _record_live(conn: Connection, row: Any, pending: dict[str, Any], fills: list[tuple[OrderIntent, Fill]],
-                 candle_ms: int, status: str) -> None:
-    """Phase 3: the real fills decide the position; the simulation decides only peak/killed/highest."""
+def record_pending(conn: Connection, row: Any, pending: dict[str, Any], fills: list[tuple[OrderIntent, Fill]],
+                   status: str) -> None:
+    """Phase 3: the real fills decide the position; the simulation decides only peak/killed/highest.
+
+    A tick's intent also closes its candle (tick record, ``last_candle_ms``, ``current_tick``); a
+    webhook call's intent changes only the broker state (its tick record stays ``webhook``, which
+    the rate limit counts).
+    """
     new_state = apply_fills(conn, row, pending, fills)
+    if pending.get("source") == "webhook":
+        conn.execute(update(executions).where(executions.c.id == row.id).values(state=new_state))
+        return
+    candle_ms = pending["candleMs"]
     conn.execute(update(tick_records).where(tick_records.c.execution_id == row.id,
                                             tick_records.c.candle_ms == candle_ms).values(status=status))
     _finish(conn, row, candle_ms, new_state, 1, succeeded=status == "done")
@@ -396,23 +486,30 @@ def apply_fills(conn: Connection, row: Any, pending: dict[str, Any],
 
     before = BrokerState.from_dict(pending["before"])
     after = BrokerState.from_dict(pending["after"])
-    candle_ms = pending["candleMs"]
+    candle_ms = _order_candle(pending)
     money = {"cash": before.cash, "units": before.units, "entry_time": before.entry_time,
              "entry_price": before.entry_price, "entry_spent": before.entry_spent,
              "highest": after.highest if after.long else before.highest}
     name = _flow_name(conn, row)
     fee_rate = float((row.state["document"].get("settings") or {}).get("feeRate") or 0.001)
     for intent, fill in fills:
-        _write_order(conn, row, intent, candle_ms, fill, "filled")
-        if fill.side == "sell" and money["units"] > 0:
+        _write_order(conn, row, intent, candle_ms, fill, fill.order_status)
+        if fill.side == "sell" and money["units"] > 0 and fill.amount > 0:
             proceeds = fill.cost - fill.fee
-            share = min(1.0, fill.amount / money["units"])
+            # a partial fill (the exchange says the order did not fill completely) sells a share
+            # of the position; the rest stays open, carrying its share of the entry cost
+            share = min(1.0, fill.amount / money["units"]) if fill.partial else 1.0
             trade = make_trade(money["entry_time"], pending["entryMs"], money["entry_price"], fill.price, fill.amount,
                                money["entry_spent"] * share, proceeds, fee_rate, rules.REASONS.index(intent.reason)
                                if intent.reason in rules.REASONS else 0)
-            _close_position(conn, row, trade)
-            money.update(cash=money["cash"] + proceeds, units=0.0, entry_time=None, entry_price=None,
-                         entry_spent=0.0, highest=None)
+            rest = money["units"] - fill.amount if share < 1.0 else 0.0
+            _close_position(conn, row, trade, keep_open=rest)
+            if rest > 0:
+                money.update(cash=money["cash"] + proceeds, units=rest,
+                             entry_spent=money["entry_spent"] * (1.0 - share))
+            else:
+                money.update(cash=money["cash"] + proceeds, units=0.0, entry_time=None, entry_price=None,
+                             entry_spent=0.0, highest=None)
         elif fill.side == "buy" and fill.amount > 0:
             spent = fill.cost + fill.fee
             _open_position(conn, row, pending["entryMs"], fill, spent)

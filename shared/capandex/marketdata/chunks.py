@@ -66,9 +66,16 @@ def closed_until(timeframe: str, now_ms: int) -> int:
 
 
 def chunk_key(exchange: str, symbol: str, timeframe: str, start_ms: int) -> str:
-    """The store key of a chunk (``/`` in symbols becomes ``_``; other odd characters are quoted)."""
+    """The store key of a chunk (``/`` in symbols becomes ``_``; other odd characters are quoted).
+
+    An exchange in ``CAPANDEX_EXCHANGE_SANDBOX`` is fetched from its testnet, whose candles are
+    not the real market's: they live under ``<exchange>.testnet`` so that turning sandbox mode off
+    again never serves them (complete chunks are kept for good and shared by every user)."""
+    from capandex.config import get_settings
+
+    source = f"{exchange}.testnet" if exchange in get_settings().exchange_sandbox else exchange
     safe_symbol = quote(symbol.replace("/", "_"), safe="_-.:")
-    return f"candles/v1/{exchange}/{safe_symbol}/{timeframe}/{start_ms}.cdx"
+    return f"candles/v1/{source}/{safe_symbol}/{timeframe}/{start_ms}.cdx"
 
 
 @dataclass(frozen=True, slots=True)

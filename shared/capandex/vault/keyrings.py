@@ -19,6 +19,7 @@ import logging
 import os
 import stat
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,7 +54,9 @@ class Keyring(Protocol):
 class _KeyFile:
     current: int
     keys: dict[int, bytes]
-    signature: tuple[int, int, int]  # (inode, size, mtime_ns): reload when another process rotated
+    #: (inode, size, mtime_ns, mode, uid): reload when another process rotated the keys, and
+    #: re-check when the file was opened up (a chmod changes no content, so mtime stays)
+    signature: tuple[int, ...]
 
 
 class LocalKeyring:
@@ -75,12 +78,11 @@ class LocalKeyring:
 
     # -- file handling ------------------------------------------------------------------------
 
-    def _signature(self) -> tuple[int, int, int] | None:
+    def _signature(self) -> tuple[int, ...] | None:
         try:
-            st = os.lstat(self.path)
+            return _signature_of(os.lstat(self.path))
         except FileNotFoundError:
             return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
 
     def _read(self) -> _KeyFile:
         try:
@@ -103,7 +105,7 @@ class LocalKeyring:
                 raise ValueError("bad key sizes or current version")
         except (ValueError, KeyError, TypeError) as exc:
             raise VaultError(f"The vault master key file {self.path} is corrupt.") from exc
-        return _KeyFile(current, keys, (st.st_ino, st.st_size, st.st_mtime_ns))
+        return _KeyFile(current, keys, _signature_of(st))
 
     def _write_new(self, keys: dict[int, bytes], current: int, *, replace: bool) -> None:
         """Write the key file through a private temporary file (mode 0600 from the start)."""
@@ -142,9 +144,15 @@ class LocalKeyring:
             return self._file
 
     def rotate(self) -> int:
-        """Add a new master key version and make it current; returns the new version."""
-        keyfile = self._load(create=True)
-        with self._lock:
+        """Add a new master key version and make it current; returns the new version.
+
+        Holds an exclusive lock on ``<file>.lock`` and re-reads the file under it, so two
+        rotations at once (two operators, a retried job) add two versions: neither replaces a
+        version the other already wrapped data keys with, which would lose those secrets.
+        """
+        self._load(create=True)
+        with self._lock, _exclusive(self.path):
+            keyfile = self._read()
             version = max(keyfile.keys) + 1
             self._write_new({**keyfile.keys, version: os.urandom(KEY_BYTES)}, version, replace=True)
             self._file = None
@@ -190,6 +198,27 @@ class LocalKeyring:
             return None
         # The data key is in memory only between these two lines; field ciphertexts stay sealed.
         return self.wrap(self.unwrap(wrap, wrapped, ctx), ctx)
+
+
+def _signature_of(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode, st.st_uid)
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``<path>.lock`` (mode 0600) across processes, for changes
+    of the key file; a no-op where ``fcntl`` does not exist (Windows development machines)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _check_private(path: Path, st: os.stat_result) -> None:

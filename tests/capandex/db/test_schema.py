@@ -24,8 +24,9 @@ def test_committed_migration_matches_the_schema() -> None:
 def test_every_user_table_has_rls_and_an_owner_policy() -> None:
     sql = render_postgres()
     for table in USER_TABLES:
-        assert f"alter table public.{table} enable row level security;" in sql
-        assert f"create policy {table}_owner on public.{table}" in sql
+        assert f"alter table capandex.{table} enable row level security;" in sql
+        assert f"create policy {table}_owner on capandex.{table}" in sql
+    assert "public." not in sql  # nothing in the schema Supabase's Data API exposes
     assert {"flows", "flow_versions", "executions", "positions", "orders", "exchange_keys", "ai_keys",
             "notifications", "chat_messages", "profiles", "backtests"} <= set(USER_TABLES)
 
@@ -43,6 +44,7 @@ def _as(conn: psycopg.Connection, user: uuid.UUID | None, role: str = "authentic
     conn.execute("select set_config('request.jwt.claims', %s, true)",
                  (f'{{"sub": "{user}"}}' if user else "",))
     conn.execute(f"set local role {role}")
+    conn.execute("set local search_path = capandex")
 
 
 def test_rls_hides_other_users_rows(postgres_url: str) -> None:
@@ -62,10 +64,17 @@ def test_rls_hides_other_users_rows(postgres_url: str) -> None:
             conn.execute("insert into flows (id, user_id, name, document, created_at, updated_at) "
                          "values (%s, %s, 'forged', '{}', now(), now())", (f"flow_{uuid.uuid4().hex}", alice))
         conn.rollback()
-        _as(conn, None, role="anon")
-        assert conn.execute("select count(*) from exchanges").fetchone()[0] == 6
+        _as(conn, bob)
+        assert conn.execute("select count(*) from exchanges").fetchone()[0] == 6  # shared, read-only
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("select count(*) from flows")
+            conn.execute("update exchanges set is_active = false")
+        conn.rollback()
+        _as(conn, None, role="anon")  # the Data API's anonymous role cannot even see the schema
+        for table in ("flows", "exchanges"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(f"select count(*) from capandex.{table}")
+            conn.rollback()
+            _as(conn, None, role="anon")
         conn.rollback()
         _as(conn, alice)
         assert conn.execute("select name from flows where id = %s", (flow_id,)).fetchone()[0] == "mine"
@@ -78,10 +87,10 @@ def test_user_transactions_run_under_rls(postgres_url: str) -> None:
     alice, bob = uuid.uuid4(), uuid.uuid4()
     engine = get_engine(postgres_url)
     with transaction(alice, engine=engine) as conn:
-        conn.execute(text("insert into flows (id, user_id, name, document, created_at, updated_at) "
+        conn.execute(text("insert into capandex.flows (id, user_id, name, document, created_at, updated_at) "
                           "values (:id, :u, 'a', '{}', now(), now())"), {"id": f"flow_{uuid.uuid4().hex}", "u": alice})
     with transaction(bob, engine=engine) as conn:
         # No owner filter in this query: RLS alone must hide alice's row.
-        count = conn.execute(text("select count(*) from flows where user_id = :u"), {"u": alice}).scalar()
+        count = conn.execute(text("select count(*) from capandex.flows where user_id = :u"), {"u": alice}).scalar()
         assert count == 0
         assert conn.execute(text("select current_user")).scalar() == "authenticated"

@@ -126,3 +126,23 @@ def test_binance_spot_signature_error_is_invalid_credentials() -> None:
         raise ccxt.BadRequest('binance {"code":-1022,"msg":"Signature for this request is not valid."}')
     with pytest.raises(BadRequest), ccxt_errors("binance", "fetching the balance"):
         raise ccxt.BadRequest('binance {"code":-1100,"msg":"Illegal characters found."}')
+
+
+def test_retries_stop_where_another_attempt_would_outlast_the_request(configure, monkeypatch) -> None:
+    """With the 10 s default timeout, a third attempt could end past API Gateway's 29 s: the read
+    gives up after two (a JSON 503) instead of being cut off with a bare 504."""
+    configure(CAPANDEX_EXCHANGE_TIMEOUT_MS="10000")
+    clock = [0.0]
+    monkeypatch.setattr(retry, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(retry, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    calls = []
+
+    @retry.retrier(retries=5)
+    def hangs_until_the_timeout():
+        calls.append(clock[0])
+        clock[0] += 10.0  # each attempt runs into the exchange timeout
+        raise UpstreamUnavailable("binance could not be reached or timed out.")
+
+    with pytest.raises(UpstreamUnavailable):
+        hangs_until_the_timeout()
+    assert calls == [0.0, 10.25] and clock[0] < retry.RETRY_BUDGET_S

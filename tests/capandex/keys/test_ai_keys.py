@@ -56,12 +56,17 @@ def test_other_user_sees_nothing(db) -> None:
         assert ai.ai_key_status(conn, user_id=owner)["hasKey"] is True
 
 
-@pytest.mark.parametrize("bad", ["sk-proj-abc", "sk-ant-", "sk-ant- space", "SK-ANT-abc", "abc"])
-def test_format_is_checked(db, bad: str) -> None:
+@pytest.mark.parametrize(("bad", "why"), [
+    ("sk-proj-abc", "must start with sk-ant-"), ("sk-ant-", "must start with sk-ant-"),
+    ("SK-ANT-abc", "must start with sk-ant-"), ("abc", "must start with sk-ant-"),
+    ("sk-ant- space", "must be printable ASCII without spaces"),
+    ("sk-ant-abcé", "must be printable ASCII without spaces"),
+])
+def test_format_is_checked(db, bad: str, why: str) -> None:
     user = uuid.uuid4()
     with db(user) as conn, pytest.raises(BadRequest) as err:
         ai.save_ai_key(conn, user_id=user, api_key=bad)
-    assert err.value.details == [{"field": "apiKey", "message": "must start with sk-ant-"}]
+    assert err.value.details == [{"field": "apiKey", "message": why}]
     assert bad not in err.value.message.replace("'sk-ant-'", "")
 
 

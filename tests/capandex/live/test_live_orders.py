@@ -5,6 +5,7 @@ The real ccxt client places the orders; faults are injected on the exchange's or
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import pytest
@@ -14,9 +15,11 @@ from capandex.db.schema import exchange_keys, executions, new_id, notifications,
 from capandex.db.session import transaction
 from capandex.errors import UpstreamUnavailable
 from capandex.exchanges import Credentials, get_client
+from capandex.live import worker
 from capandex.live.client_ids import client_order_id
 from capandex.live.executions import execution_status, start_execution
 from capandex.live.orders import LiveGateway
+from capandex.live.scheduler import due_ticks
 from capandex.live.worker import process_tick
 from tests.capandex.engine.factories import HOUR_MS, price_rule_flow, random_walk
 from tests.capandex.live.helpers import make_flow, source_of
@@ -51,6 +54,29 @@ def live(binance_env, configure, postgres_url):  # noqa: F811
     h.tick = lambda i, **kw: process_tick(execution, int(CANDLES.time[i]), candles=h.source,
                                           gateway=kw.get("gateway", h.gateway))
     return h
+
+
+@pytest.fixture
+def later(monkeypatch):
+    """Move the worker's clock past the order lease, as SQS's redelivery (after the 360 s
+    visibility timeout) comes after the dead worker's lease (90 s) has expired."""
+    now = worker._now_ms
+
+    def advance() -> None:
+        monkeypatch.setattr(worker, "_now_ms", lambda: now() + 91_000)
+
+    return advance
+
+
+class DiesAfterPlacing:
+    """A gateway whose worker is killed right after the exchange accepted the order."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def place(self, intent):
+        self.inner.place(intent)
+        raise SystemExit("worker killed")  # the Lambda died: nothing after this ran
 
 
 def _orders(execution):
@@ -97,30 +123,25 @@ def test_timeout_after_the_exchange_accepted_finds_the_order(live):
     assert [r.status for r in _orders(live.execution)] == ["filled"]
 
 
-def test_worker_dies_between_order_and_database_write(live):
-    class DiesAfterPlacing:
-        def __init__(self, row):
-            self.inner = live.gateway(row)
-
-        def place(self, intent):
-            self.inner.place(intent)
-            raise SystemExit("worker killed")  # the Lambda died: nothing after this ran
-
+def test_worker_dies_between_order_and_database_write(live, later):
     with pytest.raises(SystemExit):
-        live.tick(40, gateway=DiesAfterPlacing)
+        live.tick(40, gateway=lambda row: DiesAfterPlacing(live.gateway(row)))
     assert [r.status for r in _orders(live.execution)] == ["pending"]
+    assert live.tick(40).status == "in_progress"  # a copy within the lease: hands off
+    later()
     outcome = live.tick(40)  # SQS redelivers the message
     assert outcome.status == "done" and outcome.fills == 1
     assert len(live.book.placed) == 1
     assert [r.status for r in _orders(live.execution)] == ["filled"]
 
 
-def test_server_error_is_retried_with_the_same_id_and_counted(live):
+def test_server_error_is_retried_with_the_same_id_and_counted(live, later):
     live.book.fail_next("server_error")
     with pytest.raises(UpstreamUnavailable):
         live.tick(40)
     assert live.book.placed == []
     assert len(_errors(live.user)) == 1
+    later()  # the order may still surface on the exchange: the lease holds until it expires
     assert live.tick(40).status == "done"  # the redelivery places it, once
     assert live.book.placed == [client_order_id(live.execution, int(CANDLES.time[40]), "buy")]
     with transaction() as conn:
@@ -155,3 +176,66 @@ def test_success_resets_the_failure_count(live):
         row = conn.execute(select(executions).where(executions.c.id == live.execution)).one()
     assert (row.consecutive_failures, row.error_count, row.status) == (0, 2, "running")
     assert HOUR_MS  # candles are hourly
+
+
+def test_two_workers_on_one_intent_place_one_order(live):
+    """Binance accepts a filled order's client id again, so lookup-first alone would let a second
+    worker that looks up while the first one's request is in flight place a second order."""
+    entered, release, results = threading.Event(), threading.Event(), []
+
+    class Slow:
+        def __init__(self, row):
+            self.inner = live.gateway(row)
+
+        def place(self, intent):
+            entered.set()
+            release.wait(10)
+            return self.inner.place(intent)
+
+    first = threading.Thread(target=lambda: results.append(live.tick(40, gateway=Slow)))
+    first.start()
+    assert entered.wait(10)
+    assert live.tick(40).status == "in_progress"  # the duplicate delivery, while the first places
+    release.set()
+    first.join(10)
+    assert results[0].status == "done" and len(live.book.placed) == 1
+    assert [r.status for r in _orders(live.execution)] == ["filled"]
+
+
+def test_a_pending_intent_is_completed_after_a_stop(live, later):
+    with pytest.raises(SystemExit):
+        live.tick(40, gateway=lambda row: DiesAfterPlacing(live.gateway(row)))
+    with transaction() as conn:
+        from capandex.live.executions import stop_execution
+
+        assert stop_execution(conn, user_id=live.user, execution_id=live.execution)["status"] == "stopped"
+        due = due_ticks(conn, int(CANDLES.time[42]))
+    assert [m["executionId"] for m in due].count(live.execution) == 1  # the scheduler still sends it
+    later()
+    outcome = live.tick(41)
+    assert (outcome.status, outcome.fills) == ("done", 1)
+    assert len(live.book.placed) == 1 and [r.status for r in _orders(live.execution)] == ["filled"]
+    with transaction() as conn:
+        status = execution_status(conn, user_id=live.user, execution_id=live.execution)
+        assert not [m for m in due_ticks(conn, int(CANDLES.time[43])) if m["executionId"] == live.execution]
+    assert status["openPositions"] == 1 and status["status"] == "stopped" and status["currentTick"] == 1
+    assert live.tick(42).status == "skipped"  # nothing new is traded after the stop
+
+
+def test_partial_sell_keeps_the_rest_open(live):
+    assert live.tick(40).status == "done"
+    live.book.fail_next("partial_fill")
+    assert live.tick(41).status == "done"
+    with transaction() as conn:
+        rows = conn.execute(select(positions).where(positions.c.execution_id == live.execution)
+                            .order_by(positions.c.status)).all()
+        order_states = [r.status for r in _orders(live.execution)]
+    bought = float(live.book.orders[client_order_id(live.execution, int(CANDLES.time[40]), "buy")]["executedQty"])
+    closed, still_open = rows
+    assert (closed.status, still_open.status) == ("closed", "open")
+    assert closed.units + still_open.units == pytest.approx(bought)
+    assert still_open.units == pytest.approx(bought / 2, rel=1e-3)
+    assert order_states == ["filled", "partially_filled"]
+    assert live.tick(42).status == "done"  # the next sell sells the rest
+    sell = live.book.orders[client_order_id(live.execution, int(CANDLES.time[42]), "sell")]
+    assert float(sell["executedQty"]) == pytest.approx(still_open.units)

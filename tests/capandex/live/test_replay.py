@@ -12,6 +12,7 @@ from capandex.db.session import transaction
 from capandex.engine import backtest
 from capandex.live.executions import execution_status, start_execution
 from capandex.live.ticks import run_pass
+from capandex.marketdata.chunks import SETTLE_MS  # a candle is served (and due) this long after its close
 from tests.capandex.engine.factories import HOUR_MS, random_walk, sma_cross_flow
 from tests.capandex.live.helpers import at, make_flow, source_of
 
@@ -37,7 +38,7 @@ def _replay(risk, n):
                                     now_ms=int(candles.time[0]))["executionId"]
     source = source_of(candles)
     for t in candles.time[:-1]:
-        outcomes = run_pass(at(int(t) + HOUR_MS), candles=source)
+        outcomes = run_pass(at(int(t) + HOUR_MS + SETTLE_MS), candles=source)
         assert [o.status for o in outcomes] == ["done"]
 
     expected = [t for t in backtest(flow, candles).trades if t["exitReason"] != "end_of_data"]
@@ -73,7 +74,7 @@ def test_repeated_pass_is_a_no_op(configure, database_url):
         execution = start_execution(conn, user_id=user, flow_id=flow_id, mode="paper",
                                     now_ms=int(candles.time[0]))["executionId"]
     source = source_of(candles)
-    moment = at(int(candles.time[100]) + HOUR_MS)
+    moment = at(int(candles.time[100]) + HOUR_MS + SETTLE_MS)
     first = run_pass(moment, candles=source)
     assert first[0].status == "done" and first[0].fills > 0  # 100 missed candles caught up at once
     assert run_pass(moment, candles=source) == []  # nothing is due any more

@@ -158,3 +158,22 @@ def test_find_gaps() -> None:
                                                     Gap(420_000, 540_000, 2)]
     assert find_gaps(np.zeros(0, np.int64), MIN, 0, 180_000) == [Gap(0, 180_000, 3)]
     assert find_gaps(t, MIN, 0, 0) == []
+
+
+def test_testnet_candles_are_never_served_as_the_real_markets(server: BinanceServer, store: LocalStore,
+                                                             configure) -> None:
+    from tests.utils.fixtures import reset_exchange_caches
+
+    start, end = T0, T0 + DAY
+    configure(CAPANDEX_EXCHANGE_URLS=server.exchange_urls_env(), CAPANDEX_EXCHANGE_SANDBOX='["binance"]')
+    reset_exchange_caches()
+    testnet = fetch_candles("binance", "BTC/USDT", "1m", start, end, store=store, now=NOW)
+    assert store.get(chunk_key("binance", "BTC/USDT", "1m", T0 // (CHUNK_CANDLES * MIN) * CHUNK_CANDLES * MIN)
+                     ).startswith(b"CDXCHK01")
+    assert all("/binance.testnet/" in str(p) for p in (store.root / "candles" / "v1").rglob("*.cdx"))
+    configure(CAPANDEX_EXCHANGE_URLS=server.exchange_urls_env(), CAPANDEX_EXCHANGE_SANDBOX="[]")
+    reset_exchange_caches()
+    real = fetch_candles("binance", "BTC/USDT", "1m", start, end, store=store, now=NOW)
+    assert testnet.pages_fetched > 0 and real.pages_fetched == testnet.pages_fetched  # not reused
+    assert {p.parent.parent.parent.name for p in (store.root / "candles" / "v1").rglob("*.cdx")} == {
+        "binance", "binance.testnet"}

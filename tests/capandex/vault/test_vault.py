@@ -292,3 +292,38 @@ def test_kms_unavailable_is_503_not_vault_error(kms) -> None:
 def test_sealed_from_json_accepts_text(vault: Vault) -> None:
     doc = sealed_doc(vault)
     assert Sealed.from_json(json.dumps(doc)).to_json() == doc
+
+
+def test_master_key_file_opened_up_while_in_use_is_refused(vault: Vault, keyring: LocalKeyring) -> None:
+    """A chmod changes no content (same mtime): the cached keys must not keep being used."""
+    doc = sealed_doc(vault)
+    os.chmod(keyring.path, 0o640)
+    with pytest.raises(VaultError, match="chmod 600"):
+        vault.open(doc, ctx())
+    os.chmod(keyring.path, 0o600)
+    assert vault.open(doc, ctx())["secret"] == SECRET
+
+
+def test_concurrent_rotations_never_replace_a_key_version(tmp_path: Path) -> None:
+    """Two operators rotating at once: each gets its own new version, and whatever was sealed
+    under either still opens (a replaced version would lose those secrets for good)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "k.json"
+    rings = [LocalKeyring(path) for _ in range(6)]
+    for ring in rings:
+        ring.current_version()  # every "process" has the file loaded before the rotations race
+    barrier = threading.Barrier(len(rings))
+
+    def rotate_and_seal(ring: LocalKeyring) -> tuple[int, dict]:
+        barrier.wait()
+        version = ring.rotate()
+        return version, Vault(ring).seal({"secret": SECRET}, ctx()).to_json()
+
+    with ThreadPoolExecutor(len(rings)) as pool:
+        results = list(pool.map(rotate_and_seal, rings))
+    assert sorted(v for v, _ in results) == [2, 3, 4, 5, 6, 7]
+    reader = Vault(LocalKeyring(path))
+    assert all(reader.open(doc, ctx())["secret"] == SECRET for _, doc in results)
+    assert stat.S_IMODE(os.stat(path.with_name("k.json.lock")).st_mode) == 0o600

@@ -101,3 +101,12 @@ def test_multi_flow_rows_and_aggregate(api):
     assert body["flows"][1]["status"] == "idle" and body["flows"][1]["id"] == idle.json()["id"]
     assert body["aggregate"] == {"totalPnl": 0.0, "totalPnlPct": 0.0, "totalTrades": 0, "runningFlows": 1,
                                  "errorFlows": 0, "totalOpenPositions": 0}
+
+
+def test_an_overlong_notification_id_is_refused_not_echoed(api):
+    me = api.as_user()
+    for method in ("PATCH", "POST", "DELETE"):
+        response = me.request(method, "/api/notifications/" + "x" * 5000)
+        assert response.status_code == 422
+        assert response.json()["error"]["details"][0]["field"] == "notificationId"
+        assert len(response.text) < 500

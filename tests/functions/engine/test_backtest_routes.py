@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from moto import mock_aws
 from sqlalchemy import update
 
 from capandex.backtests import wait_local
@@ -131,6 +132,8 @@ def test_stale_running_backtest_is_reported_failed(user, configure) -> None:
     ({"exchange": "nasdaq"}, 400, "exchange"),
     ({"symbol": "NOPE/USDT"}, 400, "symbol"),
     ({"extra": 1}, 422, "extra"),
+    ({"startDate": "1900-01-01", "endDate": "1900-02-01"}, 422, "startDate"),  # no negative epoch ms
+    ({"flowId": "flow_\u0000"}, 422, "flowId"),  # Postgres refuses NUL in text: was a 500
 ])
 def test_bad_input_names_the_field(user, overrides: dict, status: int, field: str) -> None:
     response = user.post("/api/engine/backtest", json=body(user.flow_id, **overrides))
@@ -151,6 +154,31 @@ def test_another_users_flow_and_backtest_are_404(user, api) -> None:
     assert other.post("/api/engine/backtest", json=body(user.flow_id)).status_code == 404
     assert other.get(f"/api/engine/backtest/{result['backtestId']}").status_code == 404
     assert user.get("/api/engine/backtest/bt_missing").status_code == 404
+
+
+def test_malformed_backtest_id_is_a_4xx_naming_it(user) -> None:
+    assert user.get("/api/engine/backtest/bt_%00").status_code == 400  # a NUL made Postgres fail: was a 500
+    response = user.get("/api/engine/backtest/bt_$(rm)")
+    assert response.status_code == 422
+    assert [d["field"] for d in response.json()["error"]["details"]] == ["backtestId"]
+
+
+def test_state_machine_that_cannot_start_leaves_the_backtest_failed(user, configure, monkeypatch) -> None:
+    from sqlalchemy import select
+
+    from capandex.db.schema import backtests
+    from capandex.db.session import transaction
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    configure(CAPANDEX_BACKTEST_SYNC_BUDGET_S="0",
+              CAPANDEX_BACKTEST_STATE_MACHINE_ARN="arn:aws:states:us-east-1:123456789012:stateMachine:missing")
+    with mock_aws():
+        response = user.post("/api/engine/backtest", json=body(user.flow_id))
+    assert response.status_code == 503, response.text
+    with transaction() as conn:
+        rows = conn.execute(select(backtests.c.status, backtests.c.error)
+                            .where(backtests.c.user_id == user.id)).all()
+    assert [(r.status, r.error) for r in rows] == [("failed", response.json()["error"]["message"])]
 
 
 def test_requires_authentication(api) -> None:

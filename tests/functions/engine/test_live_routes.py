@@ -123,3 +123,12 @@ def test_webhook_rate_limit(api, monkeypatch, configure):
     me.post("/api/engine/start", json={"flowId": flow_id, "mode": "paper"})
     codes = [api.client.post(url, content=f'{{"id": "c{i}"}}'.encode()).status_code for i in range(3)]
     assert codes == [200, 200, 429]
+
+
+def test_a_timeframe_market_data_cannot_serve_is_refused_at_start(api):
+    me = api.as_user()
+    for timeframe in ("7m", "1w", "0m"):
+        flow_id = _flow(me, settings={**SETTINGS, "timeframe": timeframe})
+        response = me.post("/api/engine/start", json={"flowId": flow_id, "mode": "paper"})
+        assert response.status_code == 422, timeframe
+        assert response.json()["error"]["details"][0]["field"] == "settings.timeframe"

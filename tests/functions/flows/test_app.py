@@ -198,3 +198,15 @@ def test_openapi_and_docs_need_no_auth(api) -> None:
     document = api.client.get("/api/openapi.json").json()
     assert "/api/flows/{flowId}/versions" in document["paths"]
     assert api.client.get("/api/docs").status_code == 200
+
+
+def test_nul_characters_are_4xx_not_500(alice, flow_id: str) -> None:
+    """Postgres cannot store NUL: a NUL in a body field, a path id or a query is refused up front."""
+    body = alice.post("/api/flows", json={"name": "a\u0000b"})
+    assert body.status_code == 422 and error_of(body)["details"][0]["field"] == "name"
+    nested = alice.post("/api/flows", json={"name": "x", "nodes": [{"id": "a", "type": "price",
+                                                                     "data": {"note": "\u0000"}}]})
+    assert nested.status_code == 422
+    assert alice.get("/api/flows/flow_%00").status_code == 400
+    assert alice.get(f"/api/flows/{flow_id}/versions?x=%00").status_code == 400
+    assert alice.get(f"/api/flows/{flow_id}").status_code == 200

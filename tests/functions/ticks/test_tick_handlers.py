@@ -39,7 +39,11 @@ def queue(monkeypatch):
 
 
 def _receive(sqs, url):
-    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    """Every message in the queue (the session database holds other tests' executions too)."""
+    messages, batch = [], True
+    while batch:
+        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        messages += batch
     return {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
                          "eventSource": "aws:sqs"} for m in messages]}
 
@@ -58,12 +62,13 @@ def test_schedule_enqueue_and_work(binance_env, configure, postgres_url, queue):
     assert _load("scheduler").handler(event, None)["enqueued"] >= 1
     batch = _receive(sqs, url)
     mine = [r for r in batch["Records"] if json.loads(r["body"])["executionId"] == execution]
-    assert len(mine) == 1 and json.loads(mine[0]["body"])["candleMs"] == now_ms - 60_000  # opened 10:30, closed 10:31
+    # the newest settled candle: opened 10:29, closed 10:30, served by market data from 10:31
+    assert len(mine) == 1 and json.loads(mine[0]["body"])["candleMs"] == now_ms - 120_000
     result = _load("worker").handler({"Records": mine + mine}, None)  # a duplicate inside the batch too
     assert result == {"batchItemFailures": []}
     with transaction() as conn:
         status = execution_status(conn, user_id=user, execution_id=execution)
-    assert status["currentTick"] == 30  # the 30 candles closed since the start, each once
+    assert status["currentTick"] == 29  # the 29 candles settled since the start, each once
 
 
 def test_failed_records_are_reported(binance_env, configure, postgres_url, queue):

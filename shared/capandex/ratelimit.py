@@ -1,0 +1,119 @@
+"""Per-user token buckets kept in the database (table ``rate_limits``), one row per (user, bucket).
+
+Why the database: every Lambda container has its own memory, and API Gateway's throttling is
+per stage, not per user, so an in-memory bucket would let a user multiply their allowance by
+the number of warm containers. One short transaction per request (a row lock on Postgres,
+``BEGIN IMMEDIATE`` on SQLite) keeps concurrent requests of one user consistent; users never
+contend with each other.
+
+A bucket holds up to ``capacity`` tokens and gains ``refill_per_second`` tokens per second;
+each request takes one. A new user starts with a full bucket. The buckets (:data:`BUCKETS`):
+
+- ``chat`` — ``POST /api/chat`` (``CAPANDEX_CHAT_RATE_BURST`` / ``CAPANDEX_CHAT_RATE_PER_MINUTE``);
+- ``key_validation`` — ``POST /api/exchange-keys/validate`` and ``POST /api/ai-keys/validate``
+  together (``CAPANDEX_KEY_VALIDATION_RATE_BURST`` / ``CAPANDEX_KEY_VALIDATION_RATE_PER_HOUR``):
+  a validate endpoint answers "does this key work?", an oracle for testing stolen keys.
+
+Users can read their own rows but never write them (see :mod:`capandex.db.migrations`): through
+Supabase's Data API a user could otherwise refill their own bucket. :func:`consume` therefore
+takes the token in its own transaction with the server's role, filtered by ``user_id``.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection, select, update
+
+from capandex.db.schema import rate_limits, utcnow
+from capandex.errors import RateLimited
+
+if TYPE_CHECKING:
+    from capandex.config import Settings
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One kind of request's allowance.
+
+    Attributes:
+        name: the ``rate_limits.bucket`` value (at most 32 characters).
+        capacity: the burst: tokens a full bucket holds (at least 1).
+        refill_per_second: tokens gained per second (> 0).
+        what: the requests it limits, for the 429 message (``"chat requests"``).
+    """
+
+    name: str
+    capacity: int
+    refill_per_second: float
+    what: str = "requests"
+
+    def take(self, conn: Connection, *, user_id: uuid.UUID) -> float:
+        """Take one token of ``user_id``'s bucket inside ``conn``'s transaction; the tokens left.
+
+        Raises:
+            RateLimited: the bucket is empty (nothing is taken); ``Retry-After`` is the whole
+                seconds until one token is back.
+        """
+        now = utcnow()
+        _ensure_row(conn, user_id, self.name, float(self.capacity), now)
+        query = select(rate_limits.c.tokens, rate_limits.c.updated_at).where(
+            rate_limits.c.user_id == user_id, rate_limits.c.bucket == self.name)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        row = conn.execute(query).one()
+        elapsed = max(0.0, (now - row.updated_at).total_seconds())
+        tokens = min(float(self.capacity), row.tokens + elapsed * self.refill_per_second)
+        if tokens < 1.0:
+            raise RateLimited(f"Too many {self.what}; wait a moment and try again.",
+                              retry_after=math.ceil((1.0 - tokens) / self.refill_per_second))
+        conn.execute(update(rate_limits).where(rate_limits.c.user_id == user_id, rate_limits.c.bucket == self.name)
+                     .values(tokens=tokens - 1.0, updated_at=now))
+        return tokens - 1.0
+
+
+#: the bucket of both key-validation endpoints
+KEY_VALIDATION = "key_validation"
+
+#: bucket name → its configuration from the settings
+BUCKETS: dict[str, Callable[[Settings], Bucket]] = {
+    "chat": lambda s: Bucket("chat", s.chat_rate_burst, s.chat_rate_per_minute / 60.0, "chat requests"),
+    "key_validation": lambda s: Bucket("key_validation", s.key_validation_rate_burst,
+                                       s.key_validation_rate_per_hour / 3600.0, "key validations"),
+}
+
+
+def bucket(name: str, settings: Settings | None = None) -> Bucket:
+    """The configured bucket ``name`` (a key of :data:`BUCKETS`) for ``settings`` (default: the process's)."""
+    if settings is None:
+        from capandex.config import get_settings
+
+        settings = get_settings()
+    return BUCKETS[name](settings)
+
+
+def consume(name: str, *, user_id: uuid.UUID, settings: Settings | None = None) -> float:
+    """Take one token of the user's bucket ``name`` in its own short transaction (committed even
+    when the request fails afterwards, so failing requests count too); the tokens left.
+
+    Raises:
+        RateLimited: the bucket is empty (429 with ``Retry-After``).
+    """
+    from capandex.db.session import transaction
+
+    limit = bucket(name, settings)
+    with transaction() as conn:  # the server's role: users may not write their buckets (module doc)
+        return limit.take(conn, user_id=user_id)
+
+
+def _ensure_row(conn: Connection, user_id: uuid.UUID, name: str, tokens: float, now: object) -> None:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    conn.execute(insert(rate_limits).values(user_id=user_id, bucket=name, tokens=tokens, updated_at=now)
+                 .on_conflict_do_nothing(index_elements=["user_id", "bucket"]))

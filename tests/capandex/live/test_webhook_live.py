@@ -1,0 +1,146 @@
+"""Live webhook calls against the loopback Binance: intend → act → record, resumed after a crash.
+
+A worker that dies between placing the order and recording it leaves the call's intent pending;
+the sender's retry (or the execution's next tick) resumes it, finds the order by its client id
+and records the fill: one order on the exchange, one position in the database.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import insert, select
+
+from capandex.db.schema import exchange_keys, executions, new_id, orders, positions, utcnow
+from capandex.db.session import transaction
+from capandex.engine import BrokerState
+from capandex.exchanges import Credentials, get_client
+from capandex.live import webhooks, worker
+from capandex.live.client_ids import client_order_id
+from capandex.live.executions import execution_status, start_execution
+from capandex.live.orders import LiveGateway, OrderIntent
+from tests.capandex.engine.factories import price_rule_flow, random_walk
+from tests.capandex.live.helpers import make_flow, source_of
+from tests.utils.binance_orders import BinanceOrders
+from tests.utils.fixtures import binance, binance_env  # noqa: F401
+
+CANDLES = random_walk(80, seed=5)
+PRICE = float(CANDLES.close[40])
+HOOK = {"id": "hook", "type": "trigger", "data": {"kind": "webhook"}}
+
+
+@pytest.fixture
+def hook(binance_env, configure, postgres_url, monkeypatch):  # noqa: F811
+    configure(DATABASE_URL=postgres_url, CAPANDEX_EXCHANGE_URLS=binance_env.exchange_urls_env(),
+              CAPANDEX_EXCHANGE_TIMEOUT_MS="1000")
+    book = BinanceOrders.install(binance_env, prices={"BTCUSDT": PRICE})
+    user = uuid.uuid4()
+    flow = price_rule_flow(1e12, 0.0)  # the candles never trade: only the webhook does
+    flow["nodes"].append(HOOK)
+    with transaction() as conn:
+        key_id = new_id("key")
+        conn.execute(insert(exchange_keys).values(id=key_id, user_id=user, exchange="binance", label="test",
+                                                  api_key_hint="k…", sealed={}, is_valid=True, created_at=utcnow()))
+        flow_id = make_flow(conn, user, flow)
+        token = webhooks.rotate_token(conn, user_id=user, flow_id=flow_id)["token"]
+        execution = start_execution(conn, user_id=user, flow_id=flow_id, mode="live", exchange_key_id=key_id,
+                                    now_ms=int(CANDLES.time[40]))["executionId"]
+    client = get_client("binance", Credentials("test-key", "test-secret"))
+    now = worker._now_ms
+
+    class Harness:
+        pass
+
+    h = Harness()
+    h.book, h.user, h.execution = book, user, execution
+    h.gateway = lambda row: LiveGateway(client, row.symbol, 0.001, lookup_pause=0.01)
+    h.fire = lambda body, **kw: webhooks.fire(flow_id=flow_id, token=token, body=body,
+                                              price=lambda exchange, symbol: PRICE,
+                                              gateway=kw.get("gateway", h.gateway))
+    h.tick = lambda i: worker.process_tick(execution, int(CANDLES.time[i]), candles=source_of(CANDLES),
+                                           gateway=h.gateway)
+    h.later = lambda: monkeypatch.setattr(worker, "_now_ms", lambda: now() + 91_000)  # the lease expired
+    return h
+
+
+class DiesAfterPlacing:
+    def __init__(self, inner):
+        self.inner = inner
+
+    def place(self, intent):
+        self.inner.place(intent)
+        raise SystemExit("worker killed")  # the Lambda died: nothing after this ran
+
+
+def _state(execution):
+    with transaction() as conn:
+        row = conn.execute(select(executions).where(executions.c.id == execution)).one()
+        rows = conn.execute(select(orders.c.status).where(orders.c.execution_id == execution)).scalars().all()
+        held = conn.execute(select(positions).where(positions.c.execution_id == execution)).all()
+    return row, rows, held
+
+
+def test_a_call_places_and_records_one_order(hook):
+    answer = hook.fire(b'{"action": "buy", "id": "a1"}')
+    assert answer["duplicate"] is False and answer["orders"][0]["side"] == "buy"
+    assert hook.fire(b'{"action": "buy", "id": "a1"}')["duplicate"] is True
+    row, statuses, held = _state(hook.execution)
+    assert len(hook.book.placed) == 1 and statuses == ["filled"]
+    assert [p.status for p in held] == ["open"] and "pending_tick" not in row.state
+    assert held[0].units == pytest.approx(float(hook.book.orders[hook.book.placed[0]]["executedQty"]))
+
+
+def test_worker_dies_between_place_and_record_then_the_retry_records(hook):
+    body = b'{"action": "buy", "id": "alert-7"}'
+    with pytest.raises(SystemExit):
+        hook.fire(body, gateway=lambda row: DiesAfterPlacing(hook.gateway(row)))
+    row, statuses, held = _state(hook.execution)
+    assert len(hook.book.placed) == 1 and statuses == ["pending"] and held == []
+    assert row.state["pending_tick"]["source"] == "webhook"
+    assert hook.fire(body)["duplicate"] is True  # a retry while the dead worker's lease runs
+    hook.later()
+    answer = hook.fire(body)  # the sender's retry after the lease: resumes the intent
+    assert answer["duplicate"] is False and len(answer["orders"]) == 1
+    row, statuses, held = _state(hook.execution)
+    assert len(hook.book.placed) == 1, "exactly one order on the exchange"
+    assert statuses == ["filled"] and [p.status for p in held] == ["open"]
+    assert held[0].units == pytest.approx(float(hook.book.orders[hook.book.placed[0]]["executedQty"]))
+    assert "pending_tick" not in row.state and row.state["broker"]["units"] == pytest.approx(held[0].units)
+    assert hook.fire(body)["duplicate"] is True
+
+
+def test_the_next_tick_resumes_a_dead_calls_intent(hook):
+    with pytest.raises(SystemExit):
+        hook.fire(b"buy", gateway=lambda row: DiesAfterPlacing(hook.gateway(row)))
+    hook.later()
+    outcome = hook.tick(41)
+    assert outcome.status == "done"
+    row, statuses, held = _state(hook.execution)
+    assert len(hook.book.placed) == 1 and statuses == ["filled"] and [p.status for p in held] == ["open"]
+    assert row.last_candle_ms == int(CANDLES.time[41]) and "pending_tick" not in row.state
+    with transaction() as conn:
+        assert execution_status(conn, user_id=hook.user, execution_id=hook.execution)["openPositions"] == 1
+    sell = hook.fire(b"sell")  # the recorded position is what the next call sells
+    assert sell["orders"][0]["side"] == "sell" and len(hook.book.placed) == 2
+    assert sell["orders"][0]["amount"] == pytest.approx(held[0].units)
+
+
+def test_a_call_while_a_tick_intent_is_pending_completes_that_first(hook):
+    """A tick's intent and a call share one slot, so the call never trades on a stale state."""
+    with transaction() as conn:  # a tick (of a flow that buys) intended a buy and its worker died
+        row = conn.execute(select(executions).where(executions.c.id == hook.execution)).one()
+    intent = OrderIntent(client_order_id(row.id, int(CANDLES.time[41]), "buy"), "buy", 0.01,
+                                  PRICE, "signal", "buy")
+    broker = BrokerState.start(row.initial_capital).to_dict()
+    pending = {"candleMs": int(CANDLES.time[41]), "source": "tick", "intents": [intent.to_dict()],
+               "before": broker, "after": broker, "close": PRICE, "entryMs": int(CANDLES.time[42])}
+    with transaction() as conn:
+        conn.execute(executions.update().where(executions.c.id == row.id)
+                     .values(state={**row.state, "pending_tick": pending}))
+    hook.later()
+    answer = hook.fire(b'{"action": "buy", "id": "b1"}')
+    assert answer["orders"] == [] and answer["duplicate"] is False  # already long after the tick's buy
+    row, statuses, held = _state(hook.execution)
+    assert hook.book.placed == [intent.client_order_id] and statuses == ["filled"]
+    assert [p.units for p in held] == [pytest.approx(0.01)] and row.last_candle_ms == int(CANDLES.time[41])
