@@ -27,6 +27,8 @@ from capandex.errors import BadRequest, CapandexError, PayloadTooLarge, Validati
 
 logger = logging.getLogger("capandex.api")
 
+INTERNAL_MESSAGE = "Something went wrong on our side; it has been logged."
+
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
               405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
               415: "unsupported_media_type", 429: "rate_limited"}
@@ -156,7 +158,14 @@ class AccessLogMiddleware:
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CapandexError)
-    async def _capandex_error(_: Request, exc: CapandexError) -> JSONResponse:
+    async def _capandex_error(request: Request, exc: CapandexError) -> JSONResponse:
+        if exc.status == 500:
+            # Our own failure (e.g. the vault cannot open a secret): its message is for operators
+            # (file paths, KMS error codes), so it goes to the log and the client gets the code.
+            logger.error("server error: %s", exc.message,
+                         extra={"correlation_id": _correlation_id(request), "code": exc.code})
+            body = {"error": {"code": exc.code, "message": INTERNAL_MESSAGE}}
+            return JSONResponse(body, status_code=500, headers=exc.headers)
         return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
@@ -175,8 +184,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error", extra={"correlation_id": _correlation_id(request)})
-        body = {"error": {"code": "internal_error",
-                          "message": "Something went wrong on our side; it has been logged."}}
+        body = {"error": {"code": "internal_error", "message": INTERNAL_MESSAGE}}
         return JSONResponse(body, status_code=500)
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, Table, select, update
 
 from capandex.db.schema import ai_keys, exchange_keys
+from capandex.errors import UpstreamUnavailable
 from capandex.vault.envelope import Sealed, VaultContext, VaultError
 from capandex.vault.vault import Vault
 
@@ -83,8 +84,9 @@ def rewrap_all(engine: Engine, vault: Vault) -> RotationReport:
                 ctx = VaultContext(user_id=str(row.user_id), record_id=record_id, purpose=purpose)
                 try:
                     moved = vault.rewrap(row.sealed, ctx)
-                except VaultError:
-                    # one bad record must not stop the rotation of all others; it is reported
+                except (VaultError, UpstreamUnavailable):
+                    # one bad record (or one whose KMS key cannot be reached) must not stop the
+                    # rotation of all others; it is reported and the exit code says so
                     logger.warning("vault record could not be re-wrapped", extra={"record_id": record_id})
                     report.failed.append(record_id)
                     continue

@@ -85,6 +85,8 @@ def test_tampered_row_is_a_clean_500(api, signed_binance) -> None:
         assert creds["secret"] not in text and "Traceback" not in text
     validate = user.post("/api/exchange-keys/validate", json={"id": key_id})
     assert validate.status_code == 500 and validate.json()["error"]["code"] == "vault_error"
+    # the operator's detail (what failed, where the key file is) is logged, not shown
+    assert validate.json()["error"]["message"] == "Something went wrong on our side; it has been logged."
     balance = user.get("/api/dashboard/balance").json()
     entry = balance["exchanges"][0]
     assert entry["balanceUsd"] is None and "could not be decrypted" in entry["error"]
