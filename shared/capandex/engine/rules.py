@@ -163,6 +163,30 @@ def open_position(cash, fill, fee, fraction=None, amount=None):
     return spent, units_for(spent, fill, fee), cash_after_entry(cash, spent)
 
 
+def settle_fractions(cash, fractions, entry_fills, exit_fills, fee):
+    """Carry cash through consecutive round trips that each spend a fraction of it.
+
+    The same arithmetic, in the same order, as :func:`open_position` then :func:`close_position`
+    per trade (so the bar-by-bar stepper reproduces it bit for bit — the property tests check
+    this), written as one loop over plain floats because the backtest runs it for every trade
+    (tens of thousands on a million candles). Returns lists ``(spent, units, proceeds, cash
+    after each trade)``.
+    """
+    entry_cost_per_unit = (entry_fills * (1.0 + fee)).tolist()  # units_for's denominator
+    keep = 1.0 - fee
+    spent_out, units_out, proceeds_out, cash_out = [], [], [], []
+    for fraction, per_unit, fill in zip(fractions, entry_cost_per_unit, exit_fills.tolist(), strict=True):
+        spent = cash * fraction
+        units = spent / per_unit
+        proceeds = units * fill * keep
+        cash = (cash - spent) + proceeds
+        spent_out.append(spent)
+        units_out.append(units)
+        proceeds_out.append(proceeds)
+        cash_out.append(cash)
+    return spent_out, units_out, proceeds_out, cash_out
+
+
 def close_position(cash, units, fill, fee):
     """A sell of ``units`` at ``fill``: returns ``(proceeds, cash after)``."""
     proceeds = exit_proceeds(units, fill, fee)

@@ -162,12 +162,13 @@ def _signal_trades(buy: np.ndarray, sell: np.ndarray, start: int, stop: int,
     pure, both = b ^ s, b & s
     idx = np.arange(len(b))
     last_pure = np.maximum.accumulate(np.where(pure, idx, -1))
-    flips = np.cumsum(both)
     known = last_pure >= 0
     anchor = np.maximum(last_pure, 0)
-    base = known & b[anchor]
-    parity = (flips - np.where(known, flips[anchor], 0)) & 1
-    state = base ^ parity.astype(bool)
+    state = known & b[anchor]
+    if both.any():  # rare (e.g. crosses never fire together): only then count the flips
+        flips = np.cumsum(both)
+        parity = (flips - np.where(known, flips[anchor], 0)) & 1
+        state ^= parity.astype(bool)
     before = np.r_[False, state[:-1]]
     return np.flatnonzero(state & ~before) + start, np.flatnonzero(~state & before) + start
 
@@ -270,15 +271,20 @@ def _settle(entry_price: np.ndarray, exit_price: np.ndarray, sizing: list[Sizing
     operations, so both give identical numbers.
     """
     cash, fee = settings.capital, settings.fee
-    spent, units, proceeds, cash_before = [], [], [], [cash]
-    open_position, close_position = rules.open_position, rules.close_position  # hot loop: local names
-    for entry, exit_, size in zip(entry_price.tolist(), exit_price.tolist(), sizing, strict=True):
-        paid, bought, cash = open_position(cash, entry, fee, size.fraction, size.amount)
-        got, cash = close_position(cash, bought, exit_, fee)
-        spent.append(paid)
-        units.append(bought)
-        proceeds.append(got)
-        cash_before.append(cash)
+    if all(size.amount is None for size in sizing):  # the common case: a tight float loop
+        spent, units, proceeds, after = rules.settle_fractions(cash, [size.fraction for size in sizing],
+                                                               entry_price, exit_price, fee)
+        cash_before = [cash, *after]
+    else:
+        spent, units, proceeds, cash_before = [], [], [], [cash]
+        open_position, close_position = rules.open_position, rules.close_position  # hot loop: locals
+        for entry, exit_, size in zip(entry_price.tolist(), exit_price.tolist(), sizing, strict=True):
+            paid, bought, cash = open_position(cash, entry, fee, size.fraction, size.amount)
+            got, cash = close_position(cash, bought, exit_, fee)
+            spent.append(paid)
+            units.append(bought)
+            proceeds.append(got)
+            cash_before.append(cash)
     units, spent, proceeds, cash_before = (np.array(a, dtype=np.float64)
                                            for a in (units, spent, proceeds, cash_before))
     return units, spent, proceeds, cash_before
