@@ -3,8 +3,10 @@
 ``create_app`` installs:
 - one renderer for :class:`~capandex.errors.CapandexError` and for FastAPI's own request
   validation, HTTP and unknown-route errors, all as ``{"error": {"code", "message", "details"?}}``;
-- a catch-all that logs the bug with the correlation id and answers a bare 500 (no trace);
-- a request body limit enforced while the body streams in (``Content-Length`` can lie);
+- a catch-all that logs the bug with the correlation id and answers a bare 500 (no trace); our
+  own 500-class errors likewise keep their operator detail in the log;
+- a request body limit enforced while the body streams in (``Content-Length`` can lie), and a
+  400 for URLs carrying a NUL (which Postgres cannot store, so no id or filter could match);
 - structured access logging with a correlation id (API Gateway's request id when there is one).
 """
 
