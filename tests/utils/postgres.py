@@ -2,7 +2,7 @@
 
 Order of preference: ``CAPANDEX_TEST_POSTGRES`` (a server URL), the machine's server on
 127.0.0.1:5432 (trust auth), or a throw-away cluster made here with ``initdb``/``pg_ctl`` (run as
-an unprivileged user when the tests run as root). Each test session gets its own database with
+an unprivileged user when the tests run as root; ``CAPANDEX_TEST_POSTGRES=throwaway`` forces it). Each test session gets its own database with
 Supabase's roles and ``auth.uid()`` (tests/sql/supabase_shim.sql) and the committed migration
 applied, and drops it at the end, so parallel runs never see each other's rows.
 """
@@ -92,9 +92,10 @@ def _unprivileged_user() -> str:
 
 def server_url() -> tuple[str, ThrowawayCluster | None]:
     """A URL of a server we may create databases on (and the cluster to close, if we made one)."""
-    if url := os.environ.get("CAPANDEX_TEST_POSTGRES"):
+    url = os.environ.get("CAPANDEX_TEST_POSTGRES")
+    if url and url != "throwaway":
         return url, None
-    if _reachable("127.0.0.1", 5432):
+    if url != "throwaway" and _reachable("127.0.0.1", 5432):
         user = os.environ.get("PGUSER") or pwd.getpwuid(os.geteuid()).pw_name
         return f"postgresql://{user}@127.0.0.1:5432/test", None
     cluster = ThrowawayCluster()
