@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from capandex.api.deps import CurrentUser, Db
 from capandex.live import executions
@@ -13,10 +13,18 @@ from capandex.live.models import ExecutionStatus, Started, StartRequest, StopReq
 router = APIRouter(tags=["engine"])
 
 
+def listed_market(user: CurrentUser, body: StartRequest) -> tuple[str, str]:
+    """The flow's (exchange, symbol), checked against the exchange's listing. A dependency, declared
+    before ``Db`` in :func:`start`: FastAPI resolves dependencies in parameter order, so the
+    exchange is asked before the request's transaction opens."""
+    return executions.check_market(user_id=user.id, flow_id=body.flowId)
+
+
 @router.post("/api/engine/start", response_model=Started)
-def start(*, user: CurrentUser, db: Db, body: StartRequest) -> dict:
+def start(*, user: CurrentUser, body: StartRequest, market: Annotated[tuple[str, str], Depends(listed_market)],
+          db: Db) -> dict:
     return executions.start_execution(db, user_id=user.id, flow_id=body.flowId, mode=body.mode,
-                                      exchange_key_id=body.exchangeKeyId)
+                                      exchange_key_id=body.exchangeKeyId, checked_market=market)
 
 
 @router.post("/api/engine/stop", response_model=ExecutionStatus)

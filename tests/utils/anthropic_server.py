@@ -122,6 +122,9 @@ def _message_start(input_tokens: int = 25) -> Event:
         "usage": {"input_tokens": input_tokens, "output_tokens": 1}}})
 
 
+_PING = Event("ping", {"type": "ping"})
+
+
 def _message_end(stop_reason: str, output_tokens: int = 10) -> list[Step]:
     return [Event("message_delta", {"type": "message_delta",
                                     "delta": {"stop_reason": stop_reason, "stop_sequence": None},
@@ -145,24 +148,24 @@ def text_block(index: int, chunks: Iterable[str | Step]) -> list[Step]:
 
 def tool_block(index: int, tool_input: dict[str, Any] | str, *, name: str = "propose_flow_change",
                pieces: int = 3, tool_id: str | None = None) -> list[Step]:
-    """A tool_use block whose JSON input arrives in ``pieces`` input_json_delta events."""
+    """A tool_use block whose JSON input arrives in ``pieces`` input_json_delta events, after an
+    empty one (the API's first ``partial_json`` is ``""``)."""
     raw = tool_input if isinstance(tool_input, str) else json.dumps(tool_input)
     size = max(1, -(-len(raw) // pieces))
     block = {"type": "tool_use", "id": tool_id or f"toolu_{uuid.uuid4().hex[:24]}", "name": name, "input": {}}
     steps: list[Step] = [Event("content_block_start", {"type": "content_block_start", "index": index,
                                                        "content_block": block})]
-    for start in range(0, len(raw), size):
+    for piece in ["", *(raw[start:start + size] for start in range(0, len(raw), size))]:
         steps.append(Event("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                   "delta": {"type": "input_json_delta",
-                                                             "partial_json": raw[start:start + size]}}))
+                                                   "delta": {"type": "input_json_delta", "partial_json": piece}}))
     steps.append(Event("content_block_stop", {"type": "content_block_stop", "index": index}))
     return steps
 
 
 def text_reply(*chunks: str | Step, stop_reason: str = "end_turn") -> StreamReply:
-    """A complete streamed answer made of text deltas (with a ping, as the API sends one)."""
-    return StreamReply([_message_start(), *text_block(0, chunks), Event("ping", {"type": "ping"}),
-                        *_message_end(stop_reason)])
+    """A complete streamed answer made of text deltas, with pings where the API sends them (right
+    after message_start, and between events)."""
+    return StreamReply([_message_start(), _PING, *text_block(0, chunks), _PING, *_message_end(stop_reason)])
 
 
 def tool_reply(tool_input: dict[str, Any] | str, *, text: Iterable[str] = ("Here is a proposal.",),

@@ -47,6 +47,15 @@ def saved_messages(user_id: uuid.UUID, flow_id: str) -> list[dict[str, Any]]:
         return list_messages(conn, user_id=user_id, flow_id=flow_id)
 
 
+def key_status(user_id: uuid.UUID) -> dict[str, Any]:
+    """What ``GET /api/ai-keys`` shows for the user's Anthropic key."""
+    from capandex.db.session import transaction
+    from capandex.keys.ai import ai_key_status
+
+    with transaction(user_id) as conn:
+        return ai_key_status(conn, user_id=user_id)
+
+
 def sse_payloads(body: str) -> list[Any]:
     """The ``data:`` payloads of an SSE body, JSON-decoded (``[DONE]`` stays a string)."""
     out: list[Any] = []

@@ -2,9 +2,10 @@
 
 Order of preference: ``CAPANDEX_TEST_POSTGRES`` (a server URL), the machine's server on
 127.0.0.1:5432 (trust auth), or a throw-away cluster made here with ``initdb``/``pg_ctl`` (run as
-an unprivileged user when the tests run as root; ``CAPANDEX_TEST_POSTGRES=throwaway`` forces it). Each test session gets its own database with
-Supabase's roles and ``auth.uid()`` (tests/sql/supabase_shim.sql) and the committed migration
-applied, and drops it at the end, so parallel runs never see each other's rows.
+an unprivileged user when the tests run as root; ``CAPANDEX_TEST_POSTGRES=throwaway`` forces it).
+Each test session gets its own database with Supabase's roles and ``auth.uid()``
+(tests/sql/supabase_shim.sql) and the committed migration applied, and drops it at the end, so
+parallel runs never see each other's rows.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@
 1. the conversation rules (422 naming ``messages.<i>.role``);
 2. one short transaction: the flow is the user's (404), the user has a saved Anthropic key
    (400), and the user's rate limit (429);
-3. the request to Anthropic, up to its first event (401/429/529 … → see :mod:`.upstream`);
+3. the request to Anthropic, up to its first event (401/429/529 … → see :mod:`.upstream`); when
+   Anthropic rejects the saved key (401/403) it is also marked invalid (``isValid: false`` in
+   ``GET /api/ai-keys``);
 4. with ``flowId``, one short transaction saving the user's (last) message.
 
 It then returns the body: an async generator of SSE lines relayed as Anthropic sends them (no
@@ -36,7 +38,14 @@ from capandex.chat import repository, sse
 from capandex.chat.models import ChatRequest, check_conversation
 from capandex.chat.patch import TOOL, TOOL_NAME, propose
 from capandex.chat.prompt import build_system_prompt
-from capandex.chat.upstream import StreamBroken, error_before_stream, interrupted, make_client, stream_error
+from capandex.chat.upstream import (
+    StreamBroken,
+    error_before_stream,
+    interrupted,
+    key_rejected,
+    make_client,
+    stream_error,
+)
 from capandex.config import Settings, get_settings
 from capandex.errors import BadRequest, ValidationFailed
 from capandex.ratelimit import consume
@@ -58,6 +67,7 @@ class Turn:
     api_key: str = field(repr=False)  # the user's Anthropic key: never in a repr
     system: str
     messages: list[dict[str, Any]]
+    key_id: str = ""  # its ai_keys record (a 401 marks that record invalid, not a key saved since)
 
 
 @dataclass
@@ -75,7 +85,9 @@ async def start_chat(*, user_id: uuid.UUID, request: ChatRequest,
     settings = settings or get_settings()
     check_conversation(request.messages)
     turn = await anyio.to_thread.run_sync(partial(_prepare, user_id, request, settings))
-    relay = Relay(turn, settings)
+    # Building the client imports the SDK on the first request: seconds of CPU, which on the event
+    # loop would stall every other answer being streamed by this process.
+    relay = await anyio.to_thread.run_sync(Relay, turn, settings)
     await relay.open()
     if turn.flow_id is not None:
         try:
@@ -107,18 +119,18 @@ class AnswerStream:
 
 def _prepare(user_id: uuid.UUID, request: ChatRequest, settings: Settings) -> Turn:
     from capandex.db.session import transaction
-    from capandex.keys.ai import load_ai_key
+    from capandex.keys.ai import load_saved_ai_key
 
     with transaction(user_id) as conn:
         saved = repository.flow_document(conn, user_id=user_id, flow_id=request.flowId) if request.flowId else None
-        api_key = load_ai_key(conn, user_id=user_id)
-        if not api_key:
+        key = load_saved_ai_key(conn, user_id=user_id)
+        if key is None:
             raise BadRequest("No Anthropic API key is saved for your account: add one with POST /api/ai-keys "
                              "to use the assistant.")
     consume(RATE_BUCKET, user_id=user_id, settings=settings)  # its own transaction (capandex.ratelimit)
     # The editor's current (possibly unsaved) state wins over the saved document.
     flow = request.flowContext.model_dump(exclude_none=True) if request.flowContext else saved
-    return Turn(user_id=user_id, flow_id=request.flowId, flow=flow, api_key=api_key,
+    return Turn(user_id=user_id, flow_id=request.flowId, flow=flow, api_key=key.api_key, key_id=key.id,
                 system=build_system_prompt(flow),
                 messages=[{"role": m.role, "content": m.content} for m in request.messages])
 
@@ -130,6 +142,18 @@ def _save(turn: Turn, role: str, content: str, *, partial: bool = False,
     with transaction(turn.user_id) as conn:
         repository.add_message(conn, user_id=turn.user_id, flow_id=turn.flow_id, role=role, content=content,
                                partial=partial, flow_patch=flow_patch)
+
+
+def _mark_key_invalid(turn: Turn) -> None:
+    """Record that Anthropic rejected the saved key (best effort: the 400 is what matters)."""
+    from capandex.db.session import transaction
+    from capandex.keys.ai import record_validation
+
+    try:
+        with transaction(turn.user_id) as conn:
+            record_validation(conn, user_id=turn.user_id, record_id=turn.key_id, valid=False)
+    except Exception:
+        logger.exception("recording the rejected Anthropic key failed")
 
 
 class Relay:
@@ -150,6 +174,8 @@ class Relay:
             with anyio.CancelScope(shield=True):
                 await self.client.close()
             if isinstance(exc, Exception):
+                if key_rejected(exc):
+                    await anyio.to_thread.run_sync(partial(_mark_key_invalid, self.turn))
                 raise error_before_stream(exc) from exc
             raise
 

@@ -93,6 +93,13 @@ def error_before_stream(exc: BaseException) -> CapandexError:
     return UpstreamUnavailable("The answer could not be started; try again shortly.")
 
 
+def key_rejected(exc: BaseException) -> bool:
+    """Whether Anthropic refused the key itself (401, 403): the saved key is then marked invalid."""
+    import anthropic
+
+    return isinstance(exc, anthropic.AuthenticationError | anthropic.PermissionDeniedError)
+
+
 def stream_error(exc: BaseException) -> StreamBroken:
     """The error event for a failure after our stream started."""
     import anthropic

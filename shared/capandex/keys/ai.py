@@ -5,6 +5,9 @@ Public API (other subsystems code against these):
 
 - :func:`save_ai_key` (conn, user_id, api_key) → the hint ``sk-ant-****`` (replaces any saved key);
 - :func:`load_ai_key` (conn, user_id) → the decrypted key, or ``None`` when none is saved;
+  :func:`load_saved_ai_key` → the same with the record's id (to record a check of that key);
+- :func:`record_validation` (conn, user_id, record_id, valid) → ``isValid`` of the status, for
+  anything that learns whether the key works (the validate endpoint, a 401 to the chat);
 - :func:`ai_key_status`, :func:`delete_ai_key`, :func:`validate_saved_ai_key`.
 
 The hint is the constant prefix ``sk-ant-****``: it tells the dashboard *that* a key is saved and
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, delete, select, update
@@ -78,16 +81,41 @@ def _row(conn: Connection, user_id: uuid.UUID) -> Any:
     return conn.execute(select(ai_keys).where(ai_keys.c.user_id == user_id)).first()
 
 
-def load_ai_key(conn: Connection, *, user_id: uuid.UUID) -> str | None:
-    """The user's decrypted Anthropic key, or ``None`` when none is saved.
+@dataclass(frozen=True)
+class SavedAiKey:
+    """The saved key and its record id (which changes whenever a new key is saved)."""
 
-    Keep the returned string only for the call that needs it (pass it to the SDK, drop it).
+    id: str
+    api_key: str = field(repr=False)
+
+
+def load_saved_ai_key(conn: Connection, *, user_id: uuid.UUID) -> SavedAiKey | None:
+    """The user's decrypted Anthropic key with its record id, or ``None`` when none is saved.
+
+    Keep the key only for the call that needs it (pass it to the SDK, drop it).
     :class:`~capandex.vault.VaultError` when the stored value was altered.
     """
     row = _row(conn, user_id)
     if row is None:
         return None
-    return get_vault().open(row.sealed, _ctx(user_id, row.id))[FIELD]
+    return SavedAiKey(row.id, get_vault().open(row.sealed, _ctx(user_id, row.id))[FIELD])
+
+
+def load_ai_key(conn: Connection, *, user_id: uuid.UUID) -> str | None:
+    """The user's decrypted Anthropic key, or ``None`` when none is saved (see :func:`load_saved_ai_key`)."""
+    saved = load_saved_ai_key(conn, user_id=user_id)
+    return saved.api_key if saved else None
+
+
+def record_validation(conn: Connection, *, user_id: uuid.UUID, record_id: str, valid: bool) -> bool:
+    """Record whether the key ``record_id`` works (``isValid`` of :func:`ai_key_status`).
+
+    Only that key: one saved since the check has another id and stays unchecked. ``True`` when
+    the key is still the saved one (and the outcome was recorded).
+    """
+    result = conn.execute(update(ai_keys).where(ai_keys.c.user_id == user_id, ai_keys.c.id == record_id)
+                          .values(is_valid=valid, validated_at=utcnow()))
+    return result.rowcount > 0
 
 
 def ai_key_status(conn: Connection, *, user_id: uuid.UUID) -> dict[str, Any]:
@@ -165,7 +193,5 @@ def validate_saved_ai_key(*, user_id: uuid.UUID) -> dict[str, Any]:
         record_id, sealed = row.id, row.sealed
     result = check_anthropic_key(get_vault().open(sealed, _ctx(user_id, record_id))[FIELD])
     with transaction(user_id) as conn:
-        # Only the key that was checked: a key saved meanwhile has another id and stays unchecked.
-        conn.execute(update(ai_keys).where(ai_keys.c.user_id == user_id, ai_keys.c.id == record_id)
-                     .values(is_valid=result.valid, validated_at=utcnow()))
+        record_validation(conn, user_id=user_id, record_id=record_id, valid=result.valid)
     return {"valid": result.valid, **({"reason": result.reason} if result.reason else {})}

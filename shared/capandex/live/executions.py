@@ -5,6 +5,10 @@ edit to the flow does not change a running execution), the engine's broker state
 (:class:`capandex.engine.BrokerState` as JSON) and the last candle it processed. A partial unique
 index (``executions_one_running_per_flow``) makes "one running execution per flow" a database
 fact, not a check that two concurrent starts could both pass.
+
+A start first checks that the flow's exchange lists its symbol (:func:`check_market`, the cached
+symbol list), outside the start's transaction: a request must not hold a database transaction
+(and its pooled connection) open while it waits on an exchange.
 """
 
 from __future__ import annotations
@@ -18,7 +22,15 @@ from sqlalchemy.exc import IntegrityError
 from capandex.api.models import iso_utc
 from capandex.db.owned import owned_row
 from capandex.db.schema import exchange_keys, executions, flows, new_id, positions, utcnow
-from capandex.errors import Conflict, ValidationFailed, field_problem
+from capandex.errors import (
+    BadRequest,
+    Conflict,
+    RateLimited,
+    UpstreamError,
+    UpstreamUnavailable,
+    ValidationFailed,
+    field_problem,
+)
 from capandex.live.timeframes import last_closed_open, timeframe_ms
 from capandex.notifications import notify
 
@@ -46,6 +58,49 @@ def _market(document: dict[str, Any]) -> tuple[str, str, str, int]:
     return settings["exchange"], settings["symbol"], settings["timeframe"], timeframe_ms(settings["timeframe"])
 
 
+def check_market(*, user_id: uuid.UUID, flow_id: str) -> tuple[str, str]:
+    """The flow's ``(exchange, symbol)``, once the exchange is known to list the symbol.
+
+    Reads the flow in its own short transaction, then asks the exchange's active spot symbols
+    (:func:`capandex.exchanges.market.list_symbols`, cached for 5 minutes) with no transaction open.
+    Call it before the start's transaction and pass the result to :func:`start_execution`.
+
+    Raises:
+        NotFound: no such flow for this user.
+        ValidationFailed: the flow lacks exchange/symbol/timeframe, its exchange is not offered
+            (``settings.exchange``), or the exchange does not list the symbol or has halted it
+            (``settings.symbol``).
+        UpstreamUnavailable: the exchange could not be asked (unreachable, 5xx, rate limited, or
+            an unreadable answer): without its listing the flow cannot be started safely.
+    """
+    from capandex.db.session import transaction
+
+    with transaction(user_id) as conn:
+        document = owned_row(conn, flows, flow_id, user_id=user_id, columns=(flows.c.document,)).document
+    exchange, symbol, _, _ = _market(document)
+    if symbol not in _listed_symbols(exchange):
+        raise ValidationFailed(f"{exchange} does not list {symbol} (or has halted trading in it).", details=[
+            field_problem("settings.symbol", f"not a tradable spot symbol on {exchange}", exchange=exchange)])
+    return exchange, symbol
+
+
+def _listed_symbols(exchange: str) -> list[str]:
+    """The exchange's active spot symbols (cached); 422 for an exchange Capandex does not offer."""
+    from capandex.exchanges.market import list_symbols
+    from capandex.exchanges.registry import resolve
+
+    try:
+        resolve(exchange)
+    except BadRequest as exc:
+        problem = field_problem("settings.exchange", "not a supported exchange")
+        raise ValidationFailed(exc.message, details=[problem]) from exc
+    try:
+        return list_symbols(exchange)
+    except (UpstreamUnavailable, UpstreamError, RateLimited) as exc:
+        raise UpstreamUnavailable(f"{exchange} could not be reached to check the flow's symbol, so the flow was "
+                                  "not started; retry in a minute.") from exc
+
+
 def _check_key(conn: Connection, user_id: uuid.UUID, key_id: str | None, exchange: str) -> None:
     if not key_id:
         raise ValidationFailed("Live mode needs an exchange key.",
@@ -61,14 +116,19 @@ def _check_key(conn: Connection, user_id: uuid.UUID, key_id: str | None, exchang
 
 
 def start_execution(conn: Connection, *, user_id: uuid.UUID, flow_id: str, mode: str,
-                    exchange_key_id: str | None = None, now_ms: int | None = None) -> dict[str, Any]:
+                    exchange_key_id: str | None = None, now_ms: int | None = None,
+                    checked_market: tuple[str, str] | None = None) -> dict[str, Any]:
     """Start ``flow_id`` in ``mode``; its first tick is the first candle that closes after now.
+
+    ``checked_market`` is what :func:`check_market` returned before this transaction (the API
+    always passes it); without it the symbol is not checked against the exchange (tests, benchmarks).
 
     Raises:
         NotFound: no such flow (or key) for this user.
         ValidationFailed: the flow does not validate, lacks exchange/symbol/timeframe, or live mode
             lacks a valid key of the flow's exchange.
-        Conflict: the flow already has a running execution.
+        Conflict: the flow already has a running execution, or its exchange/symbol changed since
+            ``checked_market`` was checked.
     """
     from capandex.engine import validate_flow
 
@@ -77,6 +137,8 @@ def start_execution(conn: Connection, *, user_id: uuid.UUID, flow_id: str, mode:
     flow = _flow(conn, user_id, flow_id)
     document = dict(flow.document)
     exchange, symbol, timeframe, tf_ms = _market(document)
+    if checked_market is not None and checked_market != (exchange, symbol):
+        raise Conflict("The flow's exchange or symbol changed while it was being started; start it again.")
     validated = validate_flow(document)
     if mode == "live":
         _check_key(conn, user_id, exchange_key_id, exchange)

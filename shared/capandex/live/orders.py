@@ -15,12 +15,21 @@ wrapper the same way).
   (:class:`OrderOutcomeUnknown`) and the tick is retried later — with the same id, so at most one
   order can ever exist for it (Binance refuses a reused id with -2010 "Duplicate order sent.",
   which is handled as "look it up"). Order placement itself is never retried blindly.
+
+**Reconciliation before a sell.** After the lookup (so a retry finds its own earlier sale
+instead of an empty account), a sell checks the free balance of the base asset: selling more
+than the account holds is never attempted. When the account lacks more than dust
+(:meth:`LiveGateway.tolerance`: the buy fee an exchange may take in the base asset plus one
+minimum order amount) — the user sold by hand, outside Capandex — the missing units come back
+as :attr:`Fill.unheld`: the gateway sells what is there, or, when nothing tradable is there,
+places no order and returns :meth:`Fill.not_held`. The worker closes the unheld units in its
+records with exit reason ``reconciled`` (:mod:`.worker`).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
 from capandex.errors import BadRequest, CapandexError, RateLimited, UpstreamError, UpstreamUnavailable
@@ -43,21 +52,35 @@ class OrderIntent:
         return asdict(self)
 
 
+#: :attr:`Fill.status` (and ``orders.status``) of a sell that placed no order: nothing was held
+NOT_HELD = "not_held"
+
+
 @dataclass(frozen=True, slots=True)
 class Fill:
     """A filled (or partly filled) order: ``amount`` base units filled at average ``price``;
     ``cost`` = amount × price and ``fee`` in quote currency; ``status`` is ccxt's unified order
     status (``closed`` = completely filled; ``canceled``/``expired``/``open`` with some
-    ``amount`` = partly filled, e.g. a market order that ran out of liquidity)."""
+    ``amount`` = partly filled, e.g. a market order that ran out of liquidity; :data:`NOT_HELD`
+    = no order was placed because the account held nothing tradable to sell). ``unheld``: base
+    units of a sell the account did not hold (sold outside Capandex), 0 for buys and paper."""
 
     client_order_id: str
-    exchange_order_id: str
+    exchange_order_id: str | None
     side: str
     amount: float
     price: float
     cost: float
     fee: float
     status: str = "closed"
+    unheld: float = 0.0
+
+    @classmethod
+    def not_held(cls, intent: OrderIntent) -> Fill:
+        """The answer to a sell of units the account no longer holds at all: no order, all unheld
+        (``price`` is the intent's reference price, nothing filled at it)."""
+        return cls(intent.client_order_id, None, intent.side, 0.0, intent.reference_price, 0.0, 0.0, NOT_HELD,
+                   intent.amount)
 
     @property
     def partial(self) -> bool:
@@ -66,7 +89,9 @@ class Fill:
 
     @property
     def order_status(self) -> str:
-        """``orders.status`` for this fill: filled, partially_filled or unfilled."""
+        """``orders.status`` for this fill: filled, partially_filled, unfilled or not_held."""
+        if self.status == NOT_HELD:
+            return NOT_HELD
         if self.amount <= 0:
             return "unfilled"
         return "partially_filled" if self.partial else "filled"
@@ -136,8 +161,9 @@ class LiveGateway:
         self.lookup_attempts, self.lookup_pause = lookup_attempts, lookup_pause
 
     # -- reads -----------------------------------------------------------------------------------
-    def lookup(self, client_order_id: str) -> Fill | None:
-        """The order with this client id, or None when the exchange does not know it."""
+    def lookup(self, intent: OrderIntent) -> Fill | None:
+        """The order with the intent's client id, or None when the exchange does not know it."""
+        client_order_id = intent.client_order_id
         try:
             raw = self.client.call(f"looking up order {client_order_id}", self.client.ccxt.fetch_order, None,
                                    self.symbol, {"origClientOrderId": client_order_id})
@@ -145,7 +171,7 @@ class LiveGateway:
             if "OrderNotFound" in _cause_names(exc):
                 return None
             raise
-        return self._fill(raw, client_order_id)
+        return self._fill(raw, intent)
 
     def free_base(self) -> float | None:
         """Free balance of the symbol's base currency (None when the exchange did not say)."""
@@ -154,46 +180,67 @@ class LiveGateway:
         value = (balance.get("free") or {}).get(base)
         return float(value) if value is not None else None
 
+    def tolerance(self, amount: float) -> float:
+        """Base units a sell of ``amount`` may lack and still count as held: the buy fee the
+        exchange may have charged in the base asset (``fee_rate`` × amount) plus the market's
+        minimum order amount (a remainder below it could not be sold anyway)."""
+        return amount * self.fee_rate + self._min_amount()
+
+    def tradable(self, amount: float) -> float:
+        """``amount`` cut to the market's precision; 0.0 when that is below its minimum order."""
+        try:
+            precise = float(self.client.ccxt.amount_to_precision(self.symbol, amount))
+        except Exception:  # ccxt raises for an amount that rounds to zero
+            return 0.0
+        return precise if precise >= self._min_amount() else 0.0
+
+    def _min_amount(self) -> float:
+        limits = (self.client.market(self.symbol).get("limits") or {}).get("amount") or {}
+        return float(limits.get("min") or 0.0)
+
     # -- the one write ------------------------------------------------------------------------------
     def place(self, intent: OrderIntent) -> Fill:
-        """Look the id up, place it if unknown, and resolve an ambiguous failure by id.
+        """Look the id up, place it if unknown, and resolve an ambiguous failure by id. A sell
+        is cut to the free base balance; what the account lacks is the fill's ``unheld`` (all of
+        it, and no order, when nothing tradable is left: :meth:`Fill.not_held`).
 
         Raises:
             OrderRejected: insufficient balance, delisted/unknown symbol, or an invalid amount.
             OrderOutcomeUnknown: timeout/5xx/rate limit and the id is still unknown, or the order
                 is still working (``open``); retry later.
         """
-        return self._settled(self._place(intent))
+        return self._settled(intent, self._place(intent))
 
-    def _settled(self, fill: Fill) -> Fill:
+    def _settled(self, intent: OrderIntent, fill: Fill) -> Fill:
         """Wait (a few lookups) for a still-working order to finish: recording an ``open`` order's
         fill so far would miss whatever fills after it."""
         for _ in range(self.lookup_attempts):
             if fill.status != "open":
                 return fill
             time.sleep(self.lookup_pause)
-            fill = self.lookup(fill.client_order_id) or fill
+            fill = self.lookup(intent) or fill
         if fill.status != "open":
             return fill
         raise OrderOutcomeUnknown(f"Order {fill.client_order_id} on {self.symbol} is still working; the tick will "
                                   "be retried and will find it by its id.")
 
     def _place(self, intent: OrderIntent) -> Fill:
-        found = self.lookup(intent.client_order_id)
+        try:  # an unlisted symbol has no order to find or to place
+            self.client.market(self.symbol)
+        except BadRequest as exc:
+            raise OrderRejected(f"{self.symbol} is not tradable any more (delisted or unknown).",
+                                reason="delisted") from exc
+        found = self.lookup(intent)
         if found is not None:
             return found
-        amount = intent.amount
-        if intent.side == "sell":  # reconcile: never sell more than the account holds
-            free = self.free_base()
-            if free is not None and free < amount:
-                amount = free
+        held = self._held(intent)
+        amount = self.tradable(held)
+        if amount <= 0.0 and held < intent.amount:
+            return Fill.not_held(intent)
+        if amount <= 0.0:
+            raise OrderRejected(f"The order amount {intent.amount} is not tradable on {self.symbol}.",
+                                reason="invalid_amount")
         try:
-            amount = float(self.client.ccxt.amount_to_precision(self.symbol, amount))
-        except Exception as exc:  # ccxt raises for an amount below the market's minimum
-            raise OrderRejected(f"The order amount {amount} is not tradable on {self.symbol}.",
-                                reason="invalid_amount") from exc
-        try:
-            self.client.market(self.symbol)
             raw = self.client.call(f"placing a {intent.side} order on {self.symbol}", self.client.ccxt.create_order,
                                    self.symbol, "market", intent.side, amount, None,
                                    {"newClientOrderId": intent.client_order_id})
@@ -204,7 +251,12 @@ class LiveGateway:
                                 reason="delisted") from exc
         except UpstreamError as exc:
             return self._classify(intent, exc)
-        return self._fill(raw, intent.client_order_id)
+        return self._fill(raw, intent)
+
+    def _held(self, intent: OrderIntent) -> float:
+        """What the intent may trade: its amount; for a sell at most the free base balance."""
+        free = self.free_base() if intent.side == "sell" else None
+        return intent.amount if free is None else min(intent.amount, free)
 
     def _classify(self, intent: OrderIntent, exc: UpstreamError) -> Fill:
         text = _cause_text(exc)
@@ -223,7 +275,7 @@ class LiveGateway:
     def _resolve(self, intent: OrderIntent) -> Fill:
         for attempt in range(self.lookup_attempts):
             try:
-                found = self.lookup(intent.client_order_id)
+                found = self.lookup(intent)
             except CapandexError:
                 found = None
             if found is not None:
@@ -233,7 +285,17 @@ class LiveGateway:
         raise OrderOutcomeUnknown(f"Placing order {intent.client_order_id} on {self.symbol} failed and the "
                                   "exchange does not know it yet; the tick will be retried with the same id.")
 
-    def _fill(self, raw: dict[str, Any], client_order_id: str) -> Fill:
+    def _fill(self, raw: dict[str, Any], intent: OrderIntent) -> Fill:
+        """The exchange's order as a :class:`Fill`. A sell's ``unheld`` is the part of the intent's
+        amount the order did not ask for, beyond :meth:`tolerance`; it is read from the order
+        itself, so a retry that finds the order by id reaches the answer of the worker that placed it."""
+        fill = self._raw_fill(raw, intent.client_order_id)
+        if intent.side != "sell":
+            return fill
+        missing = intent.amount - float(raw.get("amount") or fill.amount)
+        return replace(fill, unheld=missing) if missing > self.tolerance(intent.amount) else fill
+
+    def _raw_fill(self, raw: dict[str, Any], client_order_id: str) -> Fill:
         # an explicit filled of 0 (an expired market order) must not fall back to the requested
         # amount: only a response without ``filled`` that says "closed" means amount was filled
         filled = raw.get("filled")

@@ -1,8 +1,10 @@
 """Where ticks come from: SQS in AWS, an in-process pass locally.
 
 * :func:`schedule` — the scheduler Lambda's body: due ticks → SQS ``SendMessageBatch`` (10 per call).
-* :func:`handle_batch` — the worker Lambda's body: one tick per SQS record; failed records are
-  returned as ``batchItemFailures`` so only they are redelivered (``ReportBatchItemFailures``).
+* :func:`handle_batch` — the worker Lambda's body: one tick per SQS record; records whose tick
+  failed transiently are returned as ``batchItemFailures`` so only they are redelivered
+  (``ReportBatchItemFailures``). A tick that failed for good (:data:`.worker.PERMANENT_ERRORS`:
+  recorded by the worker, which returns ``failed``) and a malformed message are consumed.
 * :func:`run_pass` — scheduler then worker in this process (``capandex tick``; ``--at`` replays a
   moment in the past for paper executions); :func:`run_local_pass` is what ``capandex serve``
   calls once a minute.
@@ -53,7 +55,8 @@ def schedule(*, now_ms: int | None = None, queue_url: str | None = None, sqs: An
 
 def handle_batch(event: dict[str, Any], *, candles: CandleSource | None = None,
                  gateway: GatewayFactory | None = None) -> dict[str, Any]:
-    """Process an SQS batch; ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}``."""
+    """Process an SQS batch; ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}`` lists
+    the records to redeliver: those whose tick raised (a transient failure, or a crash)."""
     failures = []
     for record in event.get("Records", []):
         try:

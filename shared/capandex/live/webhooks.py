@@ -183,12 +183,14 @@ def _complete(row: Any, pending: dict[str, Any], gateway_for: Callable[[Any], Or
               owner: str | None) -> Any:
     """:func:`capandex.live.worker.complete_pending`; a refused order also counts as a failure."""
     from capandex.live.orders import OrderRejected
-    from capandex.live.worker import _record_failure, complete_pending
+    from capandex.live.worker import complete_pending, record_failure
 
     try:
         return complete_pending(row, pending, gateway_for, None, owner=owner)
     except OrderRejected as exc:
-        _record_failure(row.id, pending.get("orderCandleMs", pending["candleMs"]), exc, None)
+        # the intent may be a tick's, which this call completes before its own
+        record_failure(row.id, pending.get("orderCandleMs", pending["candleMs"]), exc, None,
+                       source=pending.get("source", "tick"))
         raise
 
 

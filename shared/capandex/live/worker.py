@@ -35,11 +35,27 @@ right after the close. Exchange-side stop orders were not used: one code path fo
 exchange and for stop-loss, take-profit and trailing stop together (which would need OCO and
 trailing orders that only some exchanges have), at the cost of up to one candle of delay.
 
-**Failures.** A permanent rejection (insufficient balance, delisted symbol) ends the tick as
-``failed``; a transient one (timeout, 5xx, rate limit, market data unavailable) raises so the
-message is retried. Both write an ``engine_error`` notification and count towards
+**Positions sold outside Capandex.** A live sell reconciles with the account first
+(:class:`.orders.LiveGateway`): units the account no longer holds come back as the fill's
+``unheld``, and the gateway sells only what is there (or places no order when nothing tradable is
+left). The unheld units are closed in our records at the last close (the tick's candle close, or
+a webhook call's price), net of the flow's fee rate, with exit reason :data:`RECONCILED` — an exit
+reason of live positions only, added to the engine's (:data:`capandex.engine.rules.REASONS`); its
+pnl is an estimate, as Capandex does not know what the user sold for. The user gets an
+``engine_error`` notification saying so; it is not a failure (the count below is untouched).
+
+**Failures.** Both kinds write an ``engine_error`` notification and count towards
 ``consecutive_failures``; at ``CAPANDEX_LIVE_MAX_FAILURES`` (default 3) the execution ends in
-status ``error``. A successful tick resets the count.
+status ``error``; a successful tick resets the count.
+
+* *Permanent* (:data:`PERMANENT_ERRORS`): the exchange refused an order for good
+  (:class:`.orders.OrderRejected`: insufficient balance, delisted symbol, invalid amount), or the
+  exchange refused the request (:class:`~capandex.errors.BadRequest`, e.g. an unknown symbol;
+  :class:`~capandex.errors.InvalidCredentials`), the key is gone or the flow no longer validates.
+  The tick ends ``failed`` and returns: the SQS message is consumed, as a redelivery cannot succeed.
+* *Transient* (everything else: timeouts, 5xx, rate limits, an order whose outcome is unknown):
+  raised, so SQS redelivers the message. A candle the exchange has not published yet
+  (:class:`CandleNotReady`) is raised without counting as a failure.
 """
 
 from __future__ import annotations
@@ -55,9 +71,16 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from capandex.db.schema import executions, flows, orders, positions, tick_records, utcnow
-from capandex.errors import CapandexError, UpstreamUnavailable
+from capandex.errors import (
+    BadRequest,
+    CapandexError,
+    InvalidCredentials,
+    NotFound,
+    UpstreamUnavailable,
+    ValidationFailed,
+)
 from capandex.live.client_ids import client_order_id
-from capandex.live.orders import Fill, OrderGateway, OrderIntent, OrderRejected, PaperGateway
+from capandex.live.orders import NOT_HELD, Fill, OrderGateway, OrderIntent, OrderRejected, PaperGateway
 from capandex.live.timeframes import timeframe_ms
 from capandex.notifications import notify
 
@@ -67,6 +90,15 @@ log = logging.getLogger("capandex.live")
 CandleSource = Callable[[str, str, str, int, int], Any]
 #: execution row → the gateway that places its orders (live mode)
 GatewayFactory = Callable[[Any], OrderGateway]
+
+
+#: failures a redelivery of the same message cannot fix (see the module docstring): recorded, then
+#: the message is consumed; any other :class:`CapandexError` is raised for SQS to redeliver
+PERMANENT_ERRORS: tuple[type[CapandexError], ...] = (OrderRejected, BadRequest, InvalidCredentials, NotFound,
+                                                     ValidationFailed)
+
+#: ``positions.exit_reason`` of live units closed because the account no longer held them
+RECONCILED = "reconciled"
 
 
 class CandleNotReady(UpstreamUnavailable):
@@ -114,7 +146,13 @@ def process_tick(execution_id: str, candle_ms: int, *, candles: CandleSource | N
     """Process the candle opening at ``candle_ms`` (and, in paper mode, any missed before it).
 
     Safe to call any number of times for the same arguments (SQS delivers at least once).
-    ``candles``/``gateway``/``engine`` are injectable for tests and benchmarks.
+    ``candles``/``gateway``/``engine`` are injectable for tests and benchmarks. A permanent failure
+    (:data:`PERMANENT_ERRORS`) is recorded and returned as ``failed`` (``error``: the rejection's
+    reason or the error's code).
+
+    Raises:
+        CapandexError: a transient failure (recorded, unless the candle is just not ready yet):
+            the caller must have the tick retried.
     """
     from capandex.db.session import transaction
 
@@ -133,12 +171,12 @@ def process_tick(execution_id: str, candle_ms: int, *, candles: CandleSource | N
         return _live_tick(row, candle_ms, candles or default_candles, gateway or default_gateway, engine)
     except CandleNotReady:
         raise  # not a failure of the flow: the exchange is a few seconds behind; just retry
-    except OrderRejected as exc:
-        _record_failure(execution_id, candle_ms, exc, engine)
-        return TickOutcome(execution_id, candle_ms, "failed", error=exc.reason)
     except CapandexError as exc:
-        _record_failure(execution_id, candle_ms, exc, engine)
-        raise
+        record_failure(execution_id, candle_ms, exc, engine)
+        if not isinstance(exc, PERMANENT_ERRORS):
+            raise
+        reason = exc.reason if isinstance(exc, OrderRejected) else exc.code
+        return TickOutcome(execution_id, candle_ms, "failed", error=reason)
 
 
 # -- shared pieces -------------------------------------------------------------------------------------
@@ -476,56 +514,107 @@ def record_pending(conn: Connection, row: Any, pending: dict[str, Any], fills: l
     _finish(conn, row, candle_ms, new_state, 1, succeeded=status == "done")
 
 
+@dataclass
+class _Book:
+    """The execution's positions (rows) and money (broker-state fields, quote currency; ``units``
+    in base units) while :func:`apply_fills` applies real fills. ``at_ms`` is when entries open
+    and exits close (``pending["entryMs"]``)."""
+
+    conn: Connection
+    row: Any
+    at_ms: int
+    fee_rate: float
+    cash: float
+    units: float
+    entry_time: int | None
+    entry_price: float | None
+    entry_spent: float
+    highest: float | None
+
+    def sell(self, units: float, price: float, proceeds: float, reason: str, *, whole: bool) -> None:
+        """Close ``units`` of the open position at ``price`` for ``proceeds`` (after fees). With
+        ``whole`` the position closes entirely (a complete sell: any remainder is dust); otherwise
+        the rest stays open, carrying its share of the entry cost."""
+        from capandex.engine.result import make_trade
+
+        share = 1.0 if whole else min(1.0, units / self.units)
+        trade = replace(make_trade(self.entry_time, self.at_ms, self.entry_price, price, units,
+                                   self.entry_spent * share, proceeds, self.fee_rate, 0), exit_reason=reason)
+        rest = self.units - units if share < 1.0 else 0.0
+        _close_position(self.conn, self.row, trade, keep_open=rest)
+        self.cash += proceeds
+        if rest > 0:
+            self.units, self.entry_spent = rest, self.entry_spent * (1.0 - share)
+        else:
+            self.units, self.entry_time, self.entry_price, self.entry_spent, self.highest = 0.0, None, None, 0.0, None
+
+    def buy(self, fill: Fill) -> None:
+        spent = fill.cost + fill.fee
+        _open_position(self.conn, self.row, self.at_ms, fill, spent)
+        self.cash -= spent
+        self.units, self.entry_time, self.entry_price, self.entry_spent, self.highest = (
+            fill.amount, self.at_ms, fill.price, spent, None)
+
+    def money(self) -> dict[str, Any]:
+        return {"cash": self.cash, "units": self.units, "entry_time": self.entry_time,
+                "entry_price": self.entry_price, "entry_spent": self.entry_spent, "highest": self.highest}
+
+
 def apply_fills(conn: Connection, row: Any, pending: dict[str, Any],
                 fills: list[tuple[OrderIntent, Fill]]) -> dict[str, Any]:
     """Apply real fills to the execution: orders, positions, notifications; returns the new
     ``executions.state`` (the caller writes it). ``pending`` holds the broker state ``before`` and
-    ``after`` the simulated step, the ``close`` to mark equity at and ``entryMs`` for new entries."""
+    ``after`` the simulated step, the ``close`` to mark equity (and reconciled units) at and
+    ``entryMs`` for new entries. A sell's ``unheld`` units are closed first, as :data:`RECONCILED`."""
     from capandex.engine import BrokerState, rules
-    from capandex.engine.result import make_trade
 
     before = BrokerState.from_dict(pending["before"])
     after = BrokerState.from_dict(pending["after"])
-    candle_ms = _order_candle(pending)
-    money = {"cash": before.cash, "units": before.units, "entry_time": before.entry_time,
-             "entry_price": before.entry_price, "entry_spent": before.entry_spent,
-             "highest": after.highest if after.long else before.highest}
-    name = _flow_name(conn, row)
     fee_rate = float((row.state["document"].get("settings") or {}).get("feeRate") or 0.001)
+    book = _Book(conn, row, pending["entryMs"], fee_rate, before.cash, before.units, before.entry_time,
+                 before.entry_price, before.entry_spent, after.highest if after.long else before.highest)
+    name = _flow_name(conn, row)
     for intent, fill in fills:
-        _write_order(conn, row, intent, candle_ms, fill, fill.order_status)
-        if fill.side == "sell" and money["units"] > 0 and fill.amount > 0:
-            proceeds = fill.cost - fill.fee
-            # a partial fill (the exchange says the order did not fill completely) sells a share
-            # of the position; the rest stays open, carrying its share of the entry cost
-            share = min(1.0, fill.amount / money["units"]) if fill.partial else 1.0
-            trade = make_trade(money["entry_time"], pending["entryMs"], money["entry_price"], fill.price, fill.amount,
-                               money["entry_spent"] * share, proceeds, fee_rate, rules.REASONS.index(intent.reason)
-                               if intent.reason in rules.REASONS else 0)
-            rest = money["units"] - fill.amount if share < 1.0 else 0.0
-            _close_position(conn, row, trade, keep_open=rest)
-            if rest > 0:
-                money.update(cash=money["cash"] + proceeds, units=rest,
-                             entry_spent=money["entry_spent"] * (1.0 - share))
-            else:
-                money.update(cash=money["cash"] + proceeds, units=0.0, entry_time=None, entry_price=None,
-                             entry_spent=0.0, highest=None)
+        _write_order(conn, row, intent, _order_candle(pending), fill, fill.order_status)
+        if fill.unheld > 0 and book.units > 0:
+            _reconcile(book, name, min(fill.unheld, book.units), pending["close"])
+        if fill.side == "sell" and book.units > 0 and fill.amount > 0:
+            reason = intent.reason if intent.reason in rules.REASONS else "signal"
+            book.sell(fill.amount, fill.price, fill.cost - fill.fee, reason, whole=not fill.partial)
         elif fill.side == "buy" and fill.amount > 0:
-            spent = fill.cost + fill.fee
-            _open_position(conn, row, pending["entryMs"], fill, spent)
-            money.update(cash=money["cash"] - spent, units=fill.amount, entry_time=pending["entryMs"],
-                         entry_price=fill.price, entry_spent=spent, highest=None)
-        _notify_fill(conn, row, name, fill, intent.reason)
-    state = replace(after, **money, pending=None)
+            book.buy(fill)
+        if fill.status != NOT_HELD:
+            _notify_fill(conn, row, name, fill, intent.reason)
+    state = replace(after, **book.money(), pending=None)
     equity = float(rules.equity(state.cash, state.units, pending["close"]))
     new_state = {k: v for k, v in row.state.items() if k != "pending_tick"}
     new_state.update(broker=state.to_dict(), equity=equity)
     return new_state
 
 
+def _reconcile(book: _Book, name: str, units: float, close: float) -> None:
+    """Close ``units`` the account no longer holds at the last ``close`` and tell the user."""
+    book.sell(units, close, units * close * (1.0 - book.fee_rate), RECONCILED, whole=units >= book.units)
+    row = book.row
+    base = row.symbol.split("/")[0]
+    notify(book.conn, user_id=row.user_id, event="engine_error", title=f"{name}: position reconciled",
+           message=f"{name}: your {row.exchange} account no longer held {units:.8g} {base} of this flow's "
+                   f"position (sold outside Capandex?). Capandex closed them in its records at the last close, "
+                   f"{close:,.8g}, with exit reason '{RECONCILED}'; their pnl is an estimate.",
+           action_url=f"/flows/{row.flow_id}")
+
+
 # -- failures ---------------------------------------------------------------------------------------------
-def _record_failure(execution_id: str, candle_ms: int, exc: CapandexError, engine: Any) -> None:
-    """Count the failure, notify, and end the execution in ``error`` after N in a row."""
+#: per ``pending_tick.source``: the failure notification's title, and what it could not process
+_FAILED = {"tick": ("tick failed", "the candle of"), "webhook": ("webhook call failed", "the webhook call of")}
+
+
+def record_failure(execution_id: str, at_ms: int, exc: CapandexError, engine: Any, *, source: str = "tick") -> None:
+    """Count the failure, notify, and end the execution in ``error`` after N in a row.
+
+    ``source`` is ``tick`` (``at_ms``: the candle's open time) or ``webhook`` (``at_ms``: the call's
+    time); the notification names the one that failed.
+    """
     from capandex.config import get_settings
     from capandex.db.session import transaction
 
@@ -542,8 +631,8 @@ def _record_failure(execution_id: str, candle_ms: int, exc: CapandexError, engin
         conn.execute(update(executions).where(executions.c.id == execution_id).values(values))
         name = _flow_name(conn, row)
         ended = " The execution stopped after repeated failures." if failures >= limit else ""
-        notify(conn, user_id=row.user_id, event="engine_error", title=f"{name}: tick failed",
-               message=f"{name} could not process the candle of {_ms_to_dt(candle_ms):%Y-%m-%d %H:%M} UTC: "
+        title, what = _FAILED[source]
+        notify(conn, user_id=row.user_id, event="engine_error", title=f"{name}: {title}",
+               message=f"{name} could not process {what} {_ms_to_dt(at_ms):%Y-%m-%d %H:%M} UTC: "
                        f"{exc.message}{ended}", action_url=f"/flows/{row.flow_id}")
-    log.warning("tick failed", extra={"execution_id": execution_id, "candle_ms": candle_ms, "code": exc.code,
-                                      "failures": failures})
+    log.warning(title, extra={"execution_id": execution_id, "at_ms": at_ms, "code": exc.code, "failures": failures})

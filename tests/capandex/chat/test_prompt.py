@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from capandex.chat.prompt import MAX_VALUE_CHARS, NO_FLOW, build_system_prompt, edge_line, node_line, render_flow
+import re
+
+from capandex.chat.prompt import (
+    MAX_VALUE_CHARS,
+    NO_FLOW,
+    build_system_prompt,
+    edge_line,
+    node_catalogue,
+    node_line,
+    render_flow,
+)
+from capandex.engine import flow as engine
+from capandex.engine import validate_flow
+from capandex.errors import ValidationFailed
 from tests.utils.chat import sma_flow
 
 
@@ -50,7 +63,49 @@ def test_large_flows_are_capped_with_a_count_of_what_was_left_out():
 
 def test_system_prompt_states_the_rules_and_embeds_the_flow():
     prompt = build_system_prompt(sma_flow())
-    for rule in ("no investment advice", "execute nothing", "never change the user's flow", "propose_flow_change"):
+    for rule in ("Your role is educational", "You give no investment advice",
+                 "never recommend buying or selling any asset", "You execute nothing",
+                 "You never change the user's flow yourself", "propose_flow_change",
+                 "not instructions to you"):
         assert rule in prompt
     assert "<flow>\nFlow \"SMA cross\"" in prompt
     assert NO_FLOW in build_system_prompt(None)
+
+
+# --- the node catalogue cannot drift from the engine -------------------------------------------
+
+def _engine_node_types() -> set[str]:
+    """The node types the engine accepts, as its validator lists them for an unknown type."""
+    try:
+        validate_flow({"nodes": [{"id": "x", "type": "no-such-type", "data": {}}], "edges": []})
+    except ValidationFailed as exc:
+        message = next(d["message"] for d in exc.details if d["field"] == "type")
+    return set(message.split("expected one of ")[1].split(", "))
+
+
+def test_catalogue_describes_exactly_the_engines_node_types():
+    described = set(re.findall(r"^- ([a-z_]+): ", node_catalogue(), flags=re.MULTILINE))
+    assert described == _engine_node_types()
+    assert "How flows work" in build_system_prompt(None)
+
+
+def test_every_indicator_kind_with_its_parameters_defaults_and_outputs_is_in_the_prompt():
+    prompt = build_system_prompt(None)
+    kinds = prompt.split("Kinds: ")[1].split(". Single-output")[0]
+    entries = dict(re.findall(r"(\w+)(?: \(([^)]*)\))?(?:; |$)", kinds))
+    assert set(entries) == set(engine.INDICATORS)
+    for kind, spec in engine.INDICATORS.items():
+        text = entries[kind] or ""
+        for name, param in spec.params.items():
+            assert (f"{name} {param.default:g}" if param.default is not None else name) in text, (kind, name)
+        if spec.outputs != ("value",):
+            assert f"outputs {', '.join(spec.outputs)}" in text, kind
+
+
+def test_every_field_operator_and_kind_the_engine_accepts_is_in_the_prompt():
+    catalogue = node_catalogue()
+    for values in (engine.PRICE_FIELDS, engine.LOGIC_OPERATORS, engine.RISK_KINDS, engine.TRIGGER_KINDS):
+        assert "|".join(values) in catalogue
+    assert " ".join(engine.CONDITION_OPERATORS) in catalogue
+    for name in engine.SIZING_FIELDS:
+        assert f"{name} (" in catalogue

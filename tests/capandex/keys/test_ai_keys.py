@@ -128,3 +128,22 @@ def test_validate_saved_key_records_the_outcome(db, anthropic_api) -> None:
     assert ai.validate_saved_ai_key(user_id=user) == {"valid": True}
     with db(user) as conn:
         assert ai.ai_key_status(conn, user_id=user)["isValid"] is True
+
+
+def test_record_validation_marks_only_the_key_that_was_checked(db) -> None:
+    user = uuid.uuid4()
+    with db(user) as conn:
+        ai.save_ai_key(conn, user_id=user, api_key=new_key())
+    with db(user) as conn:
+        checked = ai.load_saved_ai_key(conn, user_id=user)
+        assert ai.record_validation(conn, user_id=user, record_id=checked.id, valid=False) is True
+        assert ai.ai_key_status(conn, user_id=user)["isValid"] is False
+        assert checked.api_key not in repr(checked)
+    with db(user) as conn:  # a new key saved after the check: the outcome is not the new key's
+        ai.save_ai_key(conn, user_id=user, api_key=new_key())
+    with db(user) as conn:
+        assert ai.record_validation(conn, user_id=user, record_id=checked.id, valid=False) is False
+        assert ai.ai_key_status(conn, user_id=user)["isValid"] is None
+    other = uuid.uuid4()
+    with db(other) as conn:
+        assert ai.record_validation(conn, user_id=other, record_id=checked.id, valid=True) is False

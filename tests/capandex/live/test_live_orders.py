@@ -49,7 +49,7 @@ def live(binance_env, configure, postgres_url):  # noqa: F811
         pass
 
     h = Harness()
-    h.book, h.user, h.execution, h.source = book, user, execution, source_of(CANDLES)
+    h.book, h.user, h.execution, h.source, h.key_id = book, user, execution, source_of(CANDLES), key_id
     h.gateway = lambda row: LiveGateway(client, row.symbol, 0.001, lookup_pause=0.01)
     h.tick = lambda i, **kw: process_tick(execution, int(CANDLES.time[i]), candles=h.source,
                                           gateway=kw.get("gateway", h.gateway))
@@ -89,6 +89,17 @@ def _errors(user):
     with transaction() as conn:
         return conn.execute(select(notifications.c.message).where(notifications.c.user_id == user,
                                                                   notifications.c.event == "engine_error")).all()
+
+
+def _execution(execution):
+    with transaction() as conn:
+        return conn.execute(select(executions).where(executions.c.id == execution)).one()
+
+
+def _positions(execution):
+    with transaction() as conn:
+        return conn.execute(select(positions).where(positions.c.execution_id == execution)
+                            .order_by(positions.c.status, positions.c.exit_reason)).all()
 
 
 def test_buy_then_sell_with_deterministic_client_ids(live):
@@ -239,3 +250,85 @@ def test_partial_sell_keeps_the_rest_open(live):
     assert live.tick(42).status == "done"  # the next sell sells the rest
     sell = live.book.orders[client_order_id(live.execution, int(CANDLES.time[42]), "sell")]
     assert float(sell["executedQty"]) == pytest.approx(still_open.units)
+
+
+def test_an_unlisted_symbol_is_rejected_before_the_lookup(live):
+    """ccxt cannot even look an order up on a market it does not list: the intent must end
+    ``failed`` (and the message be consumed), not stay pending for every later tick to retry."""
+    with transaction() as conn:
+        flow_id = make_flow(conn, live.user, price_rule_flow(0.0, 1e9), symbol="NOPE/USDT")
+        execution = start_execution(conn, user_id=live.user, flow_id=flow_id, mode="live",
+                                    exchange_key_id=live.key_id, now_ms=int(CANDLES.time[40]))["executionId"]
+    outcome = process_tick(execution, int(CANDLES.time[40]), candles=live.source, gateway=live.gateway)
+    assert (outcome.status, outcome.error) == ("failed", "delisted")
+    row = _execution(execution)
+    assert "pending_tick" not in row.state and row.consecutive_failures == 1
+    assert [r.status for r in _orders(execution)] == ["rejected"] and live.book.placed == []
+
+
+def _bought(live):
+    return float(live.book.orders[client_order_id(live.execution, int(CANDLES.time[40]), "buy")]["executedQty"])
+
+
+def test_a_position_sold_by_hand_is_closed_as_reconciled(live):
+    assert live.tick(40).status == "done"
+    live.book.balances["BTC"] = 0.0  # the user sold everything on the exchange's own site
+    outcome = live.tick(41)
+    assert (outcome.status, outcome.fills) == ("done", 1)
+    assert len(live.book.placed) == 1  # no sell was attempted
+    (position,) = _positions(live.execution)
+    assert (position.status, position.exit_reason) == ("closed", "reconciled")
+    assert position.units == pytest.approx(_bought(live))
+    assert position.exit_price == pytest.approx(float(CANDLES.close[41]))  # the last close
+    assert [r.status for r in _orders(live.execution)] == ["filled", "not_held"]
+    row = _execution(live.execution)
+    assert (row.status, row.consecutive_failures, row.error_count) == ("running", 0, 0)
+    assert row.state["broker"]["units"] == 0.0
+    (message,) = _errors(live.user)
+    assert "no longer held" in message.message and "reconciled" in message.message
+    assert live.tick(42).status == "done"  # flat again: the flow buys
+    assert len(live.book.placed) == 2 and live.book.orders[live.book.placed[1]]["side"] == "BUY"
+
+
+def test_a_position_partly_sold_by_hand_sells_the_rest(live):
+    assert live.tick(40).status == "done"
+    bought = _bought(live)
+    live.book.balances["BTC"] = round(bought * 0.4, 5)
+    assert live.tick(41).status == "done"
+    sell = live.book.orders[client_order_id(live.execution, int(CANDLES.time[41]), "sell")]
+    assert float(sell["executedQty"]) == pytest.approx(bought * 0.4, abs=1e-5)
+    reconciled, sold = _positions(live.execution)
+    assert (reconciled.exit_reason, sold.exit_reason) == ("reconciled", "signal")
+    assert reconciled.units + sold.units == pytest.approx(bought)
+    assert sold.units == pytest.approx(float(sell["executedQty"]))
+    entry_cost = bought * reconciled.entry_price  # each closed part carries its share of the entry
+    assert sold.pnl == pytest.approx(float(sell["cummulativeQuoteQty"]) * 0.999 - entry_cost * 1.001
+                                     * sold.units / bought, rel=1e-6)
+    assert _execution(live.execution).state["broker"]["units"] == 0.0
+    assert len(_errors(live.user)) == 1
+
+
+def test_a_retry_reconciles_as_the_dead_worker_would_have(live, later):
+    """The order's own quantity says how much was held, so the retry (whose lookup finds the
+    sale, while the account is empty by now) splits the position the same way."""
+    assert live.tick(40).status == "done"
+    bought = _bought(live)
+    live.book.balances["BTC"] = round(bought * 0.4, 5)
+    with pytest.raises(SystemExit):
+        live.tick(41, gateway=lambda row: DiesAfterPlacing(live.gateway(row)))
+    later()
+    assert live.tick(41).status == "done"
+    assert len(live.book.placed) == 2
+    reconciled, sold = _positions(live.execution)
+    assert (reconciled.exit_reason, sold.exit_reason) == ("reconciled", "signal")
+    assert reconciled.units == pytest.approx(bought - float(live.book.orders[live.book.placed[1]]["executedQty"]))
+
+
+def test_a_fee_taken_in_the_base_asset_is_not_a_hand_sale(live):
+    assert live.tick(40).status == "done"
+    bought = _bought(live)
+    live.book.balances["BTC"] = bought * (1 - 0.001)  # what Binance leaves when it charges the fee in BTC
+    assert live.tick(41).status == "done"
+    (position,) = _positions(live.execution)
+    assert (position.status, position.exit_reason) == ("closed", "signal")
+    assert _errors(live.user) == []

@@ -144,3 +144,19 @@ def test_a_call_while_a_tick_intent_is_pending_completes_that_first(hook):
     row, statuses, held = _state(hook.execution)
     assert hook.book.placed == [intent.client_order_id] and statuses == ["filled"]
     assert [p.units for p in held] == [pytest.approx(0.01)] and row.last_candle_ms == int(CANDLES.time[41])
+
+
+def test_a_refused_call_is_notified_as_a_webhook_call(hook):
+    from capandex.db.schema import notifications
+    from capandex.live.orders import OrderRejected
+
+    hook.book.fail_next("insufficient_balance")
+    with pytest.raises(OrderRejected):
+        hook.fire(b'{"action": "buy", "id": "poor"}')
+    with transaction() as conn:
+        (title, message), = conn.execute(select(notifications.c.title, notifications.c.message).where(
+            notifications.c.user_id == hook.user, notifications.c.event == "engine_error")).all()
+    assert title.endswith("webhook call failed")
+    assert "could not process the webhook call of" in message and "candle" not in message
+    row, statuses, _ = _state(hook.execution)
+    assert row.consecutive_failures == 1 and statuses == ["rejected"]

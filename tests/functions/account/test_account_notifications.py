@@ -85,7 +85,7 @@ def test_preferences_validation(api):
         assert field in [d["field"] for d in response.json()["error"]["details"]]
 
 
-def test_multi_flow_rows_and_aggregate(api):
+def test_multi_flow_rows_and_aggregate(api, binance_env):
     me, other = api.as_user(), api.as_user()
     document = {**sma_cross_flow(), "settings": {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h"}}
     running = me.post("/api/flows", json={"name": "A", **{k: document[k] for k in ("nodes", "edges", "settings")}})

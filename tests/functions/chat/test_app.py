@@ -16,7 +16,7 @@ from tests.utils.anthropic_server import (
     text_reply,
     tool_reply,
 )
-from tests.utils.chat import GOOD_KEY, make_flow, save_key, saved_messages, sma_flow, sse_payloads
+from tests.utils.chat import GOOD_KEY, key_status, make_flow, save_key, saved_messages, sma_flow, sse_payloads
 
 ASK = [{"role": "user", "content": "Why does my flow not trade?"}]
 
@@ -57,6 +57,29 @@ def test_request_to_anthropic_carries_key_model_and_compact_flow(api, user, upst
     assert "settings: exchange=binance symbol=BTC/USDT timeframe=1h" in system
     assert "no investment advice" in system.lower() or "give no investment advice" in system
     assert '"position"' not in system  # UI state is not sent
+
+
+def test_the_sdk_client_is_built_off_the_event_loop(api, user, upstream, monkeypatch):
+    """Importing anthropic takes seconds on a cold start: on the loop it would stall other streams."""
+    import asyncio
+
+    from capandex.chat import service
+
+    built_on_loop = []
+
+    def make_client(*args):
+        try:
+            asyncio.get_running_loop()
+            built_on_loop.append(True)
+        except RuntimeError:
+            built_on_loop.append(False)
+        return real(*args)
+
+    real = service.make_client
+    monkeypatch.setattr(service, "make_client", make_client)
+    upstream.script(text_reply("ok"))
+    assert user.post("/api/chat", json={"messages": ASK}).status_code == 200
+    assert built_on_loop == [False]
 
 
 def test_saved_flow_is_the_context_when_the_editor_sends_none(api, user, upstream):
@@ -113,6 +136,21 @@ def test_bad_saved_key_is_400_invalid_credentials(api, upstream):
     assert "saved API key" in error["message"]
     assert "revoked" not in response.text  # the key never appears
     assert saved_messages(client.id, flow_id) == []  # nothing saved for a request that never started
+    assert key_status(client.id)["isValid"] is False  # GET /api/ai-keys shows the key must be replaced
+
+
+def test_anthropic_403_also_marks_the_saved_key_invalid(api, user, upstream):
+    upstream.script(status_reply(403, "Your API key does not have permission to use the specified resource."))
+    response = user.post("/api/chat", json={"messages": ASK})
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_credentials")
+    assert key_status(user.id)["isValid"] is False
+
+
+def test_other_failures_leave_the_key_status_alone(api, user, upstream):
+    upstream.script(status_reply(529), text_reply("ok"))
+    assert user.post("/api/chat", json={"messages": ASK}).status_code == 503
+    assert user.post("/api/chat", json={"messages": ASK}).status_code == 200
+    assert key_status(user.id)["isValid"] is None
 
 
 def test_anthropic_429_is_429_with_its_retry_after(api, user, upstream):
@@ -171,6 +209,20 @@ def test_invalid_messages_are_4xx_naming_the_field(api, user, upstream, messages
     assert response.status_code in (400, 422)
     fields = [d["field"] for d in response.json()["error"].get("details", [])]
     assert field in fields
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"messages": [{"role": "user", "content": "ok"}, {"role": "assistant", "content": "a"},
+                   {"role": "user", "content": "nul\u0000here"}]}, "messages.2.content"),
+    ({"messages": ASK, "flowId": "flow_\u0000"}, "flowId"),
+    ({"messages": ASK, "flowContext": {"nodes": [{"id": "a\u0000", "type": "price", "data": {}}]}},
+     "flowContext.nodes"),
+])
+def test_nul_characters_are_422_naming_the_exact_field(api, user, upstream, body, field):
+    response = user.post("/api/chat", json=body)
+    assert response.status_code == 422
+    assert [d["field"] for d in response.json()["error"]["details"]] == [field]
     assert upstream.requests == []
 
 

@@ -25,6 +25,7 @@ ASK = [{"role": "user", "content": "Explain the crossover."}]
 @pytest.fixture
 def server(chat_env) -> Iterator[str]:
     """uvicorn on a free port with the gateway, in a thread (what ``capandex serve`` runs)."""
+    import anthropic  # noqa: F401  (its first import takes seconds under load: not what these tests time)
     import uvicorn
 
     from capandex.api.gateway import Gateway
@@ -45,6 +46,19 @@ def server(chat_env) -> Iterator[str]:
     thread.join(5)
 
 
+def open_transactions() -> int:
+    """Other client sessions of the test database with a transaction open right now (Postgres;
+    autovacuum workers, which also show a transaction, are not ours)."""
+    from sqlalchemy import text
+
+    from capandex.db.session import get_engine
+
+    with get_engine().connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                 "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL "
+                                 "AND backend_type = 'client backend'")).scalar_one()
+
+
 @pytest.fixture
 def user(chat_env):
     client = Api(None).as_user()
@@ -63,10 +77,11 @@ def test_first_chunk_arrives_before_upstream_finishes(server, user, upstream):
         assert next(lines) == 'data: {"text":"First words"}'
         # The upstream is still holding its stream at the gate: the chunk was not buffered.
         assert not upstream.finished.is_set()
+        assert open_transactions() == 0  # and no database transaction is held while it streams
         gate.event.set()
         rest = [line for line in lines if line]
     assert rest == ['data: {"text":" and the rest."}', "data: [DONE]"]
-    assert upstream.finished.is_set()
+    assert upstream.finished.wait(5)  # its handler marks it just after the last write
 
 
 def test_client_disconnect_saves_the_answer_as_partial(server, user, upstream):

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+
+import pytest
 from sqlalchemy import insert
 
 from capandex.db.schema import exchange_keys, new_id, utcnow
 from capandex.db.session import transaction
 from tests.capandex.engine.factories import sma_cross_flow
+from tests.utils.binance_server import server_error
 
 SETTINGS = {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h"}
+
+
+@pytest.fixture(autouse=True)
+def exchange(binance_env):
+    """A start asks the exchange whether it lists the flow's symbol: the loopback Binance answers."""
+    return binance_env
 
 
 def _flow(client, extra_nodes=(), settings=SETTINGS):
@@ -132,3 +142,71 @@ def test_a_timeframe_market_data_cannot_serve_is_refused_at_start(api):
         response = me.post("/api/engine/start", json={"flowId": flow_id, "mode": "paper"})
         assert response.status_code == 422, timeframe
         assert response.json()["error"]["details"][0]["field"] == "settings.timeframe"
+
+
+def test_a_symbol_the_exchange_does_not_list_is_refused_at_start(api):
+    me = api.as_user()
+    for symbol in ("NOPE/USDT", "LUNA/USDT"):  # unknown, and listed but halted (status BREAK)
+        flow_id = _flow(me, settings={**SETTINGS, "symbol": symbol})
+        response = me.post("/api/engine/start", json={"flowId": flow_id, "mode": "paper"})
+        assert response.status_code == 422, symbol
+        error = response.json()["error"]
+        assert error["details"][0]["field"] == "settings.symbol" and error["details"][0]["exchange"] == "binance"
+        assert symbol in error["message"] and "binance" in error["message"]
+    unknown_exchange = _flow(me, settings={**SETTINGS, "exchange": "nowhere"})
+    response = me.post("/api/engine/start", json={"flowId": unknown_exchange, "mode": "paper"})
+    assert response.status_code == 422 and response.json()["error"]["details"][0]["field"] == "settings.exchange"
+    dashboard = me.get("/api/dashboard/multi-flow").json()
+    assert dashboard["aggregate"]["runningFlows"] == 0
+
+
+def test_the_symbol_is_checked_with_no_transaction_open(api, monkeypatch):
+    """The exchange may take seconds to answer: the request's transaction must not wait for it."""
+    from capandex.db import session
+    from capandex.exchanges import market
+
+    open_now, seen = [0], []
+    real_transaction, real_list = session.transaction, market.list_symbols
+
+    @contextlib.contextmanager
+    def counted(*args, **kwargs):
+        with real_transaction(*args, **kwargs) as conn:
+            open_now[0] += 1
+            try:
+                yield conn
+            finally:
+                open_now[0] -= 1
+
+    def listing(exchange_id):
+        seen.append(open_now[0])
+        return real_list(exchange_id)
+
+    monkeypatch.setattr(session, "transaction", counted)
+    monkeypatch.setattr(market, "list_symbols", listing)
+    me = api.as_user()
+    response = me.post("/api/engine/start", json={"flowId": _flow(me), "mode": "paper"})
+    assert response.status_code == 200 and seen == [0]
+
+
+def test_an_unreachable_exchange_refuses_the_start(api, exchange, monkeypatch):
+    from capandex.exchanges import retry
+
+    monkeypatch.setattr(retry, "sleep", lambda seconds: None)
+    me = api.as_user()
+    flow_id = _flow(me)
+    exchange.inject("/api/v3/exchangeInfo", server_error(503), times=3)  # the first try and both retries
+    response = me.post("/api/engine/start", json={"flowId": flow_id, "mode": "paper"})
+    assert response.status_code == 503 and response.json()["error"]["code"] == "upstream_unavailable"
+    assert "not started" in response.json()["error"]["message"]
+    assert me.post("/api/engine/start", json={"flowId": flow_id, "mode": "paper"}).status_code == 200  # none left
+
+
+def test_a_flow_edited_between_the_check_and_the_start_is_not_started(api):
+    from capandex.errors import Conflict
+    from capandex.live.executions import check_market, start_execution
+
+    me = api.as_user()
+    flow_id = _flow(me)
+    assert check_market(user_id=me.id, flow_id=flow_id) == ("binance", "BTC/USDT")
+    with transaction() as conn, pytest.raises(Conflict):  # checked before its symbol was changed
+        start_execution(conn, user_id=me.id, flow_id=flow_id, mode="paper", checked_market=("binance", "ETH/USDT"))

@@ -84,3 +84,28 @@ def test_failed_records_are_reported(binance_env, configure, postgres_url, queue
         *json.loads((ROOT / "events" / "ticks" / "sqs_batch.json").read_text())["Records"],  # unknown ids
     ]}
     assert _load("worker").handler(event, None) == {"batchItemFailures": [{"itemIdentifier": "not-ready"}]}
+
+
+def test_a_permanent_failure_is_consumed_and_a_transient_one_redelivered(binance_env, configure, postgres_url):
+    """SQS would redeliver a listed record up to 5 times, then dead-letter it: only a tick that
+    can still succeed is listed. The permanent failure is recorded instead."""
+    from sqlalchemy import select
+
+    from capandex.db.schema import executions, notifications
+
+    configure(DATABASE_URL=postgres_url, CAPANDEX_EXCHANGE_URLS=binance_env.exchange_urls_env())
+    user = uuid.uuid4()
+    future = int(dt.datetime(2100, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
+    with transaction() as conn:
+        started = {symbol: start_execution(conn, user_id=user, mode="paper", flow_id=make_flow(
+            conn, user, sma_cross_flow(3, 8), timeframe="1m", symbol=symbol))["executionId"]
+            for symbol in ("BTC/USDT", "NOPE/USDT")}  # NOPE/USDT: delisted since it started
+    event = {"Records": [{"messageId": symbol, "body": json.dumps({"executionId": execution, "candleMs": future})}
+                         for symbol, execution in started.items()]}
+    assert _load("worker").handler(event, None) == {"batchItemFailures": [{"itemIdentifier": "BTC/USDT"}]}
+    with transaction() as conn:
+        row = conn.execute(select(executions).where(executions.c.id == started["NOPE/USDT"])).one()
+        errors = conn.execute(select(notifications.c.message).where(
+            notifications.c.user_id == user, notifications.c.event == "engine_error")).scalars().all()
+    assert (row.status, row.consecutive_failures) == ("running", 1)
+    assert len(errors) == 1 and "NOPE/USDT" in errors[0]

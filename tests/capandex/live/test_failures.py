@@ -1,0 +1,71 @@
+"""Permanent failures are recorded and consumed; transient ones are recorded and raised for SQS."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from capandex.db.schema import executions, notifications
+from capandex.db.session import transaction
+from capandex.errors import BadRequest, InvalidCredentials, RateLimited, UpstreamError, UpstreamUnavailable
+from capandex.live.executions import start_execution
+from capandex.live.worker import CandleNotReady, process_tick
+from tests.capandex.engine.factories import price_rule_flow, random_walk
+from tests.capandex.live.helpers import make_flow
+
+CANDLES = random_walk(60, seed=3)
+CANDLE = int(CANDLES.time[41])
+
+
+@pytest.fixture
+def execution(configure, tmp_path):
+    # its own database: a running paper execution in the session's Postgres would be due in
+    # other tests' replays of the past
+    configure(DATABASE_URL=f"sqlite:///{tmp_path / 'failures.db'}")
+    user = uuid.uuid4()
+    with transaction() as conn:
+        flow_id = make_flow(conn, user, price_rule_flow(0.0, 1e9))
+        return start_execution(conn, user_id=user, flow_id=flow_id, mode="paper",
+                               now_ms=int(CANDLES.time[40]))["executionId"]
+
+
+def failing(exc):
+    def source(*_args):
+        raise exc
+    return source
+
+
+def _recorded(execution_id):
+    with transaction() as conn:
+        row = conn.execute(select(executions).where(executions.c.id == execution_id)).one()
+        messages = conn.execute(select(notifications.c.message).where(
+            notifications.c.user_id == row.user_id, notifications.c.event == "engine_error")).scalars().all()
+    return row, messages
+
+
+@pytest.mark.parametrize("exc", [BadRequest("binance has no spot market 'NOPE/USDT'."),
+                                 InvalidCredentials("binance rejected the API key.")], ids=lambda e: e.code)
+def test_a_permanent_failure_is_recorded_and_not_raised(execution, exc):
+    outcome = process_tick(execution, CANDLE, candles=failing(exc))
+    assert (outcome.status, outcome.error) == ("failed", exc.code)
+    row, messages = _recorded(execution)
+    assert (row.consecutive_failures, row.error_count, row.last_error) == (1, 1, exc.message)
+    assert len(messages) == 1 and "could not process the candle of" in messages[0]
+
+
+@pytest.mark.parametrize("exc", [UpstreamUnavailable("binance timed out."), UpstreamError("binance: garbled."),
+                                 RateLimited("binance is rate limiting.", retry_after=2)], ids=lambda e: e.code)
+def test_a_transient_failure_is_recorded_and_raised(execution, exc):
+    with pytest.raises(type(exc)):
+        process_tick(execution, CANDLE, candles=failing(exc))
+    row, messages = _recorded(execution)
+    assert (row.consecutive_failures, row.status) == (1, "running") and len(messages) == 1
+
+
+def test_a_candle_not_ready_is_raised_without_counting(execution):
+    with pytest.raises(CandleNotReady):
+        process_tick(execution, CANDLE, candles=failing(CandleNotReady("not yet")))
+    row, messages = _recorded(execution)
+    assert row.consecutive_failures == 0 and messages == []
