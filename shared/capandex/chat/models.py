@@ -24,10 +24,20 @@ MAX_CONVERSATION_CHARS = 200_000
 
 
 class ChatMessageIn(RequestModel):
-    """One turn of the conversation: plain text (no images or content blocks)."""
+    """One turn of the conversation: plain text (no images or content blocks). Whitespace is kept
+    as sent (indentation in pasted code matters), but a turn of only whitespace is empty."""
+
+    model_config = ConfigDict(str_strip_whitespace=False)
 
     role: Literal["user", "assistant"]
     content: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
+
+    @field_validator("content")
+    @classmethod
+    def _not_blank(cls, content: str) -> str:
+        if not content.strip():
+            raise ValueError("must not be empty")
+        return content
 
 
 class FlowContext(FlowBody):

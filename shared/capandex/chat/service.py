@@ -223,7 +223,9 @@ class Relay:
             await self.client.close()
 
     async def _save_answer(self) -> None:
-        if self.turn.flow_id is None:
+        # An answer cut before its first word has nothing to keep (and an empty assistant turn
+        # would make the saved history invalid to send back).
+        if self.turn.flow_id is None or not (self.answer.text or self.answer.flow_patch):
             return
         try:
             await anyio.to_thread.run_sync(partial(

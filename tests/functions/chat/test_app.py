@@ -398,3 +398,24 @@ def test_body_ending_without_message_stop_is_an_interruption(api, user, upstream
     assert payloads[:2] == [{"text": "Cut "}, {"text": "short"}]
     assert payloads[2]["error"]["code"] == "upstream_unavailable" and payloads[3] == "[DONE]"
     assert saved_messages(user.id, flow_id)[-1]["partial"] is True
+
+
+def test_whitespace_in_a_message_is_kept_as_sent(api, user, upstream):
+    """Pasted code keeps its indentation: the message reaches Anthropic and the history unchanged."""
+    flow_id = make_flow(user.id)
+    code = "Why does this fail?\n```python\n    if rsi < 30:\n        buy()\n```\n"
+    upstream.script(text_reply("Because."))
+    user.post("/api/chat", json={"messages": [{"role": "user", "content": code}], "flowId": flow_id})
+    assert saved_messages(user.id, flow_id)[0]["content"] == code
+    response = user.post("/api/chat", json={"messages": [{"role": "user", "content": "   \n  "}]})
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["field"] == "messages.0.content"
+
+
+def test_an_answer_cut_before_its_first_word_is_not_saved(api, user, upstream):
+    """Nothing to keep, and an empty assistant turn would make the saved history unsendable."""
+    flow_id = make_flow(user.id)
+    upstream.script(partial_reply(Cut()))
+    payloads = sse_payloads(user.post("/api/chat", json={"messages": ASK, "flowId": flow_id}).text)
+    assert payloads[0]["error"]["code"] == "upstream_unavailable" and payloads[-1] == "[DONE]"
+    assert [m["role"] for m in saved_messages(user.id, flow_id)] == ["user"]
