@@ -144,33 +144,34 @@ def roc(x: np.ndarray, period: int) -> np.ndarray:
     return out
 
 
+def _over_windows(x: np.ndarray, period: int, reduce: str) -> np.ndarray:
+    """``reduce`` (a numpy method name) over every window of ``period`` bars ending at each bar."""
+    out = _nan(len(x))
+    if len(x) >= period:
+        out[period - 1:] = getattr(np.lib.stride_tricks.sliding_window_view(x, period), reduce)(axis=1)
+    return out
+
+
 @_finite_suffix
 def highest(x: np.ndarray, period: int) -> np.ndarray:
     """Highest value over the last ``period`` bars, current included (TA-Lib ``MAX``)."""
-    out = _nan(len(x))
-    if len(x) >= period:
-        out[period - 1:] = np.lib.stride_tricks.sliding_window_view(x, period).max(axis=1)
-    return out
+    return _over_windows(x, period, "max")
 
 
 @_finite_suffix
 def lowest(x: np.ndarray, period: int) -> np.ndarray:
     """Lowest value over the last ``period`` bars, current included (TA-Lib ``MIN``)."""
-    out = _nan(len(x))
-    if len(x) >= period:
-        out[period - 1:] = np.lib.stride_tricks.sliding_window_view(x, period).min(axis=1)
-    return out
+    return _over_windows(x, period, "min")
 
 
 @_finite_suffix
 def stddev(x: np.ndarray, period: int) -> np.ndarray:
-    """Population standard deviation over ``period`` bars (TA-Lib ``STDDEV`` with nbdev 1)."""
-    out = _nan(len(x))
-    if len(x) >= period:
-        # two-pass variance per window: E[x^2] - E[x]^2 from running sums loses digits on large
-        # prices (BTC squared is ~1e9), and the bands must hold to 1e-6
-        out[period - 1:] = np.lib.stride_tricks.sliding_window_view(x, period).std(axis=1)
-    return out
+    """Population standard deviation over ``period`` bars (TA-Lib ``STDDEV`` with nbdev 1).
+
+    Two-pass variance per window: E[x^2] - E[x]^2 from running sums loses digits on large prices
+    (BTC squared is ~1e9), and the bands must hold to 1e-6.
+    """
+    return _over_windows(x, period, "std")
 
 
 def bollinger(x: np.ndarray, period: int, deviations: float) -> dict[str, np.ndarray]:

@@ -22,7 +22,7 @@ from capandex.live.orders import LiveGateway
 from capandex.live.scheduler import due_ticks
 from capandex.live.worker import process_tick
 from tests.capandex.engine.factories import HOUR_MS, price_rule_flow, random_walk
-from tests.capandex.live.helpers import make_flow, source_of
+from tests.capandex.live.helpers import DiesAfterPlacing, make_flow, source_of
 from tests.utils.binance_orders import BinanceOrders
 from tests.utils.fixtures import binance, binance_env  # noqa: F401
 
@@ -68,15 +68,6 @@ def later(monkeypatch):
     return advance
 
 
-class DiesAfterPlacing:
-    """A gateway whose worker is killed right after the exchange accepted the order."""
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    def place(self, intent):
-        self.inner.place(intent)
-        raise SystemExit("worker killed")  # the Lambda died: nothing after this ran
 
 
 def _orders(execution):

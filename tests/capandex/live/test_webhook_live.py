@@ -21,7 +21,7 @@ from capandex.live.client_ids import client_order_id
 from capandex.live.executions import execution_status, start_execution
 from capandex.live.orders import LiveGateway, OrderIntent
 from tests.capandex.engine.factories import price_rule_flow, random_walk
-from tests.capandex.live.helpers import make_flow, source_of
+from tests.capandex.live.helpers import DiesAfterPlacing, make_flow, source_of
 from tests.utils.binance_orders import BinanceOrders
 from tests.utils.fixtures import binance, binance_env  # noqa: F401
 
@@ -64,13 +64,6 @@ def hook(binance_env, configure, postgres_url, monkeypatch):  # noqa: F811
     return h
 
 
-class DiesAfterPlacing:
-    def __init__(self, inner):
-        self.inner = inner
-
-    def place(self, intent):
-        self.inner.place(intent)
-        raise SystemExit("worker killed")  # the Lambda died: nothing after this ran
 
 
 def _state(execution):
