@@ -310,6 +310,15 @@ def _input_handles(node: Node) -> tuple[str, ...] | None:
     return ()
 
 
+
+def _pick_handle(handles: tuple[str, ...] | list[str], given: str | None) -> str | None:
+    """The handle an edge names, or the node's only handle when it names none; None when the
+    edge names a handle the node does not have."""
+    if given is None and len(handles) == 1:
+        return handles[0]
+    return given if given in handles else None
+
+
 def _parse_edges(raw: Any, nodes: dict[str, Node], problems: _Problems) -> None:
     if not isinstance(raw, list):
         problems.add(None, "edges", "must be a list")
@@ -328,28 +337,22 @@ def _parse_edges(raw: Any, nodes: dict[str, Node], problems: _Problems) -> None:
         if source is None or target is None:
             continue
         out_handles = output_handles(source)
-        source_handle = edge.get("sourceHandle")
         if not out_handles:
             problems.add(source.id, f"edge {edge_id}.source", f"a {source.type} node has no outputs")
             continue
-        if source_handle is None and len(out_handles) == 1:
-            source_handle = out_handles[0]
-        if source_handle not in out_handles:
+        source_handle = _pick_handle(out_handles, edge.get("sourceHandle"))
+        if source_handle is None:
             problems.add(source.id, f"edge {edge_id}.sourceHandle",
-                         f"must be one of {', '.join(out_handles)} (got {source_handle!r})")
+                         f"must be one of {', '.join(out_handles)} (got {edge.get('sourceHandle')!r})")
             continue
         in_handles = _input_handles(target)
-        target_handle = edge.get("targetHandle")
-        if in_handles is None:
-            target_handle = "in"
-        elif not in_handles:
+        if in_handles is not None and not in_handles:
             problems.add(target.id, f"edge {edge_id}.target", f"this {target.type} node takes no inputs")
             continue
-        elif target_handle is None and len(in_handles) == 1:
-            target_handle = in_handles[0]
-        elif target_handle not in in_handles:
+        target_handle = "in" if in_handles is None else _pick_handle(in_handles, edge.get("targetHandle"))
+        if target_handle is None:
             problems.add(target.id, f"edge {edge_id}.targetHandle",
-                         f"must be one of {', '.join(in_handles)} (got {target_handle!r})")
+                         f"must be one of {', '.join(in_handles or ())} (got {edge.get('targetHandle')!r})")
             continue
         wires = target.inputs.setdefault(target_handle, [])
         if in_handles is not None and wires:
