@@ -76,14 +76,16 @@ class Bucket:
         return tokens - 1.0
 
 
+#: the bucket of ``POST /api/chat``
+CHAT = "chat"
 #: the bucket of both key-validation endpoints
 KEY_VALIDATION = "key_validation"
 
 #: bucket name → its configuration from the settings
 BUCKETS: dict[str, Callable[[Settings], Bucket]] = {
-    "chat": lambda s: Bucket("chat", s.chat_rate_burst, s.chat_rate_per_minute / 60.0, "chat requests"),
-    "key_validation": lambda s: Bucket("key_validation", s.key_validation_rate_burst,
-                                       s.key_validation_rate_per_hour / 3600.0, "key validations"),
+    CHAT: lambda s: Bucket(CHAT, s.chat_rate_burst, s.chat_rate_per_minute / 60.0, "chat requests"),
+    KEY_VALIDATION: lambda s: Bucket(KEY_VALIDATION, s.key_validation_rate_burst,
+                                     s.key_validation_rate_per_hour / 3600.0, "key validations"),
 }
 
 

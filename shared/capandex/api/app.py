@@ -37,6 +37,7 @@ HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "n
 
 
 def error_response(exc: CapandexError) -> JSONResponse:
+    """``exc`` as its JSON error body, with its status and headers (e.g. ``Retry-After``)."""
     return JSONResponse(exc.to_body(), status_code=exc.status, headers=exc.headers)
 
 
@@ -118,6 +119,7 @@ class BodyLimitMiddleware:
         try:
             await self.app(scope, limited_receive, guarded_send)
         except Exception:
+            # past the limit the app's error is the disconnect we faked: the 413 below answers it
             if not exceeded:
                 raise
         if exceeded:
@@ -211,8 +213,7 @@ def create_app(title: str, routers: Iterable[APIRouter], *, max_body_bytes: int 
         app.include_router(router)
     _install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
-
-    app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(AccessLogMiddleware)  # added last, so outermost: it logs the 413s too
     return app
 
 

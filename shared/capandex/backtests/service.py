@@ -77,7 +77,7 @@ def check_range(start_text: str, end_text: str, timeframe: str, now: dt.datetime
     passes ``("--start", "--end")``)."""
     start_field, end_field = fields
     problems = []
-    start = end = None
+    parsed: dict[str, dt.datetime] = {}  # field → instant, for the fields that parsed and are sane
     for field, text in ((start_field, start_text), (end_field, end_text)):
         try:
             value = parse_instant(text, field)
@@ -87,10 +87,8 @@ def check_range(start_text: str, end_text: str, timeframe: str, now: dt.datetime
         if value < EPOCH:
             problems.append(field_problem(field, "must not be before 1970-01-01"))
             continue
-        if field == start_field:
-            start = value
-        else:
-            end = value
+        parsed[field] = value
+    start, end = parsed.get(start_field), parsed.get(end_field)
     if end is not None and end > now:
         problems.append(field_problem(end_field, "is in the future"))
     if start is not None and end is not None:
@@ -104,8 +102,8 @@ def check_range(start_text: str, end_text: str, timeframe: str, now: dt.datetime
     if problems:
         raise ValidationFailed("Invalid backtest range: " + "; ".join(f"{p['field']} {p['message']}"
                                                                        for p in problems) + ".", details=problems)
-    assert start is not None and end is not None
-    return Range(int(start.timestamp() * 1000), int(end.timestamp() * 1000))
+    # no problem means both fields parsed
+    return Range(int(parsed[start_field].timestamp() * 1000), int(parsed[end_field].timestamp() * 1000))
 
 
 def estimate_seconds(pages: int, candles: int, rate_limit_ms: float) -> float:

@@ -48,13 +48,12 @@ from capandex.chat.upstream import (
 )
 from capandex.config import Settings, get_settings
 from capandex.errors import BadRequest, ValidationFailed
-from capandex.ratelimit import consume
+from capandex.ratelimit import CHAT, consume
 
 logger = logging.getLogger("capandex.chat")
 
 #: Follow-up requests after a rejected proposal (each lets the model correct it once).
 MAX_TOOL_ROUNDS = 2
-RATE_BUCKET = "chat"
 
 
 @dataclass
@@ -127,7 +126,7 @@ def _prepare(user_id: uuid.UUID, request: ChatRequest, settings: Settings) -> Tu
         if key is None:
             raise BadRequest("No Anthropic API key is saved for your account: add one with POST /api/ai-keys "
                              "to use the assistant.")
-    consume(RATE_BUCKET, user_id=user_id, settings=settings)  # its own transaction (capandex.ratelimit)
+    consume(CHAT, user_id=user_id, settings=settings)  # its own transaction (capandex.ratelimit)
     # The editor's current (possibly unsaved) state wins over the saved document.
     flow = request.flowContext.model_dump(exclude_none=True) if request.flowContext else saved
     return Turn(user_id=user_id, flow_id=request.flowId, flow=flow, api_key=key.api_key, key_id=key.id,
@@ -273,6 +272,8 @@ class Relay:
 
 @dataclass
 class Block:
+    """One content block of a response as it streams in: text, or a tool call and its JSON input."""
+
     type: str
     text: str = ""
     tool_id: str = ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
+import time
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,7 +24,7 @@ def _tick_every_minute(stop: threading.Event) -> None:
     except ImportError:  # the live engine is not part of this build
         return
     log = logging.getLogger("capandex.ticks")
-    while not stop.wait(60.0 - (__import__("time").time() % 60.0) + 1.0):
+    while not stop.wait(60.0 - (time.time() % 60.0) + 1.0):  # one second past each minute
         try:
             run_local_pass()
         except Exception:

@@ -1,8 +1,9 @@
 """Render the Postgres migration that a Supabase project applies.
 
 The DDL comes from :mod:`capandex.db.schema` (the one definition); this module adds what only
-Postgres has: row-level security with an owner policy on every user-owned table, read access
-to the shared tables, grants for Supabase's roles, and the exchange seed. The rendered text is
+Postgres has: row-level security with an owner policy on every user-owned table (read-only on
+:data:`~capandex.db.schema.SERVER_WRITTEN_TABLES`, which only the server writes), read access to
+the shared tables, grants for Supabase's roles, and the exchange seed. The rendered text is
 committed under ``supabase/migrations/`` and a test keeps the two identical, so
 ``supabase db push`` applies exactly what the code expects.
 

@@ -226,77 +226,101 @@ def _parse_nodes(raw: Any, problems: _Problems) -> dict[str, Node]:
     return nodes
 
 
-def _parse_node(node_id: str, node_type: Any, data: Mapping[str, Any],
-                problems: _Problems) -> Node | None:
-    def choice(name: str, allowed: tuple[str, ...], default: str | None = None) -> str | None:
-        value = data.get(name, default)
+@dataclass(frozen=True)
+class _NodeData:
+    """One node's ``data``, read field by field; each problem is added under the node's id."""
+
+    node_id: str
+    data: Mapping[str, Any]
+    problems: _Problems
+
+    def problem(self, field: str, message: str) -> None:
+        self.problems.add(self.node_id, field, message)
+
+    def choice(self, name: str, allowed: tuple[str, ...], default: str | None = None) -> str | None:
+        """``data[name]`` when it is one of ``allowed``; None (and a problem) otherwise."""
+        value = self.data.get(name, default)
         if value not in allowed:
-            problems.add(node_id, f"data.{name}", f"must be one of {', '.join(allowed)} (got {value!r})")
+            self.problem(f"data.{name}", f"must be one of {', '.join(allowed)} (got {value!r})")
             return None
         return value
 
-    def numbers(spec: Mapping[str, Param], only_given: bool = False) -> dict[str, Any]:
+    def numbers(self, spec: Mapping[str, Param], only_given: bool = False) -> dict[str, Any]:
+        """The parameters of ``spec``, defaults filled in (``only_given``: just those present);
+        every missing or out-of-range one is a problem."""
         params = {}
         for name, param in spec.items():
-            value = data.get(name, None if only_given else param.default)
+            value = self.data.get(name, None if only_given else param.default)
             if value is None:
                 if not only_given:
-                    problems.add(node_id, f"data.{name}", "is required")
+                    self.problem(f"data.{name}", "is required")
                 continue
             why = param.check(value)
             if why:
-                problems.add(node_id, f"data.{name}", why)
+                self.problem(f"data.{name}", why)
             params[name] = int(value) if param.integer and not why else value
         return params
 
+
+def _parse_node(node_id: str, node_type: Any, data: Mapping[str, Any],
+                problems: _Problems) -> Node | None:
+    read = _NodeData(node_id, data, problems)
     if node_type == "price":
-        kind = choice("field", PRICE_FIELDS)
+        kind = read.choice("field", PRICE_FIELDS)
         return Node(node_id, "price", kind or "close", {}, {}) if kind else None
     if node_type == "constant":
-        return Node(node_id, "constant", "constant", numbers({"value": Param(False, None, -math.inf)}),
+        return Node(node_id, "constant", "constant", read.numbers({"value": Param(False, None, -math.inf)}),
                     {})
     if node_type == "indicator":
-        kind = choice("kind", tuple(INDICATORS))
-        if kind is None:
-            return None
-        params = numbers(INDICATORS[kind].params)
-        if kind == "macd" and isinstance(params.get("fast"), int) and isinstance(params.get("slow"), int) \
-                and params["fast"] >= params["slow"]:
-            problems.add(node_id, "data.fast", "must be smaller than data.slow")
-        default_source = "hlc3" if kind == "vwap" else "close"
-        source = data.get("source", default_source)
-        if source not in PRICE_FIELDS:
-            problems.add(node_id, "data.source", f"must be one of {', '.join(PRICE_FIELDS)}")
-        return Node(node_id, "indicator", kind, {**params, "source": source}, {})
+        return _parse_indicator(read)
     if node_type == "condition":
-        operator = choice("operator", CONDITION_OPERATORS)
-        params = numbers({"value": Param(False, None, -math.inf)}, only_given=True)
+        operator = read.choice("operator", CONDITION_OPERATORS)
+        params = read.numbers({"value": Param(False, None, -math.inf)}, only_given=True)
         return Node(node_id, "condition", operator or ">", params, {})
     if node_type == "logic":
-        operator = choice("operator", LOGIC_OPERATORS)
+        operator = read.choice("operator", LOGIC_OPERATORS)
         return Node(node_id, "logic", operator or "and", {}, {})
     if node_type == "action":
-        side = choice("action", ("buy", "sell"))
-        given = [name for name in SIZING_FIELDS if data.get(name) is not None]
-        if side == "sell" and given:
-            problems.add(node_id, f"data.{given[0]}", "a sell closes the whole position; remove it")
-        if len(given) > 1:
-            problems.add(node_id, "data", f"set only one of {', '.join(SIZING_FIELDS)}")
-        params = numbers(SIZING_PARAMS, only_given=True) if side == "buy" else {}
-        if side == "buy" and not given:
-            params["sizePercent"] = 100.0
-        return Node(node_id, "action", side or "buy", params, {})
+        return _parse_action(read)
     if node_type == "risk":
-        kind = choice("kind", RISK_KINDS)
+        kind = read.choice("kind", RISK_KINDS)
         if kind is None:
             return None
-        return Node(node_id, "risk", kind, numbers({"percent": RISK_PARAMS[kind]}), {})
+        return Node(node_id, "risk", kind, read.numbers({"percent": RISK_PARAMS[kind]}), {})
     if node_type == "trigger":
-        kind = choice("kind", TRIGGER_KINDS, "candle_close")
+        kind = read.choice("kind", TRIGGER_KINDS, "candle_close")
         return Node(node_id, "trigger", kind or "candle_close", {}, {})
-    problems.add(node_id, "type", f"unknown node type {node_type!r}; expected one of price, constant, "
+    read.problem("type", f"unknown node type {node_type!r}; expected one of price, constant, "
                  "indicator, condition, logic, action, risk, trigger")
     return None
+
+
+def _parse_indicator(read: _NodeData) -> Node | None:
+    kind = read.choice("kind", tuple(INDICATORS))
+    if kind is None:
+        return None
+    params = read.numbers(INDICATORS[kind].params)
+    if kind == "macd" and isinstance(params.get("fast"), int) and isinstance(params.get("slow"), int) \
+            and params["fast"] >= params["slow"]:
+        read.problem("data.fast", "must be smaller than data.slow")
+    default_source = "hlc3" if kind == "vwap" else "close"
+    source = read.data.get("source", default_source)
+    if source not in PRICE_FIELDS:
+        read.problem("data.source", f"must be one of {', '.join(PRICE_FIELDS)}")
+    return Node(read.node_id, "indicator", kind, {**params, "source": source}, {})
+
+
+def _parse_action(read: _NodeData) -> Node:
+    side = read.choice("action", ("buy", "sell"))
+    given = [name for name in SIZING_FIELDS if read.data.get(name) is not None]
+    if side == "sell" and given:
+        read.problem(f"data.{given[0]}", "a sell closes the whole position; remove it")
+    if len(given) > 1:
+        read.problem("data", f"set only one of {', '.join(SIZING_FIELDS)}")
+    params = read.numbers(SIZING_PARAMS, only_given=True) if side == "buy" else {}
+    if side == "buy" and not given:
+        params["sizePercent"] = 100.0
+    return Node(read.node_id, "action", side or "buy", params, {})
 
 
 def _input_handles(node: Node) -> tuple[str, ...] | None:

@@ -79,7 +79,7 @@ def simulate(candles: Candles, signals: Signals, buys: tuple[BuyAction, ...], ri
     sizing = [by_action[i] for i in signals.choice[entry_sig].tolist()]
     killed_at = None
     money = _settle(entry_price, exit_price, sizing, settings)
-    equity = _equity(candles, entry_bar, exit_bar, money, settings.capital)
+    equity = _equity(candles, entry_bar, exit_bar, money)
     if risk.kill_switch is not None:
         peak = np.maximum.accumulate(np.maximum(equity, settings.capital))
         hit = np.flatnonzero(rules.kill_switch_hit(equity, peak, risk.kill_switch))
@@ -94,7 +94,7 @@ def simulate(candles: Candles, signals: Signals, buys: tuple[BuyAction, ...], ri
                     exit_bar[-1], reason[-1] = killed_at + 1, rules.KILL_SWITCH
                     exit_price[-1] = rules.sell_fill(candles.open[killed_at + 1], settings.slippage)
                 money = _settle(entry_price, exit_price, sizing, settings)
-                equity = _equity(candles, entry_bar, exit_bar, money, settings.capital)
+                equity = _equity(candles, entry_bar, exit_bar, money)
     units, spent, proceeds, _ = money
     return Simulation(entry_bar=entry_bar, exit_bar=exit_bar, entry_price=entry_price,
                       exit_price=exit_price, reason=reason, units=units, spent=spent,
@@ -291,7 +291,7 @@ def _settle(entry_price: np.ndarray, exit_price: np.ndarray, sizing: list[Sizing
 
 
 def _equity(candles: Candles, entry_bar: np.ndarray, exit_bar: np.ndarray,
-            money: tuple[np.ndarray, ...], capital: float) -> np.ndarray:
+            money: tuple[np.ndarray, ...]) -> np.ndarray:
     """Equity at every close: cash + units × close, piecewise constant between fills.
 
     Bars ``entry..exit-1`` hold the position at their close; from the exit bar on the trader is

@@ -33,7 +33,7 @@ from typing import Any
 from capandex.engine import rules
 from capandex.engine.candles import Candles
 from capandex.engine.compiler import CompiledFlow
-from capandex.engine.flow import Settings
+from capandex.engine.flow import Risk, Settings
 from capandex.engine.result import Trade, make_trade
 from capandex.engine.simulator import Sizing, sizing_for
 
@@ -134,18 +134,8 @@ def step(compiled: CompiledFlow, candles: Candles, state: BrokerState, settings:
 
     # b. stops inside the bar
     if state.long:
-        entry = state.entry_price
-        code, price = rules.stop_exit(
-            o, h, lo,
-            rules.stop_loss_level(entry, risk.stop_loss) if risk.stop_loss is not None else -math.inf,
-            rules.trailing_level(entry, -math.inf if state.highest is None else state.highest,
-                                 risk.trailing_stop) if risk.trailing_stop is not None else -math.inf,
-            rules.take_profit_level(entry, risk.take_profit) if risk.take_profit is not None else math.inf,
-            slip)
-        if int(code) >= 0:
-            state, trade = _close(state, time, float(price), rules.REASONS[int(code)], fee)
-        else:
-            state = replace(state, highest=h if state.highest is None else max(state.highest, h))
+        state, stopped = _stops_inside(state, time, o, h, lo, risk, slip, fee)
+        trade = stopped or trade
 
     # c. the close: equity, kill switch, signals
     equity = float(rules.equity(state.cash, state.units, c))
@@ -179,6 +169,24 @@ def buy_units(compiled: CompiledFlow, action: int, cash: float, fill: float, set
     sizing = sizing_for(compiled.flow.buys[action], compiled.flow.risk, settings)
     _, units, _ = rules.open_position(cash, fill, settings.fee, sizing.fraction, sizing.amount)
     return float(units)
+
+
+def _stops_inside(state: BrokerState, time: int, o: float, h: float, lo: float, risk: Risk, slip: float,
+                  fee: float) -> tuple[BrokerState, Trade | None]:
+    """The open position's stop-loss, trailing stop and take-profit against one bar's open, high
+    and low: the position closed at the level :func:`rules.stop_exit` picks, or (none crossed)
+    the trailing high raised to the bar's high."""
+    entry = state.entry_price
+    code, price = rules.stop_exit(
+        o, h, lo,
+        rules.stop_loss_level(entry, risk.stop_loss) if risk.stop_loss is not None else -math.inf,
+        rules.trailing_level(entry, -math.inf if state.highest is None else state.highest,
+                             risk.trailing_stop) if risk.trailing_stop is not None else -math.inf,
+        rules.take_profit_level(entry, risk.take_profit) if risk.take_profit is not None else math.inf,
+        slip)
+    if int(code) >= 0:
+        return _close(state, time, float(price), rules.REASONS[int(code)], fee)
+    return replace(state, highest=h if state.highest is None else max(state.highest, h)), None
 
 
 def _open(state: BrokerState, time: int, fill: float, sizing: Sizing, fee: float) -> BrokerState:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from capandex.errors import BadRequest, InvalidCredentials
-from capandex.exchanges.client import ExchangeClient, _new_instance, get_client
+from capandex.exchanges.client import ExchangeClient, get_client, new_instance
 from capandex.exchanges.credentials import Credentials
 
 logger = logging.getLogger("capandex.exchanges")
@@ -47,7 +47,7 @@ def transient_client(exchange_id: str, credentials: Credentials, *, timeout_s: f
         timeout_ms = max(100, min(timeout_ms, int(timeout_s * 1000)))
     sandbox = exchange_id in settings.exchange_sandbox
     base_url = settings.exchange_urls.get(exchange_id) or settings.exchange_urls.get(public.ccxt.id)
-    instance = _new_instance(public.ccxt.id, credentials, sandbox, base_url, timeout_ms)
+    instance = new_instance(public.ccxt.id, credentials, sandbox, base_url, timeout_ms)
     instance.set_markets(markets, currencies)
     try:
         yield ExchangeClient(exchange_id, instance)

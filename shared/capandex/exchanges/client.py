@@ -1,8 +1,8 @@
 """ccxt clients: one per (exchange, credentials, sandbox) per container, markets loaded once.
 
-This module (with :mod:`capandex.exchanges.errors`) is the only code that touches ccxt, and it
-imports ccxt lazily, inside the functions that need it, so a cold start of a function that never
-talks to an exchange does not pay for it.
+The :mod:`capandex.exchanges` package is the only code that imports ccxt, and it imports ccxt
+lazily, inside the functions that need it, so a cold start of a function that never talks to an
+exchange does not pay for it (order code elsewhere uses :attr:`ExchangeClient.ccxt`).
 
 Differences between exchanges are data (:data:`EXCHANGE_OPTIONS`), not branches.
 """
@@ -191,7 +191,7 @@ def get_client(exchange_id: str, credentials: Credentials | None = None, *,
         client = _clients.get(key)
         if client is None:
             client = _clients[key] = ExchangeClient(
-                exchange_id, _new_instance(ccxt_id, credentials, sandbox, base_url, settings.exchange_timeout_ms))
+                exchange_id, new_instance(ccxt_id, credentials, sandbox, base_url, settings.exchange_timeout_ms))
     return client
 
 
@@ -211,8 +211,11 @@ def install_log_guard() -> None:
         ccxt_logger.addFilter(_DropWireLogs())
 
 
-def _new_instance(ccxt_id: str, credentials: Credentials | None, sandbox: bool, base_url: str | None,
-                  timeout_ms: int) -> Any:
+def new_instance(ccxt_id: str, credentials: Credentials | None, sandbox: bool, base_url: str | None,
+                 timeout_ms: int) -> Any:
+    """A new, uncached ccxt instance configured as Capandex configures every one: rate limiting,
+    ``timeout_ms``, :data:`EXCHANGE_OPTIONS`, the credentials, the sandbox (:class:`BadRequest`
+    when ccxt knows none for the exchange) and ``base_url`` in place of the exchange's API host."""
     import ccxt
 
     install_log_guard()

@@ -39,7 +39,8 @@ from capandex.errors import BadRequest, CapandexError, RateLimited, UpstreamErro
 class OrderIntent:
     """A market order to place: ``amount`` in base units; ``reference_price`` is the engine's fill
     price (paper) or the last close (live: used only for estimates); ``reason`` is the exit reason
-    or ``signal``/``webhook``; ``action`` is what the client id was derived from."""
+    or ``signal``; ``action`` is what the client id was derived from (``buy``, ``exit:stop_loss``,
+    ``webhook:sell`` …)."""
 
     client_order_id: str
     side: str
@@ -228,8 +229,7 @@ class LiveGateway:
         try:  # an unlisted symbol has no order to find or to place
             self.client.market(self.symbol)
         except BadRequest as exc:
-            raise OrderRejected(f"{self.symbol} is not tradable any more (delisted or unknown).",
-                                reason="delisted") from exc
+            raise self._delisted() from exc
         found = self.lookup(intent)
         if found is not None:
             return found
@@ -247,11 +247,13 @@ class LiveGateway:
         except (UpstreamUnavailable, RateLimited):
             return self._resolve(intent)
         except BadRequest as exc:
-            raise OrderRejected(f"{self.symbol} is not tradable any more (delisted or unknown).",
-                                reason="delisted") from exc
+            raise self._delisted() from exc
         except UpstreamError as exc:
             return self._classify(intent, exc)
         return self._fill(raw, intent)
+
+    def _delisted(self) -> OrderRejected:
+        return OrderRejected(f"{self.symbol} is not tradable any more (delisted or unknown).", reason="delisted")
 
     def _held(self, intent: OrderIntent) -> float:
         """What the intent may trade: its amount; for a sell at most the free base balance."""
@@ -266,8 +268,7 @@ class LiveGateway:
             raise OrderRejected(f"Insufficient balance for a {intent.side} of {intent.amount} {self.symbol}.",
                                 reason="insufficient_balance") from exc
         if "invalid symbol" in text or "BadSymbol" in _cause_names(exc):
-            raise OrderRejected(f"{self.symbol} is not tradable any more (delisted or unknown).",
-                                reason="delisted") from exc
+            raise self._delisted() from exc
         if "InvalidOrder" in _cause_names(exc):
             raise OrderRejected(f"The exchange rejected the order: {exc.message}", reason="rejected") from exc
         return self._resolve(intent)  # any other error: do not assume it was not placed

@@ -183,13 +183,13 @@ def _complete(row: Any, pending: dict[str, Any], gateway_for: Callable[[Any], Or
               owner: str | None) -> Any:
     """:func:`capandex.live.worker.complete_pending`; a refused order also counts as a failure."""
     from capandex.live.orders import OrderRejected
-    from capandex.live.worker import complete_pending, record_failure
+    from capandex.live.worker import complete_pending, order_candle, record_failure
 
     try:
         return complete_pending(row, pending, gateway_for, None, owner=owner)
     except OrderRejected as exc:
         # the intent may be a tick's, which this call completes before its own
-        record_failure(row.id, pending.get("orderCandleMs", pending["candleMs"]), exc, None,
+        record_failure(row.id, order_candle(pending), exc, None,
                        source=pending.get("source", "tick"))
         raise
 
@@ -218,9 +218,9 @@ def _claim_and_intend(conn: Any, execution_id: str, key: int, action: str | None
 
     from capandex.config import get_settings
     from capandex.engine import BrokerState, buy_units, compile_flow, rules
-    from capandex.live.worker import _lock, _write_order, lease_for
+    from capandex.live.worker import lease_for, lock_execution, write_order
 
-    row = _lock(conn, execution_id)
+    row = lock_execution(conn, execution_id)
     pending = (row.state or {}).get("pending_tick")
     if pending is not None:
         return {"kind": "resume" if pending["candleMs"] == key else "busy", "pending": pending}
@@ -262,7 +262,7 @@ def _claim_and_intend(conn: Any, execution_id: str, key: int, action: str | None
     if owner is not None:
         pending["lease"] = lease_for(owner)
         for intent in intents:
-            _write_order(conn, row, intent, now_ms, None, "pending")
+            write_order(conn, row, intent, now_ms, None, "pending")
         conn.execute(update(executions).where(executions.c.id == execution_id)
                      .values(state={**row.state, "pending_tick": pending}))
     return {"kind": "claimed", "pending": pending}
@@ -271,12 +271,12 @@ def _claim_and_intend(conn: Any, execution_id: str, key: int, action: str | None
 def _fire_paper(conn: Any, execution_id: str, key: int, action: str | None, reference: float,
                 now: dt.datetime) -> dict[str, Any]:
     """Paper mode: claim, fill and record in the caller's one transaction."""
-    from capandex.live.worker import _lock, record_pending
+    from capandex.live.worker import lock_execution, record_pending
 
     claim = _claim_and_intend(conn, execution_id, key, action, reference, now, owner=None)
     if claim["kind"] != "claimed":
         return _answer(execution_id, claim["kind"] != "empty", [])
-    row = _lock(conn, execution_id)
+    row = lock_execution(conn, execution_id)
     gateway = PaperGateway(_fee(row.state["document"]))
     fills = [(OrderIntent(**i), gateway.place(OrderIntent(**i))) for i in claim["pending"]["intents"]]
     record_pending(conn, row, claim["pending"], fills, "done")

@@ -70,7 +70,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from capandex.db.schema import executions, flows, orders, positions, tick_records, utcnow
+from capandex.db.schema import executions, flows, new_id, orders, positions, tick_records, utcnow
 from capandex.errors import (
     BadRequest,
     CapandexError,
@@ -110,7 +110,8 @@ class CandleNotReady(UpstreamUnavailable):
 @dataclass(frozen=True)
 class TickOutcome:
     """What a tick did: ``status`` done | failed | skipped | duplicate | in_progress (another worker
-    holds the intent's lease); ``fills`` recorded, ``orders`` their :meth:`Fill.to_dict` (live)."""
+    holds the intent's lease) | retry (only from :func:`capandex.live.ticks.run_pass`: a transient
+    failure); ``fills`` recorded, ``orders`` their :meth:`Fill.to_dict` (live)."""
 
     execution_id: str
     candle_ms: int
@@ -136,8 +137,16 @@ def default_gateway(row: Any) -> OrderGateway:
 
     with transaction() as conn:
         exchange_id, credentials = load_credentials(conn, user_id=row.user_id, key_id=row.exchange_key_id)
-    fee = float((row.state.get("document", {}).get("settings") or {}).get("feeRate") or 0.001)
-    return LiveGateway(get_client(exchange_id, credentials), row.symbol, fee)
+    return LiveGateway(get_client(exchange_id, credentials), row.symbol, _fee_rate(row))
+
+
+def _fee_rate(row: Any) -> float:
+    """The flow's ``settings.feeRate`` (a fraction; the engine's default when unset — a fee of 0
+    is a real setting, not "unset") from the execution's document."""
+    from capandex.engine.flow import DEFAULT_FEE
+
+    fee = (row.state.get("document", {}).get("settings") or {}).get("feeRate")
+    return DEFAULT_FEE if fee is None else float(fee)
 
 
 # -- the entry point ---------------------------------------------------------------------------------
@@ -180,7 +189,9 @@ def process_tick(execution_id: str, candle_ms: int, *, candles: CandleSource | N
 
 
 # -- shared pieces -------------------------------------------------------------------------------------
-def _lock(conn: Connection, execution_id: str) -> Any:
+def lock_execution(conn: Connection, execution_id: str) -> Any:
+    """The execution's row, locked until ``conn``'s transaction ends (Postgres ``FOR UPDATE``;
+    SQLite transactions are already serial); None when it does not exist."""
     query = select(executions).where(executions.c.id == execution_id)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
@@ -221,8 +232,9 @@ def _ms_to_dt(ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
 
 
-def _write_order(conn: Connection, row: Any, intent: OrderIntent, candle_ms: int, fill: Fill | None,
-                 status: str) -> None:
+def write_order(conn: Connection, row: Any, intent: OrderIntent, candle_ms: int, fill: Fill | None,
+                status: str) -> None:
+    """Insert the intent's ``orders`` row, or update it (found by client id) with ``fill`` and ``status``."""
     values = {"exchange_order_id": fill.exchange_order_id if fill else None, "filled": fill.amount if fill else None,
               "price": fill.price if fill else intent.reference_price, "cost": fill.cost if fill else None,
               "fee": fill.fee if fill else None, "status": status}
@@ -230,8 +242,6 @@ def _write_order(conn: Connection, row: Any, intent: OrderIntent, candle_ms: int
     if existing:
         conn.execute(update(orders).where(orders.c.id == existing.id).values(values))
     else:
-        from capandex.db.schema import new_id
-
         conn.execute(insert(orders).values(id=new_id("ord"), user_id=row.user_id, execution_id=row.id,
                                            client_order_id=intent.client_order_id, symbol=row.symbol,
                                            side=intent.side, amount=intent.amount, candle_ms=candle_ms,
@@ -239,8 +249,6 @@ def _write_order(conn: Connection, row: Any, intent: OrderIntent, candle_ms: int
 
 
 def _open_position(conn: Connection, row: Any, time_ms: int, fill: Fill, spent: float) -> None:
-    from capandex.db.schema import new_id
-
     conn.execute(insert(positions).values(
         id=new_id("pos"), user_id=row.user_id, flow_id=row.flow_id, execution_id=row.id, symbol=row.symbol,
         status="open", units=fill.amount, entry_price=fill.price, entry_time=_ms_to_dt(time_ms),
@@ -256,16 +264,12 @@ def _close_position(conn: Connection, row: Any, trade: Any, *, keep_open: float 
               "pnl": trade.pnl, "pnl_percent": trade.pnl_percent, "fees": trade.fees,
               "exit_reason": trade.exit_reason}
     if keep_open > 0 and open_row is not None:
-        from capandex.db.schema import new_id
-
         values["units"] = trade.units
         conn.execute(insert(positions).values(
             id=new_id("pos"), user_id=row.user_id, flow_id=row.flow_id, execution_id=row.id, symbol=row.symbol,
             status="open", units=keep_open, entry_price=open_row.entry_price, entry_time=open_row.entry_time,
             fees=(open_row.fees or 0.0) * keep_open / (open_row.units or keep_open)))
     if open_row is None:  # the entry predates this record (should not happen): keep the trade anyway
-        from capandex.db.schema import new_id
-
         conn.execute(insert(positions).values(
             id=new_id("pos"), user_id=row.user_id, flow_id=row.flow_id, execution_id=row.id, symbol=row.symbol,
             units=trade.units, entry_price=trade.entry_price, entry_time=_ms_to_dt(trade.entry_time), **values))
@@ -278,9 +282,8 @@ def _flow_name(conn: Connection, row: Any) -> str:
 
 
 def _notify_fill(conn: Connection, row: Any, name: str, fill: Fill, reason: str) -> None:
-    base = row.symbol
     notify(conn, user_id=row.user_id, event="trade_executed", title="Order Filled",
-           message=f"{name}: {base} {fill.side} {fill.amount:.8g} filled at {fill.price:,.8g}"
+           message=f"{name}: {row.symbol} {fill.side} {fill.amount:.8g} filled at {fill.price:,.8g}"
                    f" ({row.mode}, {reason})", action_url="/history")
 
 
@@ -307,7 +310,7 @@ def _paper_tick(row: Any, candle_ms: int, source: CandleSource, engine: Any) -> 
     gateway = PaperGateway(settings.fee)
     fills = 0
     with transaction(engine=engine) as conn:
-        row = _lock(conn, row.id)
+        row = lock_execution(conn, row.id)
         if row.status != "running" or (row.last_candle_ms is not None and row.last_candle_ms >= candle_ms):
             return TickOutcome(row.id, candle_ms, "duplicate")
         state = (BrokerState.from_dict(row.state["broker"]) if row.state.get("broker")
@@ -319,16 +322,15 @@ def _paper_tick(row: Any, candle_ms: int, source: CandleSource, engine: Any) -> 
                 continue
             if not _claim(conn, row, t_ms, "done"):
                 continue
-            before = state
             result = step(compiled, candles.slice(max(0, index + 1 - window), index + 1), state, settings)
             state, equity, ticks = result.state, result.equity, ticks + 1
-            fills += _record_paper_fills(conn, row, name, gateway, t_ms, before, result)
+            fills += _record_paper_fills(conn, row, name, gateway, t_ms, result)
         _finish(conn, row, candle_ms, {**row.state, "broker": state.to_dict(), "equity": equity}, ticks)
     return TickOutcome(row.id, candle_ms, "done", fills=fills)
 
 
 def _record_paper_fills(conn: Connection, row: Any, name: str, gateway: PaperGateway, t_ms: int,
-                        before: Any, result: Any) -> int:
+                        result: Any) -> int:
     """Turn the stepper's fills in bar ``t_ms`` into orders and positions (entry first, then exit)."""
     count = 0
     state = result.state
@@ -341,7 +343,7 @@ def _record_paper_fills(conn: Connection, row: Any, name: str, gateway: PaperGat
             spent = trade.units * trade.exit_price * (1.0 - gateway.fee_rate) - trade.pnl
         intent = OrderIntent(client_order_id(row.id, t_ms, "buy"), "buy", opened_units, entry_price, "signal", "buy")
         fill = gateway.place(intent)
-        _write_order(conn, row, intent, t_ms, fill, "filled")
+        write_order(conn, row, intent, t_ms, fill, "filled")
         _open_position(conn, row, t_ms, fill, spent)
         _notify_fill(conn, row, name, fill, "signal")
         count += 1
@@ -351,7 +353,7 @@ def _record_paper_fills(conn: Connection, row: Any, name: str, gateway: PaperGat
         intent = OrderIntent(client_order_id(row.id, t_ms, action), "sell", trade.units, trade.exit_price,
                              trade.exit_reason, action)
         fill = gateway.place(intent)
-        _write_order(conn, row, intent, t_ms, fill, "filled")
+        write_order(conn, row, intent, t_ms, fill, "filled")
         _close_position(conn, row, trade)
         _notify_fill(conn, row, name, fill, trade.exit_reason)
         count += 1
@@ -395,7 +397,7 @@ def _take_lease(execution_id: str, key: int, owner: str, engine: Any) -> str:
     from capandex.db.session import transaction
 
     with transaction(engine=engine) as conn:
-        row = _lock(conn, execution_id)
+        row = lock_execution(conn, execution_id)
         pending = ((row.state or {}).get("pending_tick") if row is not None else None) or {}
         if pending.get("candleMs") != key:
             return "duplicate"
@@ -437,10 +439,10 @@ def complete_pending(row: Any, pending: dict[str, Any], gateway_for: GatewayFact
         except OrderRejected as exc:
             rejected = exc
             with transaction(engine=engine) as conn:
-                _write_order(conn, row, intent, _order_candle(pending), None, "rejected")
+                write_order(conn, row, intent, order_candle(pending), None, "rejected")
             break
     with transaction(engine=engine) as conn:
-        locked = _lock(conn, row.id)
+        locked = lock_execution(conn, row.id)
         if ((locked.state or {}).get("pending_tick") or {}).get("candleMs") != key:
             return TickOutcome(row.id, key, "duplicate")  # another copy recorded it meanwhile
         record_pending(conn, locked, pending, fills, "failed" if rejected else "done")
@@ -449,7 +451,7 @@ def complete_pending(row: Any, pending: dict[str, Any], gateway_for: GatewayFact
     return TickOutcome(row.id, key, "done", fills=len(fills), orders=tuple(f.to_dict() for _, f in fills))
 
 
-def _order_candle(pending: dict[str, Any]) -> int:
+def order_candle(pending: dict[str, Any]) -> int:
     """The ``orders.candle_ms`` of an intent's orders (a webhook call's key is not a candle)."""
     return pending.get("orderCandleMs", pending["candleMs"])
 
@@ -462,7 +464,7 @@ def _intend(row: Any, candle_ms: int, source: CandleSource, engine: Any, owner: 
     compiled, settings = _engine_inputs(row)
     candles = _fetch(row, source, candle_ms, candle_ms, compiled.history)
     with transaction(engine=engine) as conn:
-        row = _lock(conn, row.id)
+        row = lock_execution(conn, row.id)
         if row.status != "running" or row.state.get("pending_tick") or (
                 row.last_candle_ms is not None and row.last_candle_ms >= candle_ms):
             return None
@@ -490,7 +492,7 @@ def _intend(row: Any, candle_ms: int, source: CandleSource, engine: Any, owner: 
                    "before": before.to_dict(), "after": replace(result.state, pending=None).to_dict(),
                    "close": close, "entryMs": candle_ms + timeframe_ms(row.timeframe), "lease": lease_for(owner)}
         for intent in intents:
-            _write_order(conn, row, intent, candle_ms, None, "pending")
+            write_order(conn, row, intent, candle_ms, None, "pending")
         conn.execute(update(executions).where(executions.c.id == row.id)
                      .values(state={**row.state, "pending_tick": pending}))
     return pending
@@ -570,12 +572,11 @@ def apply_fills(conn: Connection, row: Any, pending: dict[str, Any],
 
     before = BrokerState.from_dict(pending["before"])
     after = BrokerState.from_dict(pending["after"])
-    fee_rate = float((row.state["document"].get("settings") or {}).get("feeRate") or 0.001)
-    book = _Book(conn, row, pending["entryMs"], fee_rate, before.cash, before.units, before.entry_time,
+    book = _Book(conn, row, pending["entryMs"], _fee_rate(row), before.cash, before.units, before.entry_time,
                  before.entry_price, before.entry_spent, after.highest if after.long else before.highest)
     name = _flow_name(conn, row)
     for intent, fill in fills:
-        _write_order(conn, row, intent, _order_candle(pending), fill, fill.order_status)
+        write_order(conn, row, intent, order_candle(pending), fill, fill.order_status)
         if fill.unheld > 0 and book.units > 0:
             _reconcile(book, name, min(fill.unheld, book.units), pending["close"])
         if fill.side == "sell" and book.units > 0 and fill.amount > 0:
@@ -620,7 +621,7 @@ def record_failure(execution_id: str, at_ms: int, exc: CapandexError, engine: An
 
     limit = get_settings().live_max_consecutive_failures
     with transaction(engine=engine) as conn:
-        row = _lock(conn, execution_id)
+        row = lock_execution(conn, execution_id)
         if row is None or row.status != "running":
             return
         failures = row.consecutive_failures + 1
