@@ -24,7 +24,8 @@ def listed_market(user: CurrentUser, body: StartRequest) -> tuple[str, str]:
 def start(*, user: CurrentUser, body: StartRequest, market: Annotated[tuple[str, str], Depends(listed_market)],
           db: Db) -> dict:
     return executions.start_execution(db, user_id=user.id, flow_id=body.flowId, mode=body.mode,
-                                      exchange_key_id=body.exchangeKeyId, checked_market=market)
+                                      exchange_key_id=body.exchangeKeyId, checked_market=market,
+                                      replay_from=body.replayFrom)
 
 
 @router.post("/api/engine/stop", response_model=ExecutionStatus)

@@ -31,7 +31,6 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, update
 
 from capandex.engine import backtest
 from capandex.engine.examples import sma_cross
@@ -280,20 +279,6 @@ def connect_exchange(http: httpx.Client, stack: Stack) -> str:
     return key_id
 
 
-def backdate(stack: Stack, execution_id: str, last_candle_ms: int) -> None:
-    """Make the execution look started ``last_candle_ms`` ago: a journey cannot wait for real 1h
-    candles to close, and ``tick --at`` replays only candles after the last one processed."""
-    engine = create_engine(f"sqlite:///{stack.data_dir / 'capandex.db'}")
-    try:
-        from capandex.db.schema import executions
-
-        with engine.begin() as conn:
-            conn.execute(update(executions).where(executions.c.id == execution_id)
-                         .values(last_candle_ms=last_candle_ms))
-    finally:
-        engine.dispose()
-
-
 def paper_expectation(binance: BinanceServer, first_ms: int, last_ms: int) -> dict[str, Any]:
     """What a paper execution that ticks the candles ``first_ms..last_ms`` must show, from the library.
 
@@ -313,16 +298,17 @@ def paper_expectation(binance: BinanceServer, first_ms: int, last_ms: int) -> di
 
 
 def trade_on_paper(http: httpx.Client, stack: Stack, flow_id: str) -> str:
-    started = http.post("/api/engine/start", json={"flowId": flow_id, "mode": "paper"})
+    # replay the last five days (replayFrom: paper only): the first pass catches up 118 candles,
+    # then one candle per pass
+    newest = last_closed_open(int(time.time() * 1000), HOUR_MS) - HOUR_MS  # closed over an hour ago
+    replay_from = ms_iso(newest - (PAPER_CANDLES - 1) * HOUR_MS)
+    started = http.post("/api/engine/start", json={"flowId": flow_id, "mode": "paper", "replayFrom": replay_from})
     assert started.status_code == 200, started.text
     execution_id = started.json()["executionId"]
     assert started.json()["status"] == "running" and started.json()["mode"] == "paper"
     status = http.get("/api/engine/status", params={"executionId": execution_id}).json()
     assert set(status) >= REFERENCE_KEYS["status"] and status["currentTick"] == 0 and status["pnl"] == 0
 
-    # replay the last five days: the first pass catches up 118 candles, then one candle per pass
-    newest = last_closed_open(int(time.time() * 1000), HOUR_MS) - HOUR_MS  # closed over an hour ago
-    backdate(stack, execution_id, newest - PAPER_CANDLES * HOUR_MS)
     for back in (2, 1, 0):
         candle = newest - back * HOUR_MS
         moment = ms_iso(candle + HOUR_MS + SETTLE_MS + 1000)  # when that candle is closed and settled

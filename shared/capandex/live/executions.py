@@ -13,6 +13,7 @@ symbol list), outside the start's transaction: a request must not hold a databas
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -117,8 +118,10 @@ def _check_key(conn: Connection, user_id: uuid.UUID, key_id: str | None, exchang
 
 def start_execution(conn: Connection, *, user_id: uuid.UUID, flow_id: str, mode: str,
                     exchange_key_id: str | None = None, now_ms: int | None = None,
-                    checked_market: tuple[str, str] | None = None) -> dict[str, Any]:
-    """Start ``flow_id`` in ``mode``; its first tick is the first candle that closes after now.
+                    checked_market: tuple[str, str] | None = None,
+                    replay_from: dt.datetime | None = None) -> dict[str, Any]:
+    """Start ``flow_id`` in ``mode``; its first tick is the first candle that closes after now
+    (after ``replay_from``, a past instant, for a paper execution replaying history).
 
     ``checked_market`` is what :func:`check_market` returned before this transaction (the API
     always passes it); without it the symbol is not checked against the exchange (tests, benchmarks).
@@ -134,6 +137,11 @@ def start_execution(conn: Connection, *, user_id: uuid.UUID, flow_id: str, mode:
 
     if mode not in MODES:
         raise ValidationFailed("Invalid input: mode.", details=[field_problem("mode", "must be paper or live")])
+    if replay_from is not None and mode != "paper":
+        raise ValidationFailed("Only a paper execution can replay the past.",
+                               details=[field_problem("replayFrom", "only with mode 'paper'")])
+    if replay_from is not None:
+        now_ms = int(replay_from.timestamp() * 1000)
     flow = _flow(conn, user_id, flow_id)
     document = dict(flow.document)
     exchange, symbol, timeframe, tf_ms = _market(document)

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from capandex.api.models import RequestModel, ResponseModel
 
 
 class StartRequest(RequestModel):
+    """``replayFrom`` (paper only, beyond the reference): start as if at that past instant, so
+    the ticks replay what the flow would have done since then — ``capandex tick --at`` candle by
+    candle, or the next scheduled tick at once (up to ``CAPANDEX_LIVE_MAX_CATCHUP`` candles)."""
+
     flowId: str = Field(min_length=1, max_length=64)
     mode: Literal["paper", "live"] = "paper"
     exchangeKeyId: str | None = Field(default=None, max_length=64)
+    replayFrom: dt.datetime | None = None
+
+    @field_validator("replayFrom")
+    @classmethod
+    def _in_the_past(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+        if value >= dt.datetime.now(dt.UTC):
+            raise ValueError("must be in the past")
+        return value
 
 
 class StopRequest(RequestModel):

@@ -210,3 +210,37 @@ def test_a_flow_edited_between_the_check_and_the_start_is_not_started(api):
     assert check_market(user_id=me.id, flow_id=flow_id) == ("binance", "BTC/USDT")
     with transaction() as conn, pytest.raises(Conflict):  # checked before its symbol was changed
         start_execution(conn, user_id=me.id, flow_id=flow_id, mode="paper", checked_market=("binance", "ETH/USDT"))
+
+
+def test_a_paper_start_can_replay_the_past(api):
+    """``replayFrom`` starts a paper execution as if at a past instant, so `capandex tick --at`
+    replays candle by candle what the flow would have done since then."""
+    import datetime as dt
+
+    from capandex.live.ticks import run_pass
+
+    me = api.as_user()
+    flow_id = _flow(me)
+    start = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) - dt.timedelta(days=5)
+    started = me.post("/api/engine/start", json={"flowId": flow_id, "mode": "paper",
+                                                   "replayFrom": start.isoformat()})
+    assert started.status_code == 200, started.text
+    execution = started.json()["executionId"]
+    for hours in (1, 2, 3):  # the candle opening at `start` closes an hour later, settles a minute after
+        outcomes = run_pass(start + dt.timedelta(hours=hours, minutes=1))
+        assert [o.status for o in outcomes if o.execution_id == execution] == ["done"]
+    status = me.get("/api/engine/status", params={"executionId": execution}).json()
+    assert status["currentTick"] == 3
+
+
+@pytest.mark.parametrize(("body", "why"), [
+    ({"replayFrom": "2999-01-01T00:00:00Z"}, "past"),
+    ({"replayFrom": "last tuesday"}, "datetime"),
+    ({"replayFrom": "2024-01-01T00:00:00Z", "mode": "live", "exchangeKeyId": "key_x"}, "paper"),
+])
+def test_replay_from_is_checked(api, body, why):
+    me = api.as_user()
+    response = me.post("/api/engine/start", json={"flowId": _flow(me), "mode": "paper", **body})
+    assert response.status_code == 422, response.text
+    detail = response.json()["error"]["details"][0]
+    assert detail["field"] == "replayFrom" and why in detail["message"]
