@@ -24,7 +24,7 @@ def test_template_passes_cfn_lint() -> None:
 
 
 def test_ruff_is_clean() -> None:
-    folders = [f for f in ("shared", "functions", "tests", "benchmarks") if (ROOT / f).is_dir()]
+    folders = [f for f in ("shared", "functions", "layers", "tests", "benchmarks") if (ROOT / f).is_dir()]
     result = subprocess.run([sys.executable, "-m", "ruff", "check", *folders],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-4000:]
