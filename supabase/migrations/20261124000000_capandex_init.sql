@@ -106,6 +106,7 @@ CREATE TABLE capandex.backtests (
 	created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
 	updated_at TIMESTAMP WITH TIME ZONE NOT NULL, 
 	completed_at TIMESTAMP WITH TIME ZONE, 
+	deadline_at TIMESTAMP WITH TIME ZONE, 
 	PRIMARY KEY (id), 
 	FOREIGN KEY(flow_id) REFERENCES capandex.flows (id) ON DELETE CASCADE
 );

@@ -16,11 +16,12 @@ RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 
 
 def create(conn: Connection, *, user_id: uuid.UUID, flow_id: str, exchange: str, symbol: str, timeframe: str,
-           start_ms: int, end_ms: int) -> dict[str, Any]:
+           start_ms: int, end_ms: int, deadline_s: float) -> dict[str, Any]:
+    """A new ``running`` row that counts as failed if still running ``deadline_s`` from now."""
     now = utcnow()
     row = {"id": new_id("bt"), "user_id": user_id, "flow_id": flow_id, "status": RUNNING, "exchange": exchange,
            "symbol": symbol, "timeframe": timeframe, "start_ms": start_ms, "end_ms": end_ms, "progress": 0.0,
-           "created_at": now, "updated_at": now}
+           "created_at": now, "updated_at": now, "deadline_at": now + dt.timedelta(seconds=deadline_s)}
     conn.execute(insert(backtests).values(row))
     return row
 
@@ -59,7 +60,9 @@ def fail(conn: Connection, *, user_id: uuid.UUID, backtest_id: str, reason: str)
                  .values(status=FAILED, error=reason[:1000], updated_at=now, completed_at=now))
 
 
-def is_stale(row: Any, deadline_s: int, now: dt.datetime | None = None) -> bool:
-    """A ``running`` row older than its deadline (its worker died or its execution was lost)."""
+def is_stale(row: Any, default_deadline_s: int, now: dt.datetime | None = None) -> bool:
+    """A ``running`` row past its deadline (its request, worker or execution died); rows without
+    one get ``default_deadline_s`` after their creation."""
     now = now or utcnow()
-    return row.status == RUNNING and row.created_at + dt.timedelta(seconds=deadline_s) < now
+    deadline = row.deadline_at or row.created_at + dt.timedelta(seconds=default_deadline_s)
+    return row.status == RUNNING and deadline < now

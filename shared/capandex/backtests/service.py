@@ -53,6 +53,10 @@ class Range:
     end_ms: int
 
 
+#: A run inside the request dies with it (API Gateway gives up at 29 s, the function's timeout
+#: follows): still ``running`` after this many seconds, it is reported failed, not left hanging.
+IN_REQUEST_DEADLINE_S = 120
+
 def parse_instant(text: str, field: str) -> dt.datetime:
     """An ISO 8601 date or date-time; naive values are UTC. :class:`ValidationFailed` naming ``field``."""
     try:
@@ -136,14 +140,17 @@ def submit(user_id: uuid.UUID, body: BacktestCreate, *, store: BlobStore | None 
                  page_size=client.max_page_size(body.timeframe), store=store)
     candles = (span.end_ms - span.start_ms) // timeframe_ms(body.timeframe)
     seconds = estimate_seconds(sum(p.pages for p in plans), candles, client.rate_limit_ms)
+    settings = get_settings()
+    in_request = seconds <= settings.backtest_sync_budget_s
     with transaction(user_id) as conn:
         row = repo.create(conn, user_id=user_id, flow_id=body.flowId, exchange=body.exchange, symbol=body.symbol,
-                          timeframe=body.timeframe, start_ms=span.start_ms, end_ms=span.end_ms)
+                          timeframe=body.timeframe, start_ms=span.start_ms, end_ms=span.end_ms,
+                          deadline_s=IN_REQUEST_DEADLINE_S if in_request else settings.backtest_deadline_s)
     backtest_id = row["id"]
     try:  # from here on the row exists: whatever fails must leave it failed, not running
         store.put(jobs.request_key(user_id, backtest_id), json.dumps({"flow": document}).encode(),
                   "application/json")
-        if seconds <= get_settings().backtest_sync_budget_s:
+        if in_request:
             return 200, jobs.run_job(backtest_id, user_id, store=store)
         start_async(backtest_id, user_id)
     except Exception as exc:
@@ -157,7 +164,7 @@ def get(conn: Connection, user_id: uuid.UUID, backtest_id: str, *, store: BlobSt
     row = repo.get(conn, user_id=user_id, backtest_id=backtest_id)
     settings = get_settings()
     if repo.is_stale(row, settings.backtest_deadline_s):
-        reason = f"The backtest did not finish within {settings.backtest_deadline_s} seconds."
+        reason = "The backtest did not finish in time (its run was cut short); start it again."
         repo.fail(conn, user_id=user_id, backtest_id=backtest_id, reason=reason)
         row = repo.get(conn, user_id=user_id, backtest_id=backtest_id)
     out: dict[str, Any] = {"backtestId": row.id, "status": row.status, "progress": round(row.progress, 1)}

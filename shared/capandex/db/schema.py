@@ -150,6 +150,9 @@ backtests = Table(
     _created(),
     Column("updated_at", UtcDateTime, nullable=False, default=utcnow),
     Column("completed_at", UtcDateTime),
+    # still running after this → reported failed (its request or worker died); None: the
+    # settings' CAPANDEX_BACKTEST_DEADLINE_S after created_at
+    Column("deadline_at", UtcDateTime),
 )
 
 executions = Table(

@@ -8,7 +8,7 @@ import datetime as dt
 
 import pytest
 from moto import mock_aws
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from capandex.backtests import wait_local
 from tests.capandex.engine.factories import sma_cross_flow
@@ -117,8 +117,12 @@ def test_stale_running_backtest_is_reported_failed(user, configure) -> None:
 
     result = user.post("/api/engine/backtest", json=body(user.flow_id)).json()
     with transaction() as conn:
-        conn.execute(update(backtests).where(backtests.c.id == result["backtestId"]).values(
-            status="running", created_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)))
+        row = conn.execute(select(backtests).where(backtests.c.id == result["backtestId"])).one()
+        # an in-request run may be reported dead two minutes after it started, not half an hour
+        assert row.deadline_at - row.created_at == dt.timedelta(seconds=120)
+        early = dt.timedelta(minutes=3)  # as if its Lambda had been cut off three minutes ago
+        conn.execute(update(backtests).where(backtests.c.id == row.id).values(
+            status="running", created_at=row.created_at - early, deadline_at=row.deadline_at - early))
     stale = user.get(f"/api/engine/backtest/{result['backtestId']}").json()
     assert stale["status"] == "failed" and "did not finish" in stale["error"]
 
