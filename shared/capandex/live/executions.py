@@ -32,7 +32,8 @@ from capandex.errors import (
     ValidationFailed,
     field_problem,
 )
-from capandex.live.timeframes import last_closed_open, timeframe_ms
+from capandex.live.timeframes import last_closed_open
+from capandex.marketdata.chunks import TIMEFRAME_MS
 from capandex.notifications import notify
 
 MODES = ("paper", "live")
@@ -51,12 +52,10 @@ def _market(document: dict[str, Any]) -> tuple[str, str, str, int]:
     if problems:
         raise ValidationFailed("The flow's settings lack " + ", ".join(p["field"] for p in problems) + ".",
                                details=problems)
-    from capandex.marketdata.chunks import TIMEFRAME_MS
-
     if settings["timeframe"] not in TIMEFRAME_MS:  # ticks could never fetch its candles
         raise ValidationFailed(f"Unsupported timeframe {settings['timeframe']!r}.", details=[field_problem(
             "settings.timeframe", f"must be one of {', '.join(TIMEFRAME_MS)} to run the flow")])
-    return settings["exchange"], settings["symbol"], settings["timeframe"], timeframe_ms(settings["timeframe"])
+    return settings["exchange"], settings["symbol"], settings["timeframe"], TIMEFRAME_MS[settings["timeframe"]]
 
 
 def check_market(*, user_id: uuid.UUID, flow_id: str) -> tuple[str, str]:

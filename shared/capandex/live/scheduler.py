@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy import Connection, or_, select
 
 from capandex.db.schema import executions
-from capandex.live.timeframes import last_closed_open, timeframe_ms
+from capandex.live.timeframes import last_closed_open
+from capandex.marketdata.chunks import timeframe_ms
 
 
 def last_settled_open(now_ms: int, tf_ms: int) -> int:

@@ -81,7 +81,7 @@ from capandex.errors import (
 )
 from capandex.live.client_ids import client_order_id
 from capandex.live.orders import NOT_HELD, Fill, OrderGateway, OrderIntent, OrderRejected, PaperGateway
-from capandex.live.timeframes import timeframe_ms
+from capandex.marketdata.chunks import timeframe_ms
 from capandex.notifications import notify
 
 log = logging.getLogger("capandex.live")
