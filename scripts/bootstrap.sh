@@ -14,11 +14,18 @@ for candidate in python3.13 python3.12 python3.11 python3; do
 done
 [ -n "$python" ] || { echo "error: Python 3.11 or newer is required" >&2; exit 1; }
 
-[ -x .venv/bin/python ] || "$python" -m venv .venv
+if [ ! -x .venv/bin/python ]; then
+    echo "Creating .venv/ with $("$python" --version) ..." >&2
+    "$python" -m venv .venv
+fi
 stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)${extras:+-$extras}"
 if [ ! -f "$stamp" ]; then
-    echo "Installing capandex${extras:+[$extras]} into .venv/ ..." >&2
+    # the first install downloads ~100 packages (a few minutes): pip's "Collecting …" lines show
+    # the progress (its errors go to stderr unfiltered; pipefail makes a failed install fail here)
+    echo "Installing capandex${extras:+[$extras]} and its dependencies into .venv/ (first run: a few minutes) ..." >&2
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e ".${extras:+[$extras]}"
+    .venv/bin/python -m pip install --progress-bar off -e ".${extras:+[$extras]}" \
+        | { grep --line-buffered -E "^(Collecting|Processing|Installing|Successfully)" >&2 || true; }
     touch "$stamp"
+    echo "Set-up done." >&2
 fi

@@ -7,6 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from capandex.api.deps import CurrentUser, Db
+from capandex.api.models import Success
+from capandex.api.openapi import errors
 from capandex.live import dashboard
 from capandex.live.models import MultiFlow
 from capandex.notifications import (
@@ -17,7 +19,7 @@ from capandex.notifications import (
     mark_read,
     set_preferences,
 )
-from capandex.notifications.models import NotificationsPublic, PreferencesPublic, PreferencesUpdate, Success
+from capandex.notifications.models import NotificationsPublic, PreferencesPublic, PreferencesUpdate
 
 router = APIRouter(tags=["account"])
 #: ids are "notif_" + 32 hex; a longer one is refused (422) rather than echoed back in a 404
@@ -41,14 +43,14 @@ def read_all(*, user: CurrentUser, db: Db) -> dict:
     return {"success": True}
 
 
-@router.patch("/api/notifications/{notificationId}", response_model=Success)
+@router.patch("/api/notifications/{notificationId}", response_model=Success, responses=errors(404))
 @router.post("/api/notifications/{notificationId}", response_model=Success, include_in_schema=False)
 def read_one(*, user: CurrentUser, db: Db, notificationId: NotificationId) -> dict:
     mark_read(db, user_id=user.id, notification_id=notificationId)
     return {"success": True}
 
 
-@router.delete("/api/notifications/{notificationId}", response_model=Success)
+@router.delete("/api/notifications/{notificationId}", response_model=Success, responses=errors(404))
 def delete_one(*, user: CurrentUser, db: Db, notificationId: NotificationId) -> dict:
     delete_notification(db, user_id=user.id, notification_id=notificationId)
     return {"success": True}

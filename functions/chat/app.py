@@ -12,8 +12,10 @@ from fastapi import APIRouter, Query
 
 from capandex.api.app import create_app, lambda_handler
 from capandex.api.deps import CurrentUser, Db
+from capandex.api.models import Success
+from capandex.api.openapi import errors
 from capandex.chat import repository as repo
-from capandex.chat.models import ChatMessagesPublic, ChatRequest, Success
+from capandex.chat.models import ChatMessagesPublic, ChatRequest
 from capandex.chat.service import start_chat
 from capandex.chat.sse import EventStreamResponse
 
@@ -24,17 +26,18 @@ FlowIdQuery = Query(min_length=1, max_length=64, description="The flow whose cha
 
 @router.post("", response_class=EventStreamResponse, status_code=200,
              responses={200: {"content": {"text/event-stream": {}},
-                              "description": 'data: {"text":…} per delta, {"flowPatch":…}, {"error":…}, then [DONE]'}})
+                              "description": 'data: {"text":…} per delta, {"flowPatch":…}, {"error":…}, then [DONE]'},
+                        **errors(404, 429, 502)})
 async def chat(*, user: CurrentUser, body: ChatRequest) -> EventStreamResponse:
     return EventStreamResponse(await start_chat(user_id=user.id, request=body))
 
 
-@router.get("/messages", response_model=ChatMessagesPublic)
+@router.get("/messages", response_model=ChatMessagesPublic, responses=errors(404))
 def list_messages(*, user: CurrentUser, db: Db, flowId: str = FlowIdQuery) -> dict:
     return {"messages": repo.list_messages(db, user_id=user.id, flow_id=flowId)}
 
 
-@router.delete("/messages", response_model=Success)
+@router.delete("/messages", response_model=Success, responses=errors(404))
 def delete_messages(*, user: CurrentUser, db: Db, flowId: str = FlowIdQuery) -> dict:
     repo.delete_messages(db, user_id=user.id, flow_id=flowId)
     return {"success": True}

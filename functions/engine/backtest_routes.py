@@ -8,22 +8,26 @@ from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 
 from capandex.api.deps import CurrentUser, Db
+from capandex.api.openapi import errors
 from capandex.backtests import BacktestCreate, BacktestPublic, get_backtest, submit
 from capandex.backtests.models import ID_PATTERN
 
 router = APIRouter(prefix="/api/engine/backtest", tags=["engine"])
 
 
-@router.post("", response_model=BacktestPublic, responses={202: {"model": BacktestPublic}})
+@router.post("", response_model=BacktestPublic,
+             responses={202: {"model": BacktestPublic, "description": "Accepted: running; poll GET "
+                                                                     "/api/engine/backtest/{backtestId}"},
+                        **errors(404, 429, 502)})
 def run_backtest(*, user: CurrentUser, body: BacktestCreate) -> JSONResponse:
     """Run a backtest: the result at once (200) when the range fits the API's time limit, else
     202 with ``status: running``; poll ``GET /api/engine/backtest/{backtestId}``."""
     # No Db dependency: the service keeps its own short transactions (none open while it works).
     status, result = submit(user.id, body)
-    return JSONResponse(BacktestPublic.model_validate(result).model_dump(exclude_none=True), status_code=status)
+    return JSONResponse(BacktestPublic.model_validate(result).model_dump(mode="json"), status_code=status)
 
 
-@router.get("/{backtestId}", response_model=BacktestPublic, response_model_exclude_none=True)
+@router.get("/{backtestId}", response_model=BacktestPublic, responses=errors(404))
 def backtest_status(*, user: CurrentUser, db: Db,
                     backtestId: Annotated[str, Path(max_length=64, pattern=ID_PATTERN)]) -> dict:
     return get_backtest(db, user.id, backtestId)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 
 from capandex.api.deps import CurrentUser, Db
+from capandex.api.openapi import errors
 from capandex.live import executions
-from capandex.live.models import ExecutionStatus, Started, StartRequest, StopRequest, WebhookFired
+from capandex.live.models import ExecutionStatus, Started, StartRequest, StopRequest, WebhookCall, WebhookFired
 
 router = APIRouter(tags=["engine"])
 
@@ -20,7 +21,7 @@ def listed_market(user: CurrentUser, body: StartRequest) -> tuple[str, str]:
     return executions.check_market(user_id=user.id, flow_id=body.flowId)
 
 
-@router.post("/api/engine/start", response_model=Started)
+@router.post("/api/engine/start", response_model=Started, responses=errors(404, 409))
 def start(*, user: CurrentUser, body: StartRequest, market: Annotated[tuple[str, str], Depends(listed_market)],
           db: Db) -> dict:
     return executions.start_execution(db, user_id=user.id, flow_id=body.flowId, mode=body.mode,
@@ -28,20 +29,31 @@ def start(*, user: CurrentUser, body: StartRequest, market: Annotated[tuple[str,
                                       replay_from=body.replayFrom)
 
 
-@router.post("/api/engine/stop", response_model=ExecutionStatus)
+@router.post("/api/engine/stop", response_model=ExecutionStatus, responses=errors(404))
 def stop(*, user: CurrentUser, db: Db, body: StopRequest) -> dict:
     return executions.stop_execution(db, user_id=user.id, execution_id=body.executionId)
 
 
-@router.get("/api/engine/status", response_model=ExecutionStatus)
+@router.get("/api/engine/status", response_model=ExecutionStatus, responses=errors(404))
 def status(*, user: CurrentUser, db: Db,
            executionId: Annotated[str, Query(min_length=1, max_length=64)]) -> dict:
     return executions.execution_status(db, user_id=user.id, execution_id=executionId)
 
 
-@router.post("/api/webhooks/{flowId}/{token}", response_model=WebhookFired)
-async def webhook(flowId: str, token: str, request: Request) -> dict:
-    """No cookie: the secret token in the path is the credential (compared in constant time).
+#: the webhook's body as it is read (raw, bounded, so a TradingView alert's plain text is accepted too)
+WEBHOOK_BODY = {"requestBody": {"required": False, "content": {
+    "application/json": {"schema": WebhookCall.model_json_schema()},
+    "text/plain": {"schema": {"type": "string", "enum": ["buy", "sell"]}}}}}
+
+
+@router.post("/api/webhooks/{flowId}/{token}", response_model=WebhookFired, openapi_extra=WEBHOOK_BODY,
+             responses=errors(404, 409, 413, 429, 503))
+async def webhook(flowId: str, token: str, request: Request,
+                  x_webhook_id: Annotated[str | None, Header(
+                      alias="X-Webhook-Id", description="the caller's call id: the same id fires once")] = None,
+                  ) -> dict:
+    """Fire the flow's running execution (a TradingView alert, a script). No cookie: the secret
+    token in the path (shown once by ``POST /api/flows/{flowId}/webhook``) is the credential.
 
     The body is read here (bounded) so the size limit applies before any work; the rest is sync.
     """
@@ -50,5 +62,4 @@ async def webhook(flowId: str, token: str, request: Request) -> dict:
     from capandex.live import webhooks
 
     body = await webhooks.read_body(request)
-    return await run_in_threadpool(webhooks.fire, flow_id=flowId, token=token, body=body,
-                                   call_id=request.headers.get("x-webhook-id"))
+    return await run_in_threadpool(webhooks.fire, flow_id=flowId, token=token, body=body, call_id=x_webhook_id)

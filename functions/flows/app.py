@@ -7,9 +7,10 @@ from fastapi import APIRouter, status
 
 from capandex.api.app import create_app, lambda_handler
 from capandex.api.deps import CurrentUser, Db
+from capandex.api.models import Deleted
+from capandex.api.openapi import errors
 from capandex.flows import repository as repo
 from capandex.flows.models import (
-    Deleted,
     FlowCreate,
     FlowPublic,
     FlowsPublic,
@@ -34,36 +35,37 @@ def create_flow(*, user: CurrentUser, db: Db, body: FlowCreate) -> dict:
     return repo.create_flow(db, user_id=user.id, name=body.name, document=document)
 
 
-@router.get("/{flowId}", response_model=FlowPublic)
+@router.get("/{flowId}", response_model=FlowPublic, responses=errors(404))
 def get_flow(*, user: CurrentUser, db: Db, flowId: str) -> dict:
     return repo.get_flow(db, user_id=user.id, flow_id=flowId)
 
 
-@router.put("/{flowId}", response_model=FlowPublic)
+@router.put("/{flowId}", response_model=FlowPublic, responses=errors(404))
 def update_flow(*, user: CurrentUser, db: Db, flowId: str, body: FlowUpdate) -> dict:
     changes = body.model_dump(include=body.model_fields_set, exclude_none=True)
     return repo.update_flow(db, user_id=user.id, flow_id=flowId, changes=changes)
 
 
-@router.delete("/{flowId}", response_model=Deleted)
+@router.delete("/{flowId}", response_model=Deleted, responses=errors(404, 409))
 def delete_flow(*, user: CurrentUser, db: Db, flowId: str) -> dict:
     repo.delete_flow(db, user_id=user.id, flow_id=flowId)
     return {"deleted": True}
 
 
-@router.get("/{flowId}/versions", response_model=VersionsPublic)
+@router.get("/{flowId}/versions", response_model=VersionsPublic, responses=errors(404))
 def list_versions(*, user: CurrentUser, db: Db, flowId: str) -> dict:
     return {"versions": repo.list_versions(db, user_id=user.id, flow_id=flowId)}
 
 
-@router.post("/{flowId}/versions", response_model=VersionCreated, status_code=status.HTTP_201_CREATED)
+@router.post("/{flowId}/versions", response_model=VersionCreated, status_code=status.HTTP_201_CREATED,
+             responses=errors(404))
 def create_version(*, user: CurrentUser, db: Db, flowId: str,
                    body: VersionCreate | None = None) -> dict:
     description = body.description if body else None
     return repo.create_version(db, user_id=user.id, flow_id=flowId, description=description)
 
 
-@router.post("/{flowId}/versions/{versionId}/restore", response_model=Restored)
+@router.post("/{flowId}/versions/{versionId}/restore", response_model=Restored, responses=errors(404))
 def restore_version(*, user: CurrentUser, db: Db, flowId: str, versionId: str) -> dict:
     version = repo.restore_version(db, user_id=user.id, flow_id=flowId, version_id=versionId)
     return {"restored": True, "version": version}

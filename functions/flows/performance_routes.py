@@ -7,13 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from capandex.api.deps import CurrentUser, Db
+from capandex.api.openapi import errors
 from capandex.live.models import Performance, WebhookUrl
 from capandex.live.performance import flow_performance, parse_bound
 
 router = APIRouter(tags=["flows"])
 
 
-@router.get("/api/flows/{flowId}/performance", response_model=Performance)
+@router.get("/api/flows/{flowId}/performance", response_model=Performance, responses=errors(404))
 def performance(*, user: CurrentUser, db: Db, flowId: str,
                 from_: Annotated[str | None, Query(alias="from", max_length=40)] = None,
                 to: Annotated[str | None, Query(max_length=40)] = None) -> dict:
@@ -21,7 +22,7 @@ def performance(*, user: CurrentUser, db: Db, flowId: str,
                             end=parse_bound(to, "to"))
 
 
-@router.post("/api/flows/{flowId}/webhook", response_model=WebhookUrl)
+@router.post("/api/flows/{flowId}/webhook", response_model=WebhookUrl, responses=errors(404))
 def rotate_webhook(*, user: CurrentUser, db: Db, flowId: str) -> dict:
     """Create or replace the flow's webhook token; the URL is shown this once (only a hash is kept)."""
     from capandex.live.webhooks import rotate_token

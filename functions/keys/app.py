@@ -14,6 +14,8 @@ from fastapi import APIRouter, Query, status
 
 from capandex.api.app import create_app, lambda_handler
 from capandex.api.deps import CurrentUser, Db
+from capandex.api.models import Deleted, Success
+from capandex.api.openapi import errors
 from capandex.errors import ValidationFailed, field_problem
 from capandex.exchanges.credentials import Credentials
 from capandex.keys import ai, exchange
@@ -22,14 +24,12 @@ from capandex.keys.models import (
     AiKeySaved,
     AiKeyStatus,
     AiKeyValidation,
-    Deleted,
     ExchangeKeyCreate,
     ExchangeKeyCreated,
     ExchangeKeyDelete,
     ExchangeKeysPublic,
     ExchangeKeyValidate,
     ExchangeKeyValidation,
-    Success,
 )
 
 exchange_keys = APIRouter(prefix="/api/exchange-keys", tags=["exchange keys"])
@@ -48,7 +48,7 @@ def create_exchange_key(*, user: CurrentUser, db: Db, body: ExchangeKeyCreate) -
                                         credentials=credentials, label=body.label or None)
 
 
-@exchange_keys.delete("", response_model=Deleted)
+@exchange_keys.delete("", response_model=Deleted, responses=errors(404))
 def delete_exchange_key(*, user: CurrentUser, db: Db, body: ExchangeKeyDelete | None = None,
                         key_id: Annotated[str | None, Query(alias="id", max_length=64)] = None) -> dict:
     """Delete permanently. The id comes in the JSON body (``{"id"}``, as the reference says) or,
@@ -60,7 +60,7 @@ def delete_exchange_key(*, user: CurrentUser, db: Db, body: ExchangeKeyDelete | 
     return {"deleted": True}
 
 
-@exchange_keys.post("/validate", response_model=ExchangeKeyValidation)
+@exchange_keys.post("/validate", response_model=ExchangeKeyValidation, responses=errors(404, 429, 502))
 def validate_exchange_key(*, user: CurrentUser, body: ExchangeKeyValidate) -> dict:
     target = body.target()
     if isinstance(target, str):
@@ -85,7 +85,7 @@ def delete_ai_key(*, user: CurrentUser, db: Db) -> dict:
     return {"success": True}
 
 
-@ai_keys.post("/validate", response_model=AiKeyValidation)
+@ai_keys.post("/validate", response_model=AiKeyValidation, responses=errors(404, 429, 502))
 def validate_ai_key(*, user: CurrentUser) -> dict:
     return ai.validate_saved_ai_key(user_id=user.id)
 

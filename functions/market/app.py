@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from capandex.api.app import create_app, lambda_handler
 from capandex.api.deps import CurrentUser, Db
 from capandex.api.models import ResponseModel
+from capandex.api.openapi import errors
 from capandex.errors import BadRequest, field_problem
 from capandex.exchanges import market
 from capandex.exchanges.registry import list_active, resolve
@@ -49,7 +50,7 @@ def list_exchanges(*, user: CurrentUser, db: Db) -> dict:
     return {"exchanges": list_active(db)}
 
 
-@router.get("/api/market", response_model=SymbolsPublic | TickerPublic)
+@router.get("/api/market", response_model=SymbolsPublic | TickerPublic, responses=errors(429, 502))
 def market_data(*, user: CurrentUser, db: Db,
                 exchange: Annotated[str, Query(min_length=1, max_length=32, description="Exchange id, e.g. binance")],
                 action: Annotated[str | None, Query(description='"symbols" lists the trading pairs')] = None,

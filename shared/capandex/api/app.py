@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from capandex.api.openapi import function_openapi
 from capandex.errors import BadRequest, CapandexError, PayloadTooLarge, ValidationFailed
 
 logger = logging.getLogger("capandex.api")
@@ -207,10 +208,11 @@ def create_app(title: str, routers: Iterable[APIRouter], *, max_body_bytes: int 
         from capandex.config import get_settings
 
         max_body_bytes = get_settings().max_body_bytes
-    app = FastAPI(title=f"Capandex {title}", openapi_url="/api/openapi.json", docs_url="/api/docs",
-                  redoc_url=None)
+    # no docs pages per function: FastAPI's load from a CDN; `capandex serve` serves offline ones
+    app = FastAPI(title=f"Capandex {title}", openapi_url="/api/openapi.json", docs_url=None, redoc_url=None)
     for router in routers:
         app.include_router(router)
+    app.openapi = lambda: function_openapi(app)  # type: ignore[method-assign]
     _install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(AccessLogMiddleware)  # added last, so outermost: it logs the 413s too

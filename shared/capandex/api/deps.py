@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Connection
 
 from capandex.auth import AuthenticatedUser, token_from_cookies, verify_token
@@ -30,7 +31,19 @@ def _bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
-def get_current_user(request: Request, settings: SettingsDep) -> AuthenticatedUser:
+#: The two ways to sign in, declared for the OpenAPI document (its Authorize button) only: with
+#: ``auto_error=False`` they never refuse a request, and the credentials are read below (the cookie
+#: may be split into ``.0``, ``.1`` … chunks, which a single-name scheme cannot express). The cookie's
+#: real name depends on ``SUPABASE_URL``; the document is given it when it is built.
+BEARER_SCHEME = HTTPBearer(auto_error=False, scheme_name="bearerAuth", bearerFormat="JWT",
+                           description="A Supabase access token (`capandex token --user <uuid>` prints one).")
+COOKIE_SCHEME = APIKeyCookie(name="sb-<ref>-auth-token", auto_error=False, scheme_name="supabaseCookie",
+                             description="The `@supabase/ssr` session cookie the dashboard sends.")
+
+
+def get_current_user(request: Request, settings: SettingsDep,
+                     _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER_SCHEME)] = None,
+                     _cookie: Annotated[str | None, Depends(COOKIE_SCHEME)] = None) -> AuthenticatedUser:
     """The signed-in user, from ``Authorization: Bearer`` or the Supabase session cookie."""
     token = _bearer_token(request) or token_from_cookies(request.cookies, settings.auth_cookie_name)
     if token is None:

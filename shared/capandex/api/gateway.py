@@ -1,7 +1,8 @@
 """One ASGI app that routes to every function app, as API Gateway does in AWS.
 
 Used by ``capandex serve`` and by the end-to-end tests. It also serves the merged OpenAPI
-document of all functions at ``/api/openapi.json`` and Swagger UI at ``/api/docs``.
+document of all functions at ``/api/openapi.json``, and Swagger UI at ``/api/docs`` and ReDoc at
+``/api/redoc`` with their assets (:mod:`capandex.api.docs`: no CDN, so they work offline).
 """
 
 from __future__ import annotations
@@ -10,23 +11,17 @@ import json
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.types import Receive, Scope, Send
 
+from capandex.api.docs import OPENAPI_URL, docs_response
 from capandex.api.functions import ROUTES, available_groups, load_function
+from capandex.api.openapi import merge_documents
 
 
 def merged_openapi(apps: dict[str, FastAPI]) -> dict[str, Any]:
-    """The union of every function's OpenAPI paths and component schemas."""
-    merged: dict[str, Any] = {"openapi": "3.1.0",
-                              "info": {"title": "Capandex API", "version": "0.1.0"},
-                              "paths": {}, "components": {"schemas": {}}}
-    for app in apps.values():
-        document = app.openapi()
-        merged["paths"].update(document.get("paths", {}))
-        merged["components"]["schemas"].update(document.get("components", {}).get("schemas", {}))
-    return merged
+    """Every function's OpenAPI document in one (refusing two schemas under one name)."""
+    return merge_documents((group, app.openapi()) for group, app in apps.items())
 
 
 class Gateway:
@@ -48,11 +43,12 @@ class Gateway:
             await _accept_lifespan(receive, send)
             return
         path = scope.get("path", "")
-        if path == "/api/openapi.json":
+        if path == OPENAPI_URL:
             await JSONResponse(self.openapi())(scope, receive, send)
             return
-        if path == "/api/docs":
-            await get_swagger_ui_html(openapi_url="/api/openapi.json", title="Capandex API")(scope, receive, send)
+        docs = docs_response(path) if scope["type"] == "http" else None
+        if docs is not None:
+            await docs(scope, receive, send)
             return
         for prefix, group in self.prefixes:
             if path == prefix or path.startswith(prefix + "/") or path.startswith(prefix + "?"):

@@ -39,6 +39,18 @@ class ResponseModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+class Success(ResponseModel):
+    """``{"success": true}``: the action was done (the reference's answer for updates and deletes)."""
+
+    success: bool = True
+
+
+class Deleted(ResponseModel):
+    """``{"deleted": true}``: the resource is gone for good."""
+
+    deleted: bool = True
+
+
 def iso_utc(value: dt.datetime | None) -> str | None:
     """``2025-01-15T10:30:00Z``: the timestamp format of the API reference."""
     if value is None:

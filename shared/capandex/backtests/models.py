@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from capandex.api.models import RequestModel, ResponseModel
 
@@ -23,20 +23,42 @@ class BacktestCreate(RequestModel):
 
 
 class EquityPoint(ResponseModel):
-    timestamp: str
-    equity: float
+    """Equity at a candle's close."""
+
+    timestamp: str = Field(description="the candle's open time, ISO 8601 UTC (2025-01-01T00:00:00Z)")
+    equity: float = Field(description="cash + units × close, quote currency")
+
+
+class BacktestMetrics(ResponseModel):
+    """The seed's metrics (DESIGN.md §5 defines each). Later metrics (research adds more) arrive as
+    further numeric keys, so a client must tolerate keys it does not know."""
+
+    model_config = ConfigDict(extra="allow")
+
+    pnl: float = Field(description="final equity − initial capital, quote currency")
+    pnlPercent: float = Field(description="pnl / initial capital × 100")
+    winRate: float = Field(ge=0, le=1, description="winning / total trades, a fraction 0..1 (0 without trades)")
+    maxDrawdown: float = Field(ge=0, description="largest fall from a running equity peak, quote currency")
+    maxDrawdownPercent: float = Field(ge=0, description="largest fall from a running peak, percent of that peak")
+    sharpeRatio: float = Field(description="mean / std of daily equity returns × √365 (0 when undefined)")
+    profitFactor: float | None = Field(description="gross win / |gross loss|; null without a losing trade")
+    totalTrades: int = Field(ge=0, description="closed trades")
+    winningTrades: int = Field(ge=0, description="trades with pnl > 0")
+    losingTrades: int = Field(ge=0, description="trades with pnl < 0")
 
 
 class TradePublic(ResponseModel):
-    entryTime: str
-    exitTime: str
+    """One closed trade (DESIGN.md §5): prices are fills (slippage included), pnl after both fees."""
+
+    entryTime: str = Field(description="ISO 8601 UTC")
+    exitTime: str = Field(description="ISO 8601 UTC")
     entryPrice: float
     exitPrice: float
     units: float
-    pnl: float
-    pnlPercent: float
-    fees: float
-    exitReason: str
+    pnl: float = Field(description="quote currency, after both fees")
+    pnlPercent: float = Field(description="pnl / cash spent at entry × 100")
+    fees: float = Field(description="entry + exit fee, quote currency")
+    exitReason: Literal["signal", "stop_loss", "take_profit", "trailing_stop", "kill_switch", "end_of_data"]
 
 
 class BacktestPublic(ResponseModel):
@@ -47,8 +69,15 @@ class BacktestPublic(ResponseModel):
     backtestId: str
     status: Literal["running", "completed", "failed"]
     progress: float = Field(description="percent done, 0-100")
-    metrics: dict[str, Any] | None = None
+    metrics: BacktestMetrics | None = None
     equityCurve: list[EquityPoint] | None = None
     trades: list[TradePublic] | None = None
     warnings: list[str] | None = None
     error: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _absent_rather_than_null(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
+        """Fields that do not apply to the status are left out (``profitFactor: null`` inside the
+        metrics stays: it means "no losing trade"). No return annotation: pydantic would document
+        that type instead of the fields."""
+        return {key: value for key, value in handler(self).items() if value is not None}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from capandex.api.models import RequestModel, ResponseModel
 from capandex.errors import ValidationFailed, field_problem
@@ -82,10 +82,6 @@ class ChatMessagePublic(ResponseModel):
 
 class ChatMessagesPublic(ResponseModel):
     messages: list[ChatMessagePublic]
-
-
-class Success(BaseModel):
-    success: bool = True
 
 
 def check_conversation(messages: list[ChatMessageIn]) -> None:

@@ -142,7 +142,3 @@ class VersionsPublic(ResponseModel):
 class Restored(ResponseModel):
     restored: bool
     version: int
-
-
-class Deleted(ResponseModel):
-    deleted: bool

@@ -74,10 +74,6 @@ class ExchangeKeysPublic(ResponseModel):
     keys: list[ExchangeKeyPublic]
 
 
-class Deleted(ResponseModel):
-    deleted: bool
-
-
 class AccountInfo(ResponseModel):
     balance: float | None = Field(description="USD total of the account's stablecoins")
 
@@ -104,10 +100,6 @@ class AiKeyStatus(ResponseModel):
 class AiKeySaved(ResponseModel):
     success: bool
     hint: str
-
-
-class Success(ResponseModel):
-    success: bool
 
 
 class AiKeyValidation(ResponseModel):

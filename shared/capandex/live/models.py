@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from capandex.api.models import RequestModel, ResponseModel
 
@@ -87,9 +87,11 @@ class MultiFlow(ResponseModel):
     aggregate: Aggregate
 
 
-class EquityPoint(ResponseModel):
-    timestamp: int
-    equity: float
+class PerformancePoint(ResponseModel):
+    """Realised equity after a closed trade (the first point is the initial capital)."""
+
+    timestamp: int = Field(description="epoch milliseconds (UTC), as the API reference's performance example")
+    equity: float = Field(description="quote currency")
 
 
 class Performance(ResponseModel):
@@ -101,12 +103,22 @@ class Performance(ResponseModel):
     maxDrawdownPercent: float
     sharpeRatio: float
     profitFactor: float | None
-    equityCurve: list[EquityPoint]
+    equityCurve: list[PerformancePoint]
 
 
 class WebhookUrl(ResponseModel):
     url: str
     token: str
+
+
+class WebhookCall(RequestModel):
+    """A webhook body as JSON (it may also be empty, or the plain text ``buy`` or ``sell``, as a
+    TradingView alert sends it). Without an action the call toggles: flat → buy, long → sell."""
+
+    model_config = ConfigDict(extra="allow")  # alert templates carry their own keys; they are ignored
+
+    action: Literal["buy", "sell"] | None = None
+    id: str | int | None = Field(default=None, description="the caller's call id: the same id fires once")
 
 
 class WebhookFired(ResponseModel):

@@ -23,10 +23,6 @@ class NotificationsPublic(ResponseModel):
     total: int
 
 
-class Success(ResponseModel):
-    success: bool
-
-
 class Preferences(ResponseModel):
     engine_start: bool
     engine_stop: bool
