@@ -20,6 +20,7 @@ from capandex.notifications import (
     set_preferences,
 )
 from capandex.notifications.models import NotificationsPublic, PreferencesPublic, PreferencesUpdate
+from capandex.notifications.repository import MAX_OFFSET
 
 router = APIRouter(tags=["account"])
 #: ids are "notif_" + 32 hex; a longer one is refused (422) rather than echoed back in a 404
@@ -31,7 +32,7 @@ def list_(*, user: CurrentUser, db: Db,
           type: Annotated[str | None, Query(max_length=32)] = None,
           unreadOnly: bool = False,
           limit: Annotated[int, Query(ge=1, le=200)] = 50,
-          offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+          offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> dict:
     items, total = list_notifications(db, user_id=user.id, type=type, unread_only=unreadOnly,
                                       limit=limit, offset=offset)
     return {"notifications": items, "total": total}

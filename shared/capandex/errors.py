@@ -71,6 +71,13 @@ class Conflict(CapandexError):
     status, code = 409, "conflict"
 
 
+class QuotaExceeded(CapandexError):
+    """The account already holds as many of these as a user may (the message gives the limit);
+    delete one first."""
+
+    status, code = 409, "quota_exceeded"
+
+
 class PayloadTooLarge(CapandexError):
     """The body is larger than this endpoint accepts."""
 

@@ -5,32 +5,33 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(_has_nul(v) for v in value)
-    return False
+from capandex import safejson
+from capandex.errors import ValidationFailed, field_problem
 
 
 class RequestModel(BaseModel):
-    """A request body: unknown fields are an error (a typo must not be silently ignored), and no
-    string anywhere in it may contain a NUL character (Postgres cannot store one in text or jsonb,
-    so it would otherwise surface as a 500 on the way into the database)."""
+    """A request body: unknown fields are an error (a typo must not be silently ignored), and
+    nothing anywhere in it (free-form node data included) may be what the database or a JSON
+    client cannot hold: NUL characters, lone surrogates, NaN/Infinity, integers past 2**53 - 1,
+    nesting deeper than :data:`capandex.safejson.MAX_DEPTH` (see :mod:`capandex.safejson`).
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    That check raises :class:`ValidationFailed` itself rather than a pydantic error, so the
+    422's ``details`` name the exact place (``nodes.0.data.period``), not just the top field.
+    """
 
-    @field_validator("*", mode="before")
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
     @classmethod
-    def _no_nul_characters(cls, value: Any) -> Any:
-        if _has_nul(value):
-            raise ValueError("must not contain NUL characters")
-        return value
+    def _storable_json(cls, data: Any) -> Any:
+        problem = safejson.first_problem(data)
+        if problem is not None:
+            where, why = problem
+            where = where or "body"
+            raise ValidationFailed(f"Invalid input: {where}.", details=[field_problem(where, why)])
+        return data
 
 
 class ResponseModel(BaseModel):

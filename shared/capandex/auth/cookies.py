@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Mapping
 from urllib.parse import unquote
 
+from capandex import safejson
 from capandex.errors import Unauthorized
 
 BASE64_PREFIX = "base64-"
@@ -36,9 +36,9 @@ def _decode(value: str) -> object:
             value = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
             raise Unauthorized("The session cookie is not valid base64; sign in again.") from exc
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError as exc:
+    try:  # strict and depth-bounded: a cookie of 3,000 "[" must not exhaust the parser's stack
+        return safejson.loads(value)
+    except safejson.UnsafeJson as exc:
         raise Unauthorized("The session cookie is not a valid session; sign in again.") from exc
 
 

@@ -59,15 +59,6 @@ class ChatRequest(RequestModel):
     flowContext: FlowContext | None = None
     flowId: str | None = Field(default=None, min_length=1, max_length=64)
 
-    @field_validator("flowId", mode="before")
-    @classmethod
-    def _no_nul_characters(cls, value: Any) -> Any:
-        """RequestModel's NUL check, here on ``flowId`` only: messages and flowContext are request
-        models themselves, whose own check names the exact field (``messages.3.content``)."""
-        if isinstance(value, str) and "\x00" in value:
-            raise ValueError("must not contain NUL characters")
-        return value
-
 
 class ChatMessagePublic(ResponseModel):
     id: str

@@ -9,6 +9,7 @@ is collected as ``{"nodeId", "field", "message"}`` and raised together in one
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,9 +39,12 @@ class Param:
     low_inclusive: bool = True
 
     def check(self, value: Any) -> str | None:
-        """Why ``value`` is not acceptable, or None."""
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        """Why ``value`` is not acceptable, or None. Integers of any size are compared exactly
+        (``10**400`` is out of range, not an ``OverflowError``)."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
             return "must be a number"
+        if isinstance(value, float) and not math.isfinite(value):
+            return "must be a finite number"
         if self.integer and value != int(value):
             return "must be a whole number"
         low_ok = value >= self.low if self.low_inclusive else value > self.low
@@ -48,6 +52,8 @@ class Param:
             bracket = "[" if self.low_inclusive else "("
             high = "inf" if self.high == math.inf else f"{self.high:g}"
             return f"must be in {bracket}{self.low:g}, {high}]"
+        if abs(value) > sys.float_info.max:  # an integer no float can hold (the engine computes in floats)
+            return "must be a finite number"
         return None
 
 
@@ -449,7 +455,14 @@ def _parse_actions_and_risk(nodes: dict[str, Node], problems: _Problems,
 
 
 def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    """``value`` as a float when it is a number a float can hold (an invalid one is already a
+    problem; None keeps the flow buildable until the problems are raised)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
 
 
 def _parse_settings(raw: Any, problems: _Problems) -> Settings:

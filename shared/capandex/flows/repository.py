@@ -8,6 +8,7 @@ simply not found.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -15,17 +16,33 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 
 from capandex.api.models import iso_utc
 from capandex.db.owned import owned_row
+from capandex.db.quota import enforce_quota
 from capandex.db.schema import executions, flow_versions, flows, new_id, utcnow
-from capandex.errors import Conflict, NotFound
+from capandex.errors import Conflict, NotFound, PayloadTooLarge
 
 #: Versions kept per flow; saving the 51st drops the oldest in the same transaction.
 MAX_VERSIONS = 50
+#: Flows one user may keep. With 50 versions each and :data:`MAX_DOCUMENT_BYTES`, one user's
+#: flows can never take more than 100 × 51 × 256 KiB ≈ 1.3 GB, however they are saved.
+MAX_FLOWS_PER_USER = 100
+#: Largest stored document (nodes, edges, settings as compact UTF-8 JSON). A 500-node flow with
+#: the editor's UI state takes about 150 KB.
+MAX_DOCUMENT_BYTES = 256 * 1024
 
 
 def document_of(body: dict[str, Any]) -> dict[str, Any]:
     """The stored document: nodes, edges and settings (the name has its own column)."""
     return {"nodes": body.get("nodes", []), "edges": body.get("edges", []),
             "settings": body.get("settings", {})}
+
+
+def check_document_size(document: dict[str, Any]) -> None:
+    """:class:`PayloadTooLarge` (413) when ``document`` is larger than :data:`MAX_DOCUMENT_BYTES`."""
+    size = len(json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > MAX_DOCUMENT_BYTES:
+        raise PayloadTooLarge(f"The flow document is {size:,} bytes; the limit is {MAX_DOCUMENT_BYTES:,} bytes. "
+                              "Remove nodes or editor state from it.",
+                              details=[{"field": "body", "message": f"at most {MAX_DOCUMENT_BYTES} bytes of JSON"}])
 
 
 def _public(row: Any) -> dict[str, Any]:
@@ -36,8 +53,14 @@ def _public(row: Any) -> dict[str, Any]:
 
 
 def create_flow(conn: Connection, *, user_id: uuid.UUID, name: str, document: dict[str, Any]) -> dict[str, Any]:
+    """Save a new flow. :class:`PayloadTooLarge` over :data:`MAX_DOCUMENT_BYTES`;
+    :class:`QuotaExceeded` when the user has :data:`MAX_FLOWS_PER_USER` flows."""
+    document = document_of(document)
+    check_document_size(document)
+    enforce_quota(conn, flows, user_id=user_id, limit=MAX_FLOWS_PER_USER, what="flows",
+                  remedy="delete a flow you no longer need")
     now = utcnow()
-    row = {"id": new_id("flow"), "user_id": user_id, "name": name, "document": document_of(document),
+    row = {"id": new_id("flow"), "user_id": user_id, "name": name, "document": document,
            "created_at": now, "updated_at": now}
     conn.execute(insert(flows).values(row))
     return _public(_Row(row))
@@ -71,6 +94,7 @@ def update_flow(conn: Connection, *, user_id: uuid.UUID, flow_id: str, changes: 
     row = owned_flow(conn, user_id=user_id, flow_id=flow_id, lock=True)
     document = dict(row.document)
     document.update({k: v for k, v in changes.items() if k in ("nodes", "edges", "settings")})
+    check_document_size(document)
     values = {"document": document, "updated_at": utcnow()}
     if changes.get("name") is not None:
         values["name"] = changes["name"]

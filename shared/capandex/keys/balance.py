@@ -1,24 +1,95 @@
 """The dashboard's balance: the USD value of the stablecoins on every exchange key of a user.
 
-Each key is asked concurrently (a thread pool) and given ``CAPANDEX_BALANCE_TIMEOUT_S`` seconds;
-a key that fails or runs out of time is listed with an ``error`` (and ``balanceUsd: null``) and
-does not fail the answer. Stablecoins count one for one as US dollars
-(:data:`capandex.exchanges.account.STABLECOINS`); other assets are not priced.
+Only keys that passed validation (``isValid`` true) are asked: the balance route must not become
+a way around the validation rate limit (save candidate keys, then let this route try each one on
+the exchange). A key never validated, or rejected at its last check, is listed with an ``error``
+saying so and costs no exchange call; a key the exchange rejects here is marked invalid, so it
+is not tried again until it is validated anew.
+
+Each validated key is asked concurrently (a thread pool) and given ``CAPANDEX_BALANCE_TIMEOUT_S``
+seconds; a key that fails or runs out of time is listed with an ``error`` (and ``balanceUsd:
+null``) and does not fail the answer. Each key's outcome is cached for
+:data:`CACHE_SECONDS` in the container, so reloading the dashboard does not call the exchange
+again. Stablecoins count one for one as US dollars (:data:`capandex.exchanges.account.STABLECOINS`);
+other assets are not priced.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 import uuid
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 
 from capandex.db.schema import exchange_keys
-from capandex.errors import CapandexError
+from capandex.errors import CapandexError, InvalidCredentials
+
+logger = logging.getLogger("capandex.keys")
 
 #: most exchange calls in flight at once for one request
 MAX_WORKERS = 8
+#: seconds a key's balance (or its error) is reused before the exchange is asked again
+CACHE_SECONDS = 30.0
+#: cached keys per container (least recently stored dropped first)
+CACHE_ENTRIES = 4096
+
+NOT_VALIDATED = "Not validated: validate this key first (POST /api/exchange-keys/validate)."
+REJECTED = "The exchange rejected this key at its last check; update it or validate it again."
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    balance: float | None
+    error: str | None = None
+
+
+class _Cache:
+    """Outcomes by (user, key id) for :data:`CACHE_SECONDS`; thread-safe, bounded."""
+
+    def __init__(self) -> None:
+        self._items: OrderedDict[tuple[uuid.UUID, str], tuple[float, _Outcome]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, user_id: uuid.UUID, key_id: str) -> _Outcome | None:
+        with self._lock:
+            found = self._items.get((user_id, key_id))
+            if found is None or found[0] < time.monotonic():
+                return None
+            return found[1]
+
+    def put(self, user_id: uuid.UUID, key_id: str, outcome: _Outcome) -> None:
+        with self._lock:
+            self._items[(user_id, key_id)] = (time.monotonic() + CACHE_SECONDS, outcome)
+            self._items.move_to_end((user_id, key_id))
+            while len(self._items) > CACHE_ENTRIES:
+                self._items.popitem(last=False)
+
+    def discard(self, user_id: uuid.UUID, key_id: str) -> None:
+        with self._lock:
+            self._items.pop((user_id, key_id), None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_cache = _Cache()
+
+
+def clear_cache() -> None:
+    """Forget every cached balance (tests; a key's deletion needs nothing: its id is never reused)."""
+    _cache.clear()
+
+
+def forget(user_id: uuid.UUID, key_id: str) -> None:
+    """Drop one key's cached balance (it was validated again: the next view asks the exchange)."""
+    _cache.discard(user_id, key_id)
 
 
 def _balance_of(exchange_id: str, sealed: Any, user_id: uuid.UUID, key_id: str, timeout_s: float) -> float:
@@ -30,32 +101,20 @@ def _balance_of(exchange_id: str, sealed: Any, user_id: uuid.UUID, key_id: str, 
     return fetch_stablecoin_balance(exchange_id, credentials, timeout_s=timeout_s)
 
 
-def _error_text(exc: BaseException) -> str:
+def _outcome_of(future: Any, row: Any, timeout_s: float) -> _Outcome:
+    if not future.done():
+        return _Outcome(None, f"{row.exchange} did not answer within {timeout_s:g} s.")
+    exc = future.exception()
+    if exc is None:
+        return _Outcome(float(future.result()))
     if isinstance(exc, CapandexError):
-        return exc.message
-    return "The balance could not be read."  # a bug: logged by the caller, no details shown
+        return _Outcome(None, exc.message)
+    logger.error("balance failed", exc_info=exc, extra={"key_id": row.id, "exchange": row.exchange})
+    return _Outcome(None, "The balance could not be read.")  # a bug: logged, no details shown
 
 
-def dashboard_balance(*, user_id: uuid.UUID, timeout_s: float | None = None) -> dict[str, Any]:
-    """``{"totalUsd", "exchanges": [{"id", "exchange", "label", "balanceUsd", "error"?}]}``.
-
-    Args:
-        timeout_s: seconds each exchange gets (default ``CAPANDEX_BALANCE_TIMEOUT_S``); the whole
-            answer takes about that long at most, however many keys there are.
-    """
-    import logging
-
-    from capandex.config import get_settings
-    from capandex.db.session import transaction
-
-    timeout_s = timeout_s if timeout_s is not None else get_settings().balance_timeout_s
-    with transaction(user_id) as conn:  # closed before any exchange is called
-        rows = conn.execute(select(exchange_keys.c.id, exchange_keys.c.exchange, exchange_keys.c.label,
-                                   exchange_keys.c.sealed)
-                            .where(exchange_keys.c.user_id == user_id)
-                            .order_by(exchange_keys.c.created_at, exchange_keys.c.id)).all()
-    if not rows:
-        return {"totalUsd": 0.0, "exchanges": []}
+def _ask_exchanges(rows: list[Any], user_id: uuid.UUID, timeout_s: float) -> dict[str, _Outcome]:
+    """Each row's outcome, asked concurrently under one deadline; rejected keys marked invalid."""
     pool = ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(rows)), thread_name_prefix="balance")
     try:
         futures = [pool.submit(_balance_of, r.exchange, r.sealed, user_id, r.id, timeout_s) for r in rows]
@@ -63,19 +122,54 @@ def dashboard_balance(*, user_id: uuid.UUID, timeout_s: float | None = None) -> 
         wait(futures, timeout=timeout_s * (1 + (len(rows) - 1) // MAX_WORKERS))
     finally:
         pool.shutdown(wait=False, cancel_futures=True)  # a hung exchange must not delay the answer
+    outcomes = {row.id: _outcome_of(future, row, timeout_s) for row, future in zip(rows, futures, strict=True)}
+    rejected = [row.id for row, future in zip(rows, futures, strict=True)
+                if future.done() and isinstance(future.exception(), InvalidCredentials)]
+    if rejected:
+        from capandex.db.session import transaction
+        from capandex.keys.exchange import record_validation
+
+        with transaction(user_id) as conn:
+            for key_id in rejected:
+                record_validation(conn, user_id=user_id, key_id=key_id, valid=False)
+    return outcomes
+
+
+def dashboard_balance(*, user_id: uuid.UUID, timeout_s: float | None = None) -> dict[str, Any]:
+    """``{"totalUsd", "exchanges": [{"id", "exchange", "label", "balanceUsd", "error"?}]}``, oldest key first.
+
+    Args:
+        timeout_s: seconds each exchange gets (default ``CAPANDEX_BALANCE_TIMEOUT_S``); the whole
+            answer takes about that long at most, however many keys there are.
+    """
+    from capandex.config import get_settings
+    from capandex.db.session import transaction
+
+    timeout_s = timeout_s if timeout_s is not None else get_settings().balance_timeout_s
+    with transaction(user_id) as conn:  # closed before any exchange is called
+        rows = conn.execute(select(exchange_keys.c.id, exchange_keys.c.exchange, exchange_keys.c.label,
+                                   exchange_keys.c.sealed, exchange_keys.c.is_valid)
+                            .where(exchange_keys.c.user_id == user_id)
+                            .order_by(exchange_keys.c.created_at, exchange_keys.c.id)).all()
+    outcomes: dict[str, _Outcome] = {}
+    for row in rows:
+        if row.is_valid is not True:
+            outcomes[row.id] = _Outcome(None, REJECTED if row.is_valid is False else NOT_VALIDATED)
+        elif (cached := _cache.get(user_id, row.id)) is not None:
+            outcomes[row.id] = cached
+    to_ask = [row for row in rows if row.id not in outcomes]
+    if to_ask:
+        asked = _ask_exchanges(to_ask, user_id, timeout_s)
+        for key_id, outcome in asked.items():
+            _cache.put(user_id, key_id, outcome)
+        outcomes.update(asked)
     entries, total = [], 0.0
-    for row, future in zip(rows, futures, strict=True):
-        entry: dict[str, Any] = {"id": row.id, "exchange": row.exchange, "label": row.label, "balanceUsd": None}
-        if not future.done():
-            entry["error"] = f"{row.exchange} did not answer within {timeout_s:g} s."
-        elif future.exception() is not None:
-            exc = future.exception()
-            if not isinstance(exc, CapandexError):
-                logging.getLogger("capandex.keys").error("balance failed", exc_info=exc,
-                                                         extra={"key_id": row.id, "exchange": row.exchange})
-            entry["error"] = _error_text(exc)  # type: ignore[arg-type]
-        else:
-            entry["balanceUsd"] = round(future.result(), 2)
-            total += future.result()
+    for row in rows:
+        outcome = outcomes[row.id]
+        entry: dict[str, Any] = {"id": row.id, "exchange": row.exchange, "label": row.label,
+                                 "balanceUsd": None if outcome.balance is None else round(outcome.balance, 2)}
+        if outcome.error:
+            entry["error"] = outcome.error
+        total += outcome.balance or 0.0
         entries.append(entry)
     return {"totalUsd": round(total, 2), "exchanges": entries}

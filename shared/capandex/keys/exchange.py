@@ -28,6 +28,7 @@ from sqlalchemy import Connection, delete, select, update
 
 import capandex.exchanges.account  # noqa: F401  (installs the filter that keeps ccxt's DEBUG dumps of key headers out of logs)
 from capandex.api.models import iso_utc
+from capandex.db.quota import enforce_quota
 from capandex.db.schema import exchange_keys, exchanges, new_id, utcnow
 from capandex.errors import BadRequest, NotFound, field_problem
 from capandex.exchanges.credentials import Credentials
@@ -43,6 +44,9 @@ CREDENTIAL_CHARACTERS: tuple[tuple[str, str, re.Pattern[str], str], ...] = (
     ("secret", "secret", re.compile(r"[\x20-\x7e\r\n\t]+"), "must be printable ASCII (line breaks allowed)"),
     ("passphrase", "passphrase", re.compile(r"[\x20-\x7e]+"), "must be printable ASCII"),
 )
+#: saved keys one user may keep (saving is free and calls no exchange: without a cap, a user
+#: could store any number of candidate keys)
+MAX_KEYS_PER_USER = 20
 
 
 def _ctx(user_id: uuid.UUID, key_id: str) -> VaultContext:
@@ -91,8 +95,11 @@ def create_exchange_key(conn: Connection, *, user_id: uuid.UUID, exchange: str, 
     """Seal and save a key (one row per call: concurrent saves each get their own row).
 
     Returns ``{"id", "exchange", "label", "createdAt"}``; ``label`` defaults to the exchange name.
+    :class:`QuotaExceeded` (409) when the user already has :data:`MAX_KEYS_PER_USER` keys.
     """
     row = check_credentials_shape(conn, exchange, credentials)
+    enforce_quota(conn, exchange_keys, user_id=user_id, limit=MAX_KEYS_PER_USER, what="saved exchange keys",
+                  remedy="delete a key you no longer use")
     key_id = new_id("key")
     sealed = get_vault().seal({"api_key": credentials.api_key, "secret": credentials.secret,
                                "passphrase": credentials.passphrase}, _ctx(user_id, key_id))
@@ -202,4 +209,7 @@ def validate_saved_key(*, user_id: uuid.UUID, key_id: str) -> dict[str, Any]:
     del credentials
     with transaction(user_id) as conn:
         record_validation(conn, user_id=user_id, key_id=key_id, valid=body["valid"])
+    from capandex.keys.balance import forget
+
+    forget(user_id, key_id)  # the dashboard's next balance asks the exchange with the new verdict
     return body

@@ -22,6 +22,8 @@ EVENT_TYPES: dict[str, str] = {"engine_start": "engine", "engine_stop": "engine"
 #: every ``type`` a notification can have
 TYPES = ("trade", "engine", "system")
 MAX_LIMIT = 200
+#: the deepest page (SQLite's OFFSET is a signed 64-bit integer: 10**30 overflowed into a 500)
+MAX_OFFSET = 1_000_000
 
 
 def notify(conn: Connection, *, user_id: uuid.UUID, event: str, title: str, message: str,
@@ -56,8 +58,9 @@ def list_notifications(conn: Connection, *, user_id: uuid.UUID, type: str | None
     """
     if limit < 1 or limit > MAX_LIMIT:
         raise ValidationFailed("Invalid input: limit.", details=[field_problem("limit", f"must be 1..{MAX_LIMIT}")])
-    if offset < 0:
-        raise ValidationFailed("Invalid input: offset.", details=[field_problem("offset", "must be >= 0")])
+    if offset < 0 or offset > MAX_OFFSET:
+        raise ValidationFailed("Invalid input: offset.",
+                               details=[field_problem("offset", f"must be 0..{MAX_OFFSET}")])
     where = [notifications.c.user_id == user_id]
     if type is not None:
         if type in TYPES:

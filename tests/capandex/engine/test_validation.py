@@ -74,3 +74,22 @@ def test_multi_output_indicator_needs_a_named_handle_and_settings_are_checked():
     fields = {(p["nodeId"], p["field"]) for p in problems(flow)}
     assert ("m", "edge e2.sourceHandle") in fields
     assert (None, "settings.feeRate") in fields
+
+
+@pytest.mark.parametrize("value, why", [
+    (10**400, "must be in [2, 100000]"), (float("nan"), "must be a finite number"),
+    (float("inf"), "must be a finite number"), (2.5, "must be a whole number"), ("10", "must be a number"),
+])
+def test_parameters_of_any_size_are_problems_not_crashes(value, why):
+    flow = sma_cross_flow()
+    flow["nodes"][0]["data"]["period"] = value
+    assert {"nodeId": "fast", "field": "data.period", "message": why} in problems(flow)
+
+
+def test_a_constant_no_float_can_hold_is_a_problem():
+    flow = sma_cross_flow()
+    flow["nodes"].append({"id": "k", "type": "constant", "data": {"value": -(10**400)}})
+    flow["nodes"].append({"id": "r", "type": "risk", "data": {"kind": "stop_loss", "percent": 10**400}})
+    found = problems(flow)
+    assert {"nodeId": "k", "field": "data.value", "message": "must be a finite number"} in found
+    assert {"nodeId": "r", "field": "data.percent", "message": "must be in (0, 100]"} in found

@@ -1,4 +1,5 @@
-"""``GET /api/dashboard/balance``: stablecoins of every key, concurrently, failures isolated."""
+"""``GET /api/dashboard/balance``: stablecoins of every validated key, concurrently, failures
+isolated, cached briefly; keys that did not pass validation cost no exchange call."""
 
 from __future__ import annotations
 
@@ -8,12 +9,17 @@ import uuid
 
 import pytest
 
+from capandex.db.session import transaction
+from capandex.keys.exchange import record_validation
 from tests.utils import secret_guard
 from tests.utils.keys_fixtures import anthropic_api, binance, binance_env, signed_binance  # noqa: F401
 from tests.utils.secret_guard import secret_guard as _guard  # noqa: F401
 
 
-def save(user, signed, balances=None, *, register: bool = True, exchange: str = "binance", **extra) -> str:
+def save(user, signed, balances=None, *, register: bool = True, validate: bool = True, exchange: str = "binance",
+         **extra) -> str:
+    """Save a key (known to the loopback exchange unless ``register`` is False) and, unless
+    ``validate`` is False, validate it (the balance route only asks the exchange about validated keys)."""
     creds = {"apiKey": "ak" + uuid.uuid4().hex, "secret": "sk" + uuid.uuid4().hex}
     secret_guard.register(*creds.values())
     if register:
@@ -22,7 +28,15 @@ def save(user, signed, balances=None, *, register: bool = True, exchange: str = 
     assert response.status_code == 201, response.text
     key_id = response.json()["id"]
     signed.last_api_key = creds["apiKey"]
+    if validate:
+        checked = user.post("/api/exchange-keys/validate", json={"id": key_id})
+        assert checked.status_code == 200 and checked.json()["valid"] is register, checked.text
     return key_id
+
+
+def account_calls(signed) -> int:
+    """Signed account requests the loopback exchange answered or refused so far."""
+    return sum(path == "/api/v3/account" for path, _ in signed.verified + signed.rejected)
 
 
 @pytest.fixture
@@ -47,15 +61,60 @@ def test_totals_and_isolated_failures(user, signed_binance) -> None:  # noqa: F8
     assert by_id[main] == {"id": main, "exchange": "binance", "label": "Main Account", "balanceUsd": 10000.0,
                            "error": None}
     assert by_id[trading]["balanceUsd"] == 5234.5
-    assert by_id[broken]["balanceUsd"] is None and "rejected the API key" in by_id[broken]["error"]
+    assert by_id[broken]["balanceUsd"] is None and "rejected this key" in by_id[broken]["error"]
     assert [e["id"] for e in body["exchanges"]] == [main, trading, broken]  # oldest key first
 
 
+def test_only_validated_keys_reach_the_exchange(user, signed_binance) -> None:  # noqa: F811
+    """The reproduction: saved candidate keys were each tried on the exchange by the balance route,
+    around the validation rate limit. Unvalidated keys are listed without a call."""
+    good = save(user, signed_binance, {"USDT": (5.0, 0.0)})
+    candidates = [save(user, signed_binance, validate=False, register=i % 2 == 0) for i in range(12)]
+    before = account_calls(signed_binance)
+    body = user.get("/api/dashboard/balance").json()
+    assert account_calls(signed_binance) - before == 1  # the validated key only
+    by_id = {e["id"]: e for e in body["exchanges"]}
+    assert by_id[good]["balanceUsd"] == 5.0 and body["totalUsd"] == 5.0
+    for key_id in candidates:
+        assert by_id[key_id] == {"id": key_id, "exchange": "binance", "label": "Binance", "balanceUsd": None,
+                                 "error": "Not validated: validate this key first (POST /api/exchange-keys/validate)."}
+
+
+def test_balances_are_cached_briefly(user, signed_binance, monkeypatch) -> None:  # noqa: F811
+    from capandex.keys import balance
+
+    key = save(user, signed_binance, {"USDT": (5.0, 0.0)})
+    before = account_calls(signed_binance)
+    for _ in range(5):
+        assert user.get("/api/dashboard/balance").json()["totalUsd"] == 5.0
+    assert account_calls(signed_binance) - before == 1
+    monkeypatch.setattr(balance, "CACHE_SECONDS", 0.0)  # entries stored from now on expire at once
+    balance.forget(user.id, key)
+    signed_binance.accounts[signed_binance.last_api_key].balances["USDT"] = (6.0, 0.0)
+    assert user.get("/api/dashboard/balance").json()["totalUsd"] == 6.0
+    assert account_calls(signed_binance) - before == 2
+
+
+def test_a_key_the_exchange_rejects_is_not_tried_again(user, signed_binance) -> None:  # noqa: F811
+    key = save(user, signed_binance, {"USDT": (5.0, 0.0)})
+    del signed_binance.accounts[signed_binance.last_api_key]  # revoked on the exchange since validation
+    first = user.get("/api/dashboard/balance").json()["exchanges"][0]
+    assert first["balanceUsd"] is None and "rejected the API key" in first["error"]
+    assert user.get("/api/exchange-keys").json()["keys"][0]["isValid"] is False
+    from capandex.keys import balance
+
+    balance.forget(user.id, key)
+    before = account_calls(signed_binance)
+    again = user.get("/api/dashboard/balance").json()["exchanges"][0]
+    assert "rejected this key at its last check" in again["error"] and account_calls(signed_binance) == before
+
+
 def test_unreachable_exchange_is_listed_with_an_error(user, signed_binance, configure) -> None:  # noqa: F811
-    urls = {"binance": signed_binance.server.url, "kraken": "http://127.0.0.1:9"}
-    configure(CAPANDEX_EXCHANGE_URLS=json.dumps(urls))
     ok = save(user, signed_binance, {"USDT": (7.0, 0.0)})
-    down = save(user, signed_binance, exchange="kraken")
+    down = save(user, signed_binance, {"USDT": (1.0, 0.0)}, exchange="kraken", validate=False)
+    with transaction(user.id) as conn:  # validated while kraken answered; unreachable now
+        record_validation(conn, user_id=user.id, key_id=down, valid=True)
+    configure(CAPANDEX_EXCHANGE_URLS=json.dumps({"binance": signed_binance.server.url, "kraken": "http://127.0.0.1:9"}))
     body = user.get("/api/dashboard/balance").json()
     by_id = {e["id"]: e for e in body["exchanges"]}
     assert body["totalUsd"] == 7.0 and by_id[ok]["balanceUsd"] == 7.0

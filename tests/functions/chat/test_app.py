@@ -217,7 +217,7 @@ def test_invalid_messages_are_4xx_naming_the_field(api, user, upstream, messages
                    {"role": "user", "content": "nul\u0000here"}]}, "messages.2.content"),
     ({"messages": ASK, "flowId": "flow_\u0000"}, "flowId"),
     ({"messages": ASK, "flowContext": {"nodes": [{"id": "a\u0000", "type": "price", "data": {}}]}},
-     "flowContext.nodes"),
+     "flowContext.nodes.0.id"),
 ])
 def test_nul_characters_are_422_naming_the_exact_field(api, user, upstream, body, field):
     response = user.post("/api/chat", json=body)

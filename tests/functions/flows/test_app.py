@@ -210,3 +210,33 @@ def test_nul_characters_are_4xx_not_500(alice, flow_id: str) -> None:
     assert alice.get("/api/flows/flow_%00").status_code == 400
     assert alice.get(f"/api/flows/{flow_id}/versions?x=%00").status_code == 400
     assert alice.get(f"/api/flows/{flow_id}").status_code == 200
+
+
+def test_flows_per_user_are_capped(api, monkeypatch) -> None:
+    from capandex.flows import repository
+
+    monkeypatch.setattr(repository, "MAX_FLOWS_PER_USER", 3)
+    user, other = api.as_user(), api.as_user()
+    assert [user.post("/api/flows", json=FLOW).status_code for _ in range(3)] == [201] * 3
+    refused = user.post("/api/flows", json=FLOW)
+    assert refused.status_code == 409
+    assert refused.json()["error"]["message"] == ("You have 3 flows; the limit is 3. To add another, delete a "
+                                                  "flow you no longer need.")
+    assert other.post("/api/flows", json=FLOW).status_code == 201
+    assert len(user.get("/api/flows").json()["flows"]) == 3
+
+
+def test_flow_documents_are_capped_in_size(alice, flow_id: str) -> None:
+    from capandex.flows.repository import MAX_DOCUMENT_BYTES
+
+    # under the request body limit (1 MiB), over the document's: on create and on update
+    nodes = [{"id": f"n{i}", "type": "indicator", "data": {"kind": "sma", "period": 10, "note": "x" * 700}}
+             for i in range(400)]
+    created = alice.post("/api/flows", json={**FLOW, "nodes": nodes})
+    assert created.status_code == 413, created.text
+    error = created.json()["error"]
+    assert f"the limit is {MAX_DOCUMENT_BYTES:,} bytes" in error["message"] and error["details"][0]["field"] == "body"
+    updated = alice.put(f"/api/flows/{flow_id}", json={"nodes": nodes})
+    assert updated.status_code == 413
+    assert len(alice.get(f"/api/flows/{flow_id}").json()["nodes"]) == 4
+    assert [f["id"] for f in alice.get("/api/flows").json()["flows"]] == [flow_id]

@@ -146,3 +146,20 @@ def test_reprs_of_objects_carrying_secrets_hide_them() -> None:
                Turn(user_id=uuid.uuid4(), flow_id=None, flow=None, api_key="sk-ant-" + CANARY, system="", messages=[])]
     for obj in objects:
         assert CANARY not in repr(obj) and CANARY not in str(obj), type(obj).__name__
+
+
+def test_at_most_20_saved_keys_per_user(api, monkeypatch) -> None:
+    """Saving is free and calls no exchange, so without a cap a user stored hundreds of candidates."""
+    user, other = api.as_user(), api.as_user()
+    saved = [user.post("/api/exchange-keys", json={"exchange": "binance", **creds()}) for _ in range(20)]
+    assert [r.status_code for r in saved] == [201] * 20
+    refused = user.post("/api/exchange-keys", json={"exchange": "binance", **creds()})
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"] == {
+        "code": "quota_exceeded",
+        "message": "You have 20 saved exchange keys; the limit is 20. To add another, delete a key you no "
+                   "longer use."}
+    assert len(user.get("/api/exchange-keys").json()["keys"]) == 20
+    assert other.post("/api/exchange-keys", json={"exchange": "binance", **creds()}).status_code == 201
+    assert user.delete("/api/exchange-keys", json={"id": saved[0].json()["id"]}).status_code == 200
+    assert user.post("/api/exchange-keys", json={"exchange": "binance", **creds()}).status_code == 201

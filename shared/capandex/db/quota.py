@@ -1,0 +1,31 @@
+"""Per-user row quotas (saved exchange keys, flows): counted and enforced in the caller's transaction.
+
+A count followed by an insert is a race: two concurrent saves both see 19 keys and both insert.
+On Postgres the count therefore runs under a transaction-scoped advisory lock on (table, user),
+so one user's concurrent saves queue for a moment and other users never wait; SQLite transactions
+are serial already (``BEGIN IMMEDIATE``).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import Connection, Table, func, select, text
+
+from capandex.errors import QuotaExceeded
+
+
+def enforce_quota(conn: Connection, table: Table, *, user_id: uuid.UUID, limit: int, what: str,
+                  remedy: str) -> None:
+    """Raise :class:`QuotaExceeded` (409) when the user already has ``limit`` rows in ``table``.
+
+    Args:
+        what: the rows, plural, for the message ("saved exchange keys").
+        remedy: what to do about it ("delete one you no longer use").
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("select pg_advisory_xact_lock(hashtext(:table), hashtext(:user))"),
+                     {"table": table.name, "user": str(user_id)})
+    count = conn.execute(select(func.count()).select_from(table).where(table.c.user_id == user_id)).scalar_one()
+    if count >= limit:
+        raise QuotaExceeded(f"You have {count} {what}; the limit is {limit}. To add another, {remedy}.")
