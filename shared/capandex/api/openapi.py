@@ -47,8 +47,8 @@ class ErrorDetail(ResponseModel):
 
 class ErrorBody(ResponseModel):
     code: str = Field(description="snake_case, stable: bad_request, validation_error, unauthorized, "
-                                  "not_found, conflict, payload_too_large, rate_limited, upstream_error, "
-                                  "invalid_credentials, upstream_unavailable, internal_error")
+                                  "not_found, conflict, quota_exceeded, payload_too_large, rate_limited, "
+                                  "upstream_error, invalid_credentials, upstream_unavailable, internal_error")
     message: str = Field(description="a sentence for the person who made the request")
     details: list[ErrorDetail] | None = Field(default=None, description="every problem, for validation errors")
 
@@ -65,7 +65,8 @@ ERROR_STATUSES: dict[int, str] = {
          "or symbol (`bad_request`), or credentials an exchange rejected (`invalid_credentials`).",
     401: "No session cookie or bearer token, or an expired, malformed or forged one (`unauthorized`).",
     404: "No such resource for this user; another user's resource is indistinguishable (`not_found`).",
-    409: "The request conflicts with the current state (`conflict`).",
+    409: "The request conflicts with the current state (`conflict`), or the account already holds as many "
+         "of these as a user may (`quota_exceeded`; the message gives the limit).",
     413: "The body is larger than this endpoint accepts (`payload_too_large`).",
     422: "Well-formed input that breaks a rule; `details` lists every field and why (`validation_error`).",
     429: "Too many requests; retry after `Retry-After` seconds (`rate_limited`).",
