@@ -1,9 +1,11 @@
 """Lambda tasks of the backtest state machine (``statemachines/backtest.asl.json``).
 
 Thin wrappers over :mod:`capandex.backtests.jobs`, the same steps ``capandex serve`` runs in a
-thread: plan → fetch one chunk (the Map's item) → run → (on any failure) mark failed. Errors are
-raised unchanged, so the state machine's ``Retry`` matches them by class name (``RateLimited``,
-``UpstreamUnavailable``, ``UpstreamError``) and its ``Catch`` hands the rest to :func:`fail`.
+thread: plan → fetch one chunk (the Map's item) → run → (on any failure) mark failed. Exchange
+reads inside a task already retried (``capandex.exchanges.retry``, background patience); errors
+are raised unchanged, the state machine's ``Retry`` re-invokes a task only for Lambda's own
+errors, and its ``Catch`` hands every other failure to :func:`fail`, which reports Capandex errors
+by class name and message.
 """
 
 from __future__ import annotations

@@ -23,8 +23,9 @@ def run_backtest(*, user: CurrentUser, body: BacktestCreate) -> JSONResponse:
     """Run a backtest: the result at once (200) when the range fits the API's time limit, else
     202 with ``status: running``; poll ``GET /api/engine/backtest/{backtestId}``."""
     # No Db dependency: the service keeps its own short transactions (none open while it works).
-    status, result = submit(user.id, body)
-    return JSONResponse(BacktestPublic.model_validate(result).model_dump(mode="json"), status_code=status)
+    submission = submit(user.id, body)
+    return JSONResponse(BacktestPublic.model_validate(submission.body).model_dump(mode="json"),
+                        status_code=200 if submission.completed else 202)
 
 
 @router.get("/{backtestId}", response_model=BacktestPublic, responses=errors(404))

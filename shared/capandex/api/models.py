@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -51,9 +50,3 @@ class Deleted(ResponseModel):
 
     deleted: bool = True
 
-
-def iso_utc(value: dt.datetime | None) -> str | None:
-    """``2025-01-15T10:30:00Z``: the timestamp format of the API reference."""
-    if value is None:
-        return None
-    return value.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -3,16 +3,18 @@
 Public API::
 
     from capandex.backtests import submit, get_backtest, BacktestCreate
-    status, body = submit(user_id, BacktestCreate(...))      # 200 + result, or 202 running
-    get_backtest(conn, user_id, backtest_id)                 # progress, then the result
+    submission = submit(user_id, BacktestCreate(...))  # completed (with the result) or started
+    get_backtest(conn, user_id, backtest_id)           # progress, then the result
 
-The steps (plan → fetch chunks → run → store; fail) are in :mod:`capandex.backtests.jobs`,
-shared by the in-process path and the Step Functions tasks (``functions/backtest/handlers.py``).
+Three modules, one direction: :mod:`~capandex.backtests.service` (submit and read) →
+:mod:`~capandex.backtests.jobs` (the background steps by backtest id: Step Functions tasks in
+``functions/backtest/handlers.py``, ``capandex serve``'s pool) → :mod:`~capandex.backtests.core`
+(plan → candles → run → store, the seams every path shares — start there to build on backtests).
 """
 
 from capandex.backtests.models import BacktestCreate, BacktestPublic
+from capandex.backtests.service import Submission, start_async, submit, validate_range, wait_local
 from capandex.backtests.service import get as get_backtest
-from capandex.backtests.service import start_async, submit, validate_range, wait_local
 
-__all__ = ["BacktestCreate", "BacktestPublic", "get_backtest", "start_async", "submit", "validate_range",
-           "wait_local"]
+__all__ = ["BacktestCreate", "BacktestPublic", "Submission", "get_backtest", "start_async", "submit",
+           "validate_range", "wait_local"]

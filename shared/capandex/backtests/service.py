@@ -1,12 +1,16 @@
-"""``POST /api/engine/backtest`` and ``GET /api/engine/backtest/{id}``: validate, decide where to run,
-answer.
+"""Submitting and reading backtests: validate, decide where to run, report.
 
-A request whose estimated work fits :attr:`Settings.backtest_sync_budget_s` (candle pages still to
-fetch at the exchange's pace, plus the engine's time per candle) completes inside the request;
-anything larger is answered ``202 {"backtestId", "status": "running", "progress": 0}`` and runs
-on (a thread pool under ``capandex serve``, the Step Functions state machine in AWS). A ``running``
-backtest older than :attr:`Settings.backtest_deadline_s` is reported (and stored) as failed, so
-nothing stays ``running`` forever even if its worker died.
+:func:`submit` validates the request (dates, flow, exchange, symbol), plans the candle chunks and
+sizes the work. When the estimate (candle pages still to fetch at the exchange's pace, plus the
+engine's time per candle) fits :attr:`capandex.config.Settings.backtest_sync_budget_s`, it runs the
+backtest at once through :mod:`capandex.backtests.core` with the plan, the validated flow and the
+exchange client it already holds, and returns a completed :class:`Submission`; anything larger is
+started in the background (a thread pool under ``capandex serve``, the Step Functions state
+machine in AWS: :mod:`capandex.backtests.jobs`) and returned as running. The route chooses the HTTP
+status (200 or 202) from the :class:`Submission`.
+
+A ``running`` backtest older than its deadline is reported (and stored) as failed by :func:`get`,
+so nothing stays ``running`` forever even if its worker died.
 
 No database transaction is held while candles download or the engine runs: each step opens its
 own short one (a long transaction would pin a pooled Postgres connection and, on SQLite, the
@@ -26,13 +30,14 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
-from capandex.backtests import jobs
+from capandex.backtests import core, jobs
 from capandex.backtests import repository as repo
 from capandex.backtests.models import BacktestCreate
 from capandex.config import get_settings
 from capandex.db.session import transaction
 from capandex.errors import UpstreamUnavailable, ValidationFailed, field_problem
 from capandex.marketdata.chunks import timeframe_ms
+from capandex.timeutil import epoch_ms, utcnow
 
 if TYPE_CHECKING:  # capandex.marketdata imports numpy: keep the engine function's cold start lean
     from capandex.marketdata import BlobStore
@@ -51,6 +56,16 @@ EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 class Range:
     start_ms: int
     end_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """What :func:`submit` did: ran the backtest to the end (``completed``; ``body`` is the result
+    as ``GET`` shows it) or started it in the background (``body`` is its running status)."""
+
+    backtest_id: str
+    completed: bool
+    body: dict[str, Any]
 
 
 #: A run inside the request dies with it (API Gateway gives up at 29 s, the function's timeout
@@ -107,7 +122,7 @@ def check_range(start_text: str, end_text: str, timeframe: str, now: dt.datetime
         raise ValidationFailed("Invalid backtest range: " + "; ".join(f"{p['field']} {p['message']}"
                                                                        for p in problems) + ".", details=problems)
     # no problem means both fields parsed
-    return Range(int(parsed[start_field].timestamp() * 1000), int(parsed[end_field].timestamp() * 1000))
+    return Range(epoch_ms(parsed[start_field]), epoch_ms(parsed[end_field]))
 
 
 def estimate_seconds(pages: int, candles: int, rate_limit_ms: float) -> float:
@@ -116,30 +131,33 @@ def estimate_seconds(pages: int, candles: int, rate_limit_ms: float) -> float:
 
 
 def submit(user_id: uuid.UUID, body: BacktestCreate, *, store: BlobStore | None = None,
-           now: dt.datetime | None = None) -> tuple[int, dict[str, Any]]:
-    """Validate and run (or start) a backtest. Returns ``(HTTP status, body)``: 200 with the result,
-    or 202 while it runs on. Raises NotFound (not the user's flow), ValidationFailed (422: flow,
-    dates), BadRequest (exchange, symbol), and the exchange's errors for in-request runs."""
+           now: dt.datetime | None = None) -> Submission:
+    """Validate and run (or start) a backtest; see :class:`Submission`.
+
+    Raises:
+        NotFound: not the user's flow. ValidationFailed: the flow or the dates (422).
+        BadRequest: the exchange or symbol. In-request runs: the exchange's errors (RateLimited,
+        UpstreamUnavailable, UpstreamError); the backtest row is then marked failed too.
+    """
     from capandex.engine import validate_flow
     from capandex.exchanges import get_client
     from capandex.exchanges.registry import resolve
     from capandex.flows.repository import get_flow
-    from capandex.marketdata import get_store, plan
+    from capandex.marketdata import CandleRange, get_store
 
     store = store or get_store()
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or utcnow()
     span = validate_range(body, now)
     with transaction(user_id) as conn:
         flow = get_flow(conn, user_id=user_id, flow_id=body.flowId)
         resolve(body.exchange, conn)
     document = {"name": flow["name"], "nodes": flow["nodes"], "edges": flow["edges"], "settings": flow["settings"]}
-    validate_flow(document)
+    validated = validate_flow(document)
     client = get_client(body.exchange)
     client.market(body.symbol)
-    plans = plan(body.exchange, body.symbol, body.timeframe, span.start_ms, span.end_ms,
-                 page_size=client.max_page_size(body.timeframe), store=store)
-    candles = (span.end_ms - span.start_ms) // timeframe_ms(body.timeframe)
-    seconds = estimate_seconds(sum(p.pages for p in plans), candles, client.rate_limit_ms)
+    candle_range = CandleRange(body.exchange, body.symbol, body.timeframe, span.start_ms, span.end_ms, epoch_ms(now))
+    plans = core.plan(candle_range, client, store)
+    seconds = estimate_seconds(sum(p.pages for p in plans), candle_range.slots, client.rate_limit_ms)
     settings = get_settings()
     in_request = seconds <= settings.backtest_sync_budget_s
     with transaction(user_id) as conn:
@@ -148,15 +166,17 @@ def submit(user_id: uuid.UUID, body: BacktestCreate, *, store: BlobStore | None 
                           deadline_s=IN_REQUEST_DEADLINE_S if in_request else settings.backtest_deadline_s)
     backtest_id = row["id"]
     try:  # from here on the row exists: whatever fails must leave it failed, not running
-        store.put(jobs.request_key(user_id, backtest_id), json.dumps({"flow": document}).encode(),
-                  "application/json")
         if in_request:
-            return 200, jobs.run_job(backtest_id, user_id, store=store)
+            candles = core.load_candles(candle_range, plans, store, client)
+            result = jobs.record_result(backtest_id, user_id, core.run(validated, candles), store)
+            return Submission(backtest_id, completed=True, body=result)
+        jobs.snapshot(store, user_id, backtest_id, document)
         start_async(backtest_id, user_id)
     except Exception as exc:
         jobs.fail_job(backtest_id, user_id, jobs.reason_of(exc))
         raise
-    return 202, {"backtestId": backtest_id, "status": repo.RUNNING, "progress": 0}
+    return Submission(backtest_id, completed=False,
+                      body={"backtestId": backtest_id, "status": repo.RUNNING, "progress": 0})
 
 
 def get(conn: Connection, user_id: uuid.UUID, backtest_id: str, *, store: BlobStore | None = None) -> dict[str, Any]:

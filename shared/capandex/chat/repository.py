@@ -11,9 +11,9 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select
 
-from capandex.api.models import iso_utc
 from capandex.db.owned import owned_row
 from capandex.db.schema import chat_messages, flows, new_id, utcnow
+from capandex.timeutil import iso_utc
 
 #: Most messages ``list_messages`` returns (the newest ones, oldest first).
 MAX_LISTED = 500

@@ -36,7 +36,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from capandex.engine import backtest
+    from capandex.backtests import core
     from capandex.engine.flow import validate_flow
 
     flow = _read_flow(Path(args.flow))
@@ -44,12 +44,8 @@ def run(args: argparse.Namespace) -> int:
     candles = _candles(args)
     if args.plot and Path(args.plot).suffix.lower() not in (".png", ".html", ".htm"):
         raise BadRequest(f"--plot: {args.plot} must end in .png or .html")
-    capital = args.capital if args.capital is not None else None
-    result = backtest(validated, candles, capital=capital, fee=args.fee, slippage=args.slippage)
-    if args.exchange:  # where the exchange has no candles, said as the API says it
-        from capandex.backtests.jobs import gap_warnings
-
-        result.warnings.extend(gap_warnings(candles, args.exchange))
+    # the API's run: exchange gaps become a warning, said as the API says it
+    result = core.run(validated, candles, capital=args.capital, fee=args.fee, slippage=args.slippage)
     if args.plot:
         from capandex.engine.plot import write_plot
 

@@ -36,6 +36,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from capandex.timeutil import utcnow  # re-exported: the repositories stamp rows with it
+
 metadata = MetaData()
 
 #: The Postgres schema of every table (SQLite has none); see :mod:`capandex.db.migrations` for why
@@ -60,10 +62,6 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def new_id(prefix: str) -> str:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from capandex.engine.candles import Candles, iso_utc
+from capandex.engine.candles import Candles
 from capandex.engine.compiler import CompiledFlow, Signals, compile_flow
-from capandex.engine.flow import Flow, Settings, resolve_settings, validate_flow
+from capandex.engine.flow import Flow, RunSettings, resolve_settings, validate_flow
 from capandex.engine.metrics import compute_metrics
 from capandex.engine.result import (
     API_EQUITY_POINTS,
@@ -26,6 +26,7 @@ from capandex.engine.result import (
 )
 from capandex.engine.simulator import Simulation, simulate
 from capandex.engine.stepper import BrokerState, Order, StepResult, buy_units, run_stepper, step
+from capandex.timeutil import iso_utc_array
 
 __all__ = [
     "API_EQUITY_POINTS",
@@ -34,7 +35,7 @@ __all__ = [
     "Candles",
     "CompiledFlow",
     "Order",
-    "Settings",
+    "RunSettings",
     "Signals",
     "Simulation",
     "StepResult",
@@ -97,7 +98,7 @@ def backtest(flow: Mapping[str, Any] | Flow | CompiledFlow, candles: Any, *, cap
         warnings.append(f"only {len(data)} candles but the flow needs {compiled.warmup + 1} before its "
                         "first signal: no trade could happen")
     if sim.killed_at is not None:
-        stamp = iso_utc(data.time[sim.killed_at:sim.killed_at + 1])[0]
+        stamp = iso_utc_array(data.time[sim.killed_at:sim.killed_at + 1])[0]
         warnings.append(f"kill switch hit at the close of {stamp}; no entries after it")
     metrics = compute_metrics(sim.equity, data.time, table.pnl, settings.capital)
     return BacktestResult(metrics=metrics, equity=sim.equity, time=data.time, table=table,

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from capandex.errors import ValidationFailed, field_problem
+from capandex.timeutil import iso_utc_array
 
 #: the five value columns, in the order they are stored
 FIELDS = ("open", "high", "low", "close", "volume")
@@ -126,7 +127,7 @@ class Candles:
 
     def iso_times(self) -> list[str]:
         """The bar times as ISO 8601 UTC strings (``2024-01-01T00:00:00Z``)."""
-        return iso_utc(self.time)
+        return iso_utc_array(self.time)
 
 
 def to_epoch_ms(values: Any) -> np.ndarray:
@@ -147,13 +148,6 @@ def to_epoch_ms(values: Any) -> np.ndarray:
         return array.astype(np.int64)
     raise ValidationFailed("time must be epoch milliseconds (integers) or datetime64",
                            details=[field_problem("time", f"unsupported dtype {array.dtype}")])
-
-
-def iso_utc(epoch_ms: np.ndarray) -> list[str]:
-    """ISO 8601 UTC strings with a ``Z`` suffix, second precision unless milliseconds are set."""
-    stamps = np.asarray(epoch_ms, dtype=np.int64).astype("datetime64[ms]")
-    unit = "s" if np.all(np.asarray(epoch_ms) % 1000 == 0) else "ms"
-    return [s + "Z" for s in np.datetime_as_string(stamps, unit=unit).tolist()]
 
 
 def _columns_of(data: Any) -> dict[str, Any]:

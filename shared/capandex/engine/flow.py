@@ -135,8 +135,10 @@ class Risk:
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
-    """Run settings: capital in quote currency; fee and slippage as fractions (0.001 = 0.1 %)."""
+class RunSettings:
+    """What one run of a flow trades with: capital in quote currency; fee and slippage as fractions
+    (0.001 = 0.1 %). A flow document's ``settings`` parse to one; :func:`resolve_settings` lets a
+    caller's arguments override it. (Not :class:`capandex.config.Settings`, the deployment's.)"""
 
     capital: float = DEFAULT_CAPITAL
     fee: float = DEFAULT_FEE
@@ -152,7 +154,7 @@ class Flow:
     buys: tuple[BuyAction, ...]
     sells: tuple[str, ...]
     risk: Risk
-    settings: Settings
+    settings: RunSettings
     name: str = ""
     document: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -465,10 +467,10 @@ def _num(value: Any) -> float | None:
         return None
 
 
-def _parse_settings(raw: Any, problems: _Problems) -> Settings:
+def _parse_settings(raw: Any, problems: _Problems) -> RunSettings:
     if not isinstance(raw, Mapping):
         problems.add(None, "settings", "must be an object")
-        return Settings()
+        return RunSettings()
     specs = {"initialCapital": Param(False, DEFAULT_CAPITAL, 0, math.inf, False),
              "feeRate": Param(False, DEFAULT_FEE, 0, 0.5), "slippage": Param(False, DEFAULT_SLIPPAGE, 0, 0.5)}
     values = {}
@@ -480,14 +482,14 @@ def _parse_settings(raw: Any, problems: _Problems) -> Settings:
             problems.add(None, f"settings.{name}", why)
             value = spec.default
         values[name] = float(value)
-    return Settings(values["initialCapital"], values["feeRate"], values["slippage"])
+    return RunSettings(values["initialCapital"], values["feeRate"], values["slippage"])
 
 
 def resolve_settings(flow: Flow, capital: float | None, fee: float | None,
-                     slippage: float | None) -> Settings:
+                     slippage: float | None) -> RunSettings:
     """Explicit arguments win, then the flow's settings, then §5's defaults; checks the ranges."""
     problems = _Problems()
-    resolved = Settings(flow.settings.capital if capital is None else capital,
+    resolved = RunSettings(flow.settings.capital if capital is None else capital,
                         flow.settings.fee if fee is None else fee,
                         flow.settings.slippage if slippage is None else slippage)
     for name, value, spec in (("capital", resolved.capital, Param(False, None, 0, math.inf, False)),
@@ -498,4 +500,4 @@ def resolve_settings(flow: Flow, capital: float | None, fee: float | None,
             problems.add(None, name, why)
     if problems:
         _raise(problems)
-    return Settings(float(resolved.capital), float(resolved.fee), float(resolved.slippage))
+    return RunSettings(float(resolved.capital), float(resolved.fee), float(resolved.slippage))

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from capandex.engine.candles import iso_utc
 from capandex.engine.rules import REASONS
+from capandex.timeutil import iso_utc_array
 
 #: the API sends at most this many equity points (the library and CLI keep all)
 API_EQUITY_POINTS = 2000
@@ -32,7 +32,7 @@ class Trade:
 
     def to_dict(self) -> dict[str, Any]:
         """The §5 trade object (ISO 8601 UTC times)."""
-        entry, exit_ = iso_utc(np.array([self.entry_time, self.exit_time]))
+        entry, exit_ = iso_utc_array(np.array([self.entry_time, self.exit_time]))
         return {"entryTime": entry, "exitTime": exit_, "entryPrice": self.entry_price,
                 "exitPrice": self.exit_price, "units": self.units, "pnl": self.pnl,
                 "pnlPercent": self.pnl_percent, "fees": self.fees, "exitReason": self.exit_reason}
@@ -74,7 +74,7 @@ class TradeTable:
         with np.errstate(invalid="ignore", divide="ignore"):
             pnl_percent = np.where(self.spent > 0, pnl / self.spent * 100.0, 0.0)
         fees = self.units * self.entry_price * self.fee + self.units * self.exit_price * self.fee
-        columns = (iso_utc(self.entry_time), iso_utc(self.exit_time), self.entry_price.tolist(),
+        columns = (iso_utc_array(self.entry_time), iso_utc_array(self.exit_time), self.entry_price.tolist(),
                    self.exit_price.tolist(), self.units.tolist(), pnl.tolist(), pnl_percent.tolist(),
                    fees.tolist(), [REASONS[r] for r in self.reason.tolist()])
         keys = ("entryTime", "exitTime", "entryPrice", "exitPrice", "units", "pnl", "pnlPercent", "fees",
@@ -142,7 +142,7 @@ def equity_curve_points(time_ms: np.ndarray, equity: np.ndarray,
                         max_points: int | None = None) -> list[dict[str, Any]]:
     """The equity curve as JSON points, downsampled to ``max_points`` when given."""
     idx = np.arange(len(equity)) if max_points is None else downsample_indices(equity, max_points)
-    stamps = iso_utc(time_ms[idx])
+    stamps = iso_utc_array(time_ms[idx])
     return [{"timestamp": s, "equity": float(e)} for s, e in zip(stamps, equity[idx].tolist(), strict=True)]
 
 

@@ -8,7 +8,13 @@ same expressions and get the same floating-point results. Percent arguments are 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from capandex.engine.flow import BuyAction, Risk, RunSettings
 
 #: exit reasons, in the order of their integer codes inside the simulator
 REASONS = ("signal", "stop_loss", "take_profit", "trailing_stop", "kill_switch", "end_of_data")
@@ -87,6 +93,22 @@ def buy_fraction(fee, slippage, size_percent=None, risk_percent=None, stop_loss=
         return size_percent / 100.0
     loss_per_spent = 1.0 - (1.0 - stop_loss / 100.0) * (1.0 - slippage) * (1.0 - fee) / (1.0 + fee)
     return min(1.0, (risk_percent / 100.0) / loss_per_spent)
+
+
+@dataclass(frozen=True, slots=True)
+class Sizing:
+    """How one buy sizes: a fraction of equity, or a fixed quote amount (fees included)."""
+
+    fraction: float | None = None
+    amount: float | None = None
+
+
+def sizing_for(action: BuyAction, risk: Risk, settings: RunSettings) -> Sizing:
+    """How ``action`` sizes its buys under ``risk`` and ``settings`` (see :class:`Sizing`)."""
+    if action.amount is not None:
+        return Sizing(amount=action.amount)
+    return Sizing(fraction=buy_fraction(settings.fee, settings.slippage, action.size_percent,
+                                         action.risk_percent, risk.stop_loss))
 
 
 def spend(cash, fraction=None, amount=None):

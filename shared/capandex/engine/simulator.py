@@ -30,7 +30,7 @@ import numpy as np
 from capandex.engine import rules
 from capandex.engine.candles import Candles
 from capandex.engine.compiler import Signals
-from capandex.engine.flow import BuyAction, Risk, Settings
+from capandex.engine.flow import BuyAction, Risk, RunSettings
 
 _MIN_WINDOW = 1024
 
@@ -67,7 +67,7 @@ def next_true(mask: np.ndarray) -> np.ndarray:
 
 
 def simulate(candles: Candles, signals: Signals, buys: tuple[BuyAction, ...], risk: Risk,
-             settings: Settings) -> Simulation:
+             settings: RunSettings) -> Simulation:
     """Run §5 over ``candles`` for precomputed ``signals``; see the module docstring."""
     n = len(candles)
     buy, sell = signals.buy.copy(), signals.sell.copy()
@@ -75,7 +75,7 @@ def simulate(candles: Candles, signals: Signals, buys: tuple[BuyAction, ...], ri
     entry_sig, exit_bar, reason, exit_price = _schedule(candles, buy, sell, risk, settings.slippage)
     entry_bar = entry_sig + 1
     entry_price = rules.buy_fill(candles.open[entry_bar], settings.slippage)
-    by_action = [sizing_for(action, risk, settings) for action in buys]
+    by_action = [rules.sizing_for(action, risk, settings) for action in buys]
     sizing = [by_action[i] for i in signals.choice[entry_sig].tolist()]
     killed_at = None
     money = _settle(entry_price, exit_price, sizing, settings)
@@ -247,23 +247,7 @@ def _segmented_running_max(values: np.ndarray, owner: np.ndarray, offsets: np.nd
 
 
 # -- 4. money ------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Sizing:
-    """How one buy sizes: a fraction of equity, or a fixed quote amount (fees included)."""
-
-    fraction: float | None = None
-    amount: float | None = None
-
-
-def sizing_for(action: BuyAction, risk: Risk, settings: Settings) -> Sizing:
-    """How ``action`` sizes its buys under ``risk`` and ``settings`` (see :class:`Sizing`)."""
-    if action.amount is not None:
-        return Sizing(amount=action.amount)
-    return Sizing(fraction=rules.buy_fraction(settings.fee, settings.slippage, action.size_percent,
-                                              action.risk_percent, risk.stop_loss))
-
-
-def _settle(entry_price: np.ndarray, exit_price: np.ndarray, sizing: list[Sizing], settings: Settings,
+def _settle(entry_price: np.ndarray, exit_price: np.ndarray, sizing: list[rules.Sizing], settings: RunSettings,
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Units, cash spent, cash received per trade, and the cash before each trade (+ the final).
 

@@ -33,9 +33,8 @@ from typing import Any
 from capandex.engine import rules
 from capandex.engine.candles import Candles
 from capandex.engine.compiler import CompiledFlow
-from capandex.engine.flow import Risk, Settings
+from capandex.engine.flow import Risk, RunSettings
 from capandex.engine.result import Trade, make_trade
-from capandex.engine.simulator import Sizing, sizing_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +99,7 @@ class StepResult:
     opened: bool = False
 
 
-def step(compiled: CompiledFlow, candles: Candles, state: BrokerState, settings: Settings, *,
+def step(compiled: CompiledFlow, candles: Candles, state: BrokerState, settings: RunSettings, *,
          final: bool = False) -> StepResult:
     """Process the last candle of ``candles`` (the newest closed one) from ``state``.
 
@@ -158,15 +157,15 @@ def step(compiled: CompiledFlow, candles: Candles, state: BrokerState, settings:
     return StepResult(state=state, trade=trade, equity=equity, order=state.pending, opened=opened)
 
 
-def _sizing_of(compiled: CompiledFlow, order: Order, settings: Settings) -> Sizing:
-    return sizing_for(compiled.flow.buys[order.action], compiled.flow.risk, settings)
+def _sizing_of(compiled: CompiledFlow, order: Order, settings: RunSettings) -> rules.Sizing:
+    return rules.sizing_for(compiled.flow.buys[order.action], compiled.flow.risk, settings)
 
 
-def buy_units(compiled: CompiledFlow, action: int, cash: float, fill: float, settings: Settings) -> float:
+def buy_units(compiled: CompiledFlow, action: int, cash: float, fill: float, settings: RunSettings) -> float:
     """Units the flow's buy action number ``action`` (index in ``Flow.buys``) buys with ``cash``
     quote at ``fill`` (a price including slippage): the stepper's own sizing rule, for callers
     that place the order themselves (the live engine, webhooks)."""
-    sizing = sizing_for(compiled.flow.buys[action], compiled.flow.risk, settings)
+    sizing = rules.sizing_for(compiled.flow.buys[action], compiled.flow.risk, settings)
     _, units, _ = rules.open_position(cash, fill, settings.fee, sizing.fraction, sizing.amount)
     return float(units)
 
@@ -189,7 +188,7 @@ def _stops_inside(state: BrokerState, time: int, o: float, h: float, lo: float, 
     return replace(state, highest=h if state.highest is None else max(state.highest, h)), None
 
 
-def _open(state: BrokerState, time: int, fill: float, sizing: Sizing, fee: float) -> BrokerState:
+def _open(state: BrokerState, time: int, fill: float, sizing: rules.Sizing, fee: float) -> BrokerState:
     spent, units, cash = rules.open_position(state.cash, fill, fee, sizing.fraction, sizing.amount)
     return replace(state, cash=float(cash), units=float(units), entry_time=time, entry_price=fill,
                    entry_spent=float(spent), highest=None)
@@ -204,7 +203,7 @@ def _close(state: BrokerState, time: int, fill: float, reason: str, fee: float,
                    entry_price=None, entry_spent=0.0, highest=None), trade
 
 
-def run_stepper(compiled: CompiledFlow, candles: Candles, settings: Settings, *,
+def run_stepper(compiled: CompiledFlow, candles: Candles, settings: RunSettings, *,
                 window: int | None = None) -> tuple[list[Trade], list[float]]:
     """Backtest by stepping candle by candle (the reference semantics; O(n^2) in evaluation).
 

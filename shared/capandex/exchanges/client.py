@@ -20,6 +20,7 @@ from capandex.errors import BadRequest, UpstreamError
 from capandex.exchanges.credentials import Credentials
 from capandex.exchanges.errors import ccxt_errors
 from capandex.exchanges.retry import retrier
+from capandex.timeutil import from_ms, iso_utc, utcnow
 
 T = TypeVar("T")
 
@@ -139,13 +140,7 @@ class ExchangeClient:
 
 
 def _iso_ms(epoch_ms: Any) -> str:
-    import datetime as dt
-
-    from capandex.api.models import iso_utc
-
-    moment = (dt.datetime.fromtimestamp(epoch_ms / 1000, dt.UTC) if isinstance(epoch_ms, int | float)
-              else dt.datetime.now(dt.UTC))
-    return iso_utc(moment) or ""
+    return iso_utc(from_ms(epoch_ms) if isinstance(epoch_ms, int | float) else utcnow())
 
 
 def rebase_urls(urls: Any, base: str) -> Any:

@@ -14,11 +14,11 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
-from capandex.api.models import iso_utc
 from capandex.db.owned import owned_row
 from capandex.db.quota import enforce_quota
 from capandex.db.schema import executions, flow_versions, flows, new_id, utcnow
 from capandex.errors import Conflict, NotFound, PayloadTooLarge
+from capandex.timeutil import iso_utc
 
 #: Versions kept per flow; saving the 51st drops the oldest in the same transaction.
 MAX_VERSIONS = 50

@@ -27,12 +27,12 @@ from typing import Any
 from sqlalchemy import Connection, delete, select, update
 
 import capandex.exchanges.account  # noqa: F401  (installs the filter that keeps ccxt's DEBUG dumps of key headers out of logs)
-from capandex.api.models import iso_utc
 from capandex.db.quota import enforce_quota
 from capandex.db.schema import exchange_keys, exchanges, new_id, utcnow
 from capandex.errors import BadRequest, NotFound, field_problem
 from capandex.exchanges.credentials import Credentials
 from capandex.ratelimit import KEY_VALIDATION, bucket, consume
+from capandex.timeutil import iso_utc
 from capandex.vault import PURPOSE_EXCHANGE_KEY, VaultContext, get_vault
 
 #: What each credential may contain, by request field. The API key and the passphrase travel in

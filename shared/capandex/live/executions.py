@@ -20,7 +20,6 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from capandex.api.models import iso_utc
 from capandex.db.owned import owned_row
 from capandex.db.schema import exchange_keys, executions, flows, new_id, positions, utcnow
 from capandex.errors import (
@@ -35,6 +34,7 @@ from capandex.errors import (
 from capandex.live.timeframes import last_closed_open
 from capandex.marketdata.chunks import TIMEFRAME_MS
 from capandex.notifications import notify
+from capandex.timeutil import iso_utc
 
 MODES = ("paper", "live")
 

@@ -8,8 +8,9 @@ Public API::
     candles.pages_fetched   # 0 when every chunk came from the store
 
 ``candles`` is a :class:`capandex.engine.candles.Candles` (a :class:`FetchedCandles`), ready for
-:func:`capandex.engine.backtest`. The lower-level steps (:func:`plan`, :func:`ensure_chunk`,
-:func:`assemble`) are what the backtest Step Functions tasks run.
+:func:`capandex.engine.backtest`. The lower-level steps over a :class:`CandleRange` (:func:`plan`,
+:func:`load`, :func:`ensure_chunk`) are what the backtest core (:mod:`capandex.backtests.core`)
+runs, in the request and as Step Functions tasks.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from typing import Any
 #: public name → the submodule defining it. Resolved on first access (PEP 562), so importing
 #: ``capandex.marketdata.chunks`` (timeframes) does not pull in numpy and the engine at cold start.
 _EXPORTS = {
-    **dict.fromkeys(("ChunkPlan", "FetchedCandles", "Gap", "assemble", "ensure_chunk", "fetch_candles",
-                     "find_gaps", "plan"), "candles"),
+    **dict.fromkeys(("CandleRange", "ChunkPlan", "FetchedCandles", "Gap", "assemble", "ensure_chunk",
+                     "fetch_candles", "fill_chunk", "find_gaps", "load", "plan", "plan_chunk"), "candles"),
     **dict.fromkeys(("CHUNK_CANDLES", "TIMEFRAME_MS", "timeframe_ms"), "chunks"),
     **dict.fromkeys(("ProgressBar", "progress_bar"), "progress"),
     **dict.fromkeys(("BlobStore", "LocalStore", "S3Store", "get_store"), "store"),

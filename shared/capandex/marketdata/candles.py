@@ -3,14 +3,20 @@
 :func:`fetch_candles` plans the fixed chunks covering a range (:mod:`capandex.marketdata.chunks`),
 takes what the store already has, fetches the rest page by page at the exchange's own maximum
 page size, and returns only closed candles, sorted and de-duplicated, with the gaps the exchange
-has (reported, never filled in). The Step Functions tasks and the in-process path call the same
-three steps: :func:`plan`, :func:`ensure_chunk`, :func:`assemble`.
+has (reported, never filled in). It is two steps that callers may also take apart (the backtest
+core does, so each stored chunk is read and decoded once per process):
+
+1. :func:`plan` — the chunks covering a :class:`CandleRange`, each with what the store holds and
+   the pages it still needs;
+2. :func:`load` — fill the planned chunks (from the exchange, only given a client) and
+   :func:`assemble` the range's candles from them.
+
+:func:`ensure_chunk` fills one chunk on its own (a Step Functions Map item).
 """
 
 from __future__ import annotations
 
 import math
-import time as _time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,6 +33,7 @@ from capandex.marketdata.chunks import (
     timeframe_ms,
 )
 from capandex.marketdata.store import BlobStore, get_store
+from capandex.timeutil import iso_utc_array, now_ms
 
 if TYPE_CHECKING:
     import numpy as np
@@ -46,22 +53,44 @@ class Gap:
     missing: int
 
     def to_dict(self) -> dict[str, Any]:
-        import numpy as np
-
-        from capandex.engine.candles import iso_utc
-
-        start, end = iso_utc(np.array([self.start_ms, self.end_ms]))
+        start, end = iso_utc_array([self.start_ms, self.end_ms])
         return {"start": start, "end": end, "missing": self.missing}
 
 
 @dataclass(frozen=True, slots=True)
 class FetchedCandles(Candles):
-    """:class:`Candles` plus how they were obtained: the gaps, pages fetched, chunks reused."""
+    """:class:`Candles` plus how they were obtained: the exchange, the gaps, pages fetched, chunks reused."""
 
+    exchange: str = ""
     gaps: tuple[Gap, ...] = ()
     pages_fetched: int = 0
     chunks_cached: int = 0
     chunks_fetched: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CandleRange:
+    """The closed candles of one market with open times in ``[start_ms, end_ms)`` (epoch ms, UTC),
+    as they stand at ``as_of_ms``: a candle not closed and settled by then is not part of the range.
+    Pinning the instant makes every step that reads the range (plan, fetch, load — possibly in
+    different Lambdas minutes apart) agree on what it holds, and on which pages it needs."""
+
+    exchange: str
+    symbol: str
+    timeframe: str
+    start_ms: int
+    end_ms: int
+    as_of_ms: int
+
+    @property
+    def bound_ms(self) -> int:
+        """Exclusive bound of the open times the range can hold (its end, or the last closed candle)."""
+        return min(self.end_ms, closed_until(self.timeframe, self.as_of_ms))
+
+    @property
+    def slots(self) -> int:
+        """Candle slots of the range up to :attr:`bound_ms` (what progress counts)."""
+        return max(0, (self.bound_ms - self.start_ms) // timeframe_ms(self.timeframe))
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +108,6 @@ class ChunkPlan:
         return self.pages == 0
 
 
-def now_ms() -> int:
-    return int(_time.time() * 1000)
-
-
 def _load(store: BlobStore, key: str, timeframe: str) -> Chunk | None:
     data = store.get(key)
     if data is None:
@@ -93,20 +118,23 @@ def _load(store: BlobStore, key: str, timeframe: str) -> Chunk | None:
         return None
 
 
-def plan(exchange: str, symbol: str, timeframe: str, start_ms: int, end_ms: int, *, page_size: int,
-         store: BlobStore | None = None, now: int | None = None) -> list[ChunkPlan]:
-    """The chunks covering ``[start_ms, end_ms)`` and the pages each still needs (0 = in the store)."""
+def plan(candles: CandleRange, *, page_size: int, store: BlobStore | None = None) -> list[ChunkPlan]:
+    """The chunks covering the range and the pages each still needs (0 = in the store), reading
+    (and decoding) each stored chunk once; :func:`load` takes the plan from there."""
     store = store or get_store()
-    now = now_ms() if now is None else now
-    step, bound = timeframe_ms(timeframe), closed_until(timeframe, now)
-    plans = []
-    for start in chunk_starts(timeframe, start_ms, min(end_ms, bound)):
-        target = min(start + chunk_span_ms(timeframe), bound)
-        cached = _load(store, chunk_key(exchange, symbol, timeframe, start), timeframe)
-        have = cached.covered_until_ms if cached else start
-        pages = 0 if have >= target else math.ceil((target - have) / step / page_size)
-        plans.append(ChunkPlan(start, target, cached, pages))
-    return plans
+    return [plan_chunk(candles, start, page_size=page_size, store=store)
+            for start in chunk_starts(candles.timeframe, candles.start_ms, candles.bound_ms)]
+
+
+def plan_chunk(candles: CandleRange, start_ms: int, *, page_size: int, store: BlobStore) -> ChunkPlan:
+    """One chunk of the range: what the store holds of it, up to where it must be filled (its end
+    or the last closed candle at ``as_of_ms``) and the pages that costs."""
+    timeframe = candles.timeframe
+    target = min(start_ms + chunk_span_ms(timeframe), closed_until(timeframe, candles.as_of_ms))
+    cached = _load(store, chunk_key(candles.exchange, candles.symbol, timeframe, start_ms), timeframe)
+    have = cached.covered_until_ms if cached is not None else start_ms
+    pages = 0 if have >= target else math.ceil((target - have) / timeframe_ms(timeframe) / page_size)
+    return ChunkPlan(start_ms, target, cached, pages)
 
 
 def fetch_rows(client: ExchangeClient, symbol: str, timeframe: str, since_ms: int, until_ms: int,
@@ -148,31 +176,42 @@ def _sorted_unique(rows: np.ndarray) -> np.ndarray:
     return rows[keep]
 
 
-def ensure_chunk(client: ExchangeClient, exchange: str, symbol: str, timeframe: str, start_ms: int, *,
-                 store: BlobStore | None = None, now: int | None = None, cached: Chunk | None = None,
-                 on_page: Callable[[int, int], None] | None = None) -> tuple[Chunk, int]:
-    """The chunk at ``start_ms`` filled up to its end or the last closed candle, and the pages
-    fetched for it (0 when the store had it). Stores what it fetched; the chunk holding "now" is
-    stored with ``covered_until`` at the last closed candle, never as complete."""
+def ensure_chunk(client: ExchangeClient, candles: CandleRange, start_ms: int, *,
+                 store: BlobStore | None = None) -> tuple[Chunk, int]:
+    """The range's chunk at ``start_ms`` filled up to its end or the last closed candle at
+    ``as_of_ms``, and the pages fetched for it (0 when the store had it): :func:`plan_chunk`,
+    then :func:`fill_chunk`."""
+    store = store or get_store()
+    item = plan_chunk(candles, start_ms, page_size=client.max_page_size(candles.timeframe), store=store)
+    return fill_chunk(item, candles, client=client, store=store)
+
+
+def fill_chunk(item: ChunkPlan, candles: CandleRange, *, client: ExchangeClient | None, store: BlobStore,
+               on_page: Callable[[int, int], None] | None = None) -> tuple[Chunk, int]:
+    """The planned chunk filled to its target, and the pages that took. A ready chunk is returned
+    as planned (no I/O); otherwise the pages after what the store held are fetched with ``client``
+    and the chunk is stored (the chunk holding "now" with ``covered_until`` at the last closed
+    candle, never as complete). Without a client a chunk that is not ready is a bug of the caller
+    (it promised the store had everything): :class:`RuntimeError`."""
     import numpy as np
 
-    store = store or get_store()
-    now = now_ms() if now is None else now
-    key = chunk_key(exchange, symbol, timeframe, start_ms)
-    end = start_ms + chunk_span_ms(timeframe)
-    target = min(end, closed_until(timeframe, now))
-    cached = cached or _load(store, key, timeframe)
-    have = cached.covered_until_ms if cached else start_ms
-    if have >= target:
-        return cached or _empty(start_ms, end, target), 0
-    rows, pages = fetch_rows(client, symbol, timeframe, have, target, on_page)
+    timeframe = candles.timeframe
+    end = item.start_ms + chunk_span_ms(timeframe)
+    cached = item.cached
+    if item.ready:
+        return (cached if cached is not None else _empty(item.start_ms, end, item.target_ms)), 0
+    if client is None:
+        raise RuntimeError(f"candle chunk {item.start_ms} of {candles.exchange} {candles.symbol} {timeframe} "
+                           "is not in the store; fetch it before loading the range from the store alone")
+    have = cached.covered_until_ms if cached is not None else item.start_ms
+    rows, pages = fetch_rows(client, candles.symbol, timeframe, have, item.target_ms, on_page)
     if cached is not None and len(cached):
         old = np.column_stack([cached.time.astype(np.float64), cached.open, cached.high, cached.low,
                                cached.close, cached.volume])
         rows = _sorted_unique(np.concatenate([old[old[:, 0] < have], rows]))
-    chunk = Chunk(start_ms, end, target, rows[:, 0].astype(np.int64), *(np.ascontiguousarray(rows[:, i])
-                                                                         for i in range(1, 6)))
-    store.put(key, encode(chunk))
+    chunk = Chunk(item.start_ms, end, item.target_ms, rows[:, 0].astype(np.int64),
+                  *(np.ascontiguousarray(rows[:, i]) for i in range(1, 6)))
+    store.put(chunk_key(candles.exchange, candles.symbol, timeframe, item.start_ms), encode(chunk))
     return chunk, pages
 
 
@@ -184,7 +223,7 @@ def _empty(start: int, end: int, covered: int) -> Chunk:
 
 
 def assemble(chunks: list[Chunk], timeframe: str, start_ms: int, end_ms: int, *, now: int | None = None,
-             pages: int = 0, cached: int = 0) -> FetchedCandles:
+             pages: int = 0, cached: int = 0, exchange: str = "") -> FetchedCandles:
     """The candles of ``[start_ms, end_ms)`` from consecutive chunks, with the gaps of that range
     (up to the last closed candle)."""
     import numpy as np
@@ -199,7 +238,7 @@ def assemble(chunks: list[Chunk], timeframe: str, start_ms: int, end_ms: int, *,
     lo, hi = np.searchsorted(time, start_ms, "left"), np.searchsorted(time, bound, "left")
     columns = [np.ascontiguousarray(c[lo:hi]) for c in columns]
     gaps = find_gaps(columns[0], timeframe_ms(timeframe), start_ms, bound)
-    return FetchedCandles(*columns, gaps=tuple(gaps), pages_fetched=pages, chunks_cached=cached,
+    return FetchedCandles(*columns, exchange=exchange, gaps=tuple(gaps), pages_fetched=pages, chunks_cached=cached,
                           chunks_fetched=len(chunks) - cached)
 
 
@@ -236,18 +275,26 @@ def fetch_candles(exchange: str, symbol: str, timeframe: str, start_ms: int, end
 
     Raises:
         BadRequest: unknown exchange, symbol or timeframe. RateLimited, UpstreamUnavailable,
-        UpstreamError: the exchange failed (after retries).
+        UpstreamError: the exchange failed (after the retries of :mod:`capandex.exchanges.retry`).
     """
     from capandex.exchanges import get_client
 
-    step = timeframe_ms(timeframe)
+    timeframe_ms(timeframe)  # an unknown timeframe is a BadRequest before any exchange call
     client = client or get_client(exchange)
     client.market(symbol)
     store = store or get_store()
-    now = now_ms() if now is None else now
-    plans = plan(exchange, symbol, timeframe, start_ms, end_ms, page_size=client.max_page_size(timeframe),
-                 store=store, now=now)
-    total = max(0, (min(end_ms, closed_until(timeframe, now)) - start_ms) // step)
+    candles = CandleRange(exchange, symbol, timeframe, start_ms, end_ms, now_ms() if now is None else now)
+    plans = plan(candles, page_size=client.max_page_size(timeframe), store=store)
+    return load(candles, plans, store=store, client=client, progress=progress)
+
+
+def load(candles: CandleRange, plans: list[ChunkPlan], *, store: BlobStore, client: ExchangeClient | None = None,
+         progress: Progress | None = None) -> FetchedCandles:
+    """The range's candles from its :func:`plan`: chunks the plan found ready are used as read
+    (never read again), the others are fetched with ``client`` and stored (:func:`fill_chunk`;
+    without a client every chunk must be ready). ``progress(done, total)`` counts candle slots."""
+    step, start_ms, end_ms = timeframe_ms(candles.timeframe), candles.start_ms, candles.end_ms
+    total = candles.slots
     done = 0
 
     def advance(from_ms: int, to_ms: int) -> None:
@@ -260,10 +307,8 @@ def fetch_candles(exchange: str, symbol: str, timeframe: str, start_ms: int, end
 
     chunks, pages, cached = [], 0, 0
     for item in plans:
-        have = item.cached.covered_until_ms if item.cached else item.start_ms
-        advance(item.start_ms, have)  # what the store already has
-        chunk, used = ensure_chunk(client, exchange, symbol, timeframe, item.start_ms, store=store, now=now,
-                                   cached=item.cached, on_page=advance)
+        advance(item.start_ms, item.cached.covered_until_ms if item.cached is not None else item.start_ms)
+        chunk, used = fill_chunk(item, candles, client=client, store=store, on_page=advance)
         chunks.append(chunk)
         pages += used
         cached += used == 0
@@ -272,4 +317,5 @@ def fetch_candles(exchange: str, symbol: str, timeframe: str, start_ms: int, end
         progress(done, total)
     if progress and not plans:
         progress(0, 0)
-    return assemble(chunks, timeframe, start_ms, end_ms, now=now, pages=pages, cached=cached)
+    return assemble(chunks, candles.timeframe, start_ms, end_ms, now=candles.as_of_ms, pages=pages, cached=cached,
+                    exchange=candles.exchange)

@@ -11,10 +11,10 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
-from capandex.api.models import iso_utc
 from capandex.db.schema import new_id, notifications, utcnow
 from capandex.errors import NotFound, ValidationFailed, field_problem
 from capandex.notifications.preferences import PREFERENCE_KEYS, get_preferences
+from capandex.timeutil import iso_utc
 
 #: event (preference key) → the dashboard's notification type
 EVENT_TYPES: dict[str, str] = {"engine_start": "engine", "engine_stop": "engine",

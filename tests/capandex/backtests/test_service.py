@@ -8,9 +8,9 @@ import datetime as dt
 import pytest
 
 from capandex.backtests import BacktestCreate, validate_range
-from capandex.backtests.jobs import max_concurrency, with_retries
+from capandex.backtests.jobs import max_concurrency
 from capandex.backtests.service import MAX_CANDLES, estimate_seconds
-from capandex.errors import BadRequest, UpstreamUnavailable, ValidationFailed
+from capandex.errors import ValidationFailed
 
 NOW = dt.datetime(2025, 6, 1, 12, tzinfo=dt.UTC)
 
@@ -54,23 +54,3 @@ def test_concurrency_follows_the_rate_limit() -> None:
 def test_estimate_counts_pages_at_the_exchange_pace() -> None:
     assert estimate_seconds(0, 525_600, 50) == pytest.approx(0.5256)
     assert estimate_seconds(10, 0, 50) == pytest.approx(3.0)
-
-
-def test_chunk_retries_back_off_and_give_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    from capandex.backtests import jobs
-
-    waits: list[float] = []
-    monkeypatch.setattr(jobs, "sleep", waits.append)
-    calls = []
-
-    def flaky():
-        calls.append(1)
-        if len(calls) < 3:
-            raise UpstreamUnavailable("down")
-        return "ok"
-
-    assert with_retries(flaky) == "ok" and waits == [1.0, 2.0]
-    with pytest.raises(UpstreamUnavailable):
-        with_retries(lambda: (_ for _ in ()).throw(UpstreamUnavailable("down")))
-    with pytest.raises(BadRequest):  # not temporary: no retry
-        with_retries(lambda: (_ for _ in ()).throw(BadRequest("no")))

@@ -17,6 +17,7 @@ from moto import mock_aws
 
 from capandex import errors
 from capandex.backtests import service
+from capandex.exchanges.retry import BACKGROUND
 from capandex.marketdata.chunks import chunk_starts
 from tests.capandex.engine.factories import sma_cross_flow
 from tests.utils.binance_server import BinanceServer, server_error
@@ -77,8 +78,11 @@ def test_definition_is_well_formed() -> None:
     for name in ("Plan", "FetchChunks", "Run"):
         assert states[name]["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error",
                                           "Next": "MarkFailed"}]
-    fetch = states["FetchChunks"]["ItemProcessor"]["States"]["FetchChunk"]
-    assert {"RateLimited", "UpstreamUnavailable"} <= {e for r in fetch["Retry"] for e in r["ErrorEquals"]}
+    # exchange reads retry inside the tasks (capandex.exchanges.retry): a Retry on an exchange error
+    # here would multiply the requests one failing page costs
+    for name, state, _scope in _states(definition):
+        for retry in state.get("Retry", []):
+            assert all(error.startswith("Lambda.") for error in retry["ErrorEquals"]) or name == "MarkFailed", name
 
 
 def test_every_task_resource_is_a_real_handler_in_the_template() -> None:
@@ -132,11 +136,11 @@ def submitted(binance_env: BinanceServer, configure, monkeypatch):
     user = uuid.uuid4()
     with transaction(user) as conn:
         flow = create_flow(conn, user_id=user, name="SMA", document=sma_cross_flow(5, 20))
-    status, body = service.submit(user, service.BacktestCreate(
+    submission = service.submit(user, service.BacktestCreate(
         flowId=flow["id"], exchange="binance", symbol="ETH/USDT", timeframe="1m",
         startDate="2024-01-01T00:00:00Z", endDate="2024-01-20T00:00:00Z"))
-    assert status == 202
-    yield user, body["backtestId"], jobs
+    assert not submission.completed
+    yield user, submission.backtest_id, jobs
     clear_stores()
 
 
@@ -150,9 +154,10 @@ def test_tasks_plan_map_run(submitted, binance_env: BinanceServer) -> None:
     assert planned["maxConcurrency"] == 5  # binance: 50 ms rate limit
     assert [c["start"] for c in planned["chunks"]] == chunk_starts("1m", T0, T0 + 19 * DAY)
     assert all(c["backtestId"] == backtest_id and c["progressStep"] == 85 / 4 for c in planned["chunks"])
-    binance_env.inject("/api/v3/klines", server_error(503), times=3)
-    with pytest.raises(errors.UpstreamUnavailable):  # the Map's Retry would run it again
+    binance_env.inject("/api/v3/klines", server_error(503), times=BACKGROUND.retries + 1)
+    with pytest.raises(errors.UpstreamUnavailable):  # retried in the task; the Map does not retry it
         handlers.fetch_chunk(planned["chunks"][0])
+    assert binance_env.count("/api/v3/klines") == 6  # one failing page: 6 requests, not 3 × 5
     for item in planned["chunks"]:
         assert handlers.fetch_chunk(item)["pages"] == 12
     pages = binance_env.count("/api/v3/klines")
@@ -162,6 +167,21 @@ def test_tasks_plan_map_run(submitted, binance_env: BinanceServer) -> None:
         result = service.get(conn, user, backtest_id)
     assert result["status"] == "completed" and result["progress"] == 100.0
     assert len(result["equityCurve"]) <= 2000 and result["metrics"]["totalTrades"] == len(result["trades"])
+
+
+def test_one_failing_page_costs_six_requests_in_capandex_serves_pool(submitted, binance_env: BinanceServer) -> None:
+    """The in-process path runs the same steps without a loop of its own around them: a page that
+    keeps failing costs the background patience's 6 requests (it cost 4 chunk attempts × 3 = 12),
+    then the backtest is failed with the exchange's message."""
+    from capandex.db.session import transaction
+
+    user, backtest_id, jobs = submitted
+    binance_env.inject("/api/v3/klines", server_error(503), times=100)
+    jobs.run_local(backtest_id, user)
+    assert binance_env.count("/api/v3/klines") == BACKGROUND.retries + 1 == 6
+    with transaction(user) as conn:
+        failed = service.get(conn, user, backtest_id)
+    assert failed["status"] == "failed" and "could not be reached" in failed["error"]
 
 
 def test_fail_task_keeps_capandex_messages_and_hides_bugs(submitted) -> None:

@@ -125,3 +125,19 @@ def test_amount_sizing_spends_that_much_quote():
     candles = bars([FLAT, FLAT, (100, 110, 100, 110)])
     result = run(price_rule_flow(99, amount=2_500), candles, fee=0.001)
     assert result.trades[0]["units"] == pytest.approx(2_500 / (100 * 1.001))
+
+
+def test_the_reference_stepper_does_not_import_the_simulator() -> None:
+    """The stepper is the reference the simulator is proven against: it shares the rules (sizing
+    included), never the optimised code it checks."""
+    import ast
+    from pathlib import Path
+
+    from capandex.engine import stepper
+
+    tree = ast.parse(Path(stepper.__file__).read_text())
+    imported = {f"{node.module}.{alias.name}" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                for alias in node.names}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert "capandex.engine.rules" in imported
+    assert not [name for name in imported if "simulator" in name]

@@ -127,6 +127,14 @@ def test_persistent_failure_raises_and_caches_nothing(server: BinanceServer, sto
     assert not list((store.root).rglob("*.cdx"))
 
 
+def test_one_failing_page_costs_three_requests_on_a_request_path(server: BinanceServer, store: LocalStore) -> None:
+    """Retries live in one layer (capandex.exchanges.retry): nothing above the read loops again."""
+    server.inject("/api/v3/klines", server_error(503), times=100)
+    with pytest.raises(UpstreamUnavailable):
+        fetch_candles("binance", "BTC/USDT", "1h", T0, T0 + DAY, store=store, now=NOW)
+    assert server.count("/api/v3/klines") == retry.REQUEST.retries + 1 == 3
+
+
 def test_bad_symbol_and_timeframe(server: BinanceServer, store: LocalStore) -> None:
     with pytest.raises(BadRequest, match="no spot market"):
         fetch_candles("binance", "NOPE/USDT", "1h", T0, T0 + DAY, store=store, now=NOW)

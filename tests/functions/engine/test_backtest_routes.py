@@ -19,14 +19,12 @@ DAY = 86_400_000
 
 @pytest.fixture
 def user(api, binance: BinanceServer, configure, monkeypatch):
-    from capandex.backtests import jobs
     from capandex.exchanges import retry
     from tests.utils.fixtures import reset_exchange_caches
 
     configure(CAPANDEX_EXCHANGE_URLS=binance.exchange_urls_env(), CAPANDEX_EXCHANGE_TIMEOUT_MS="1000",
               CAPANDEX_BACKTEST_SYNC_BUDGET_S="10")
     monkeypatch.setattr(retry, "sleep", lambda _s: None)
-    monkeypatch.setattr(jobs, "sleep", lambda _s: None)
     reset_exchange_caches()
     client = api.as_user()
     flow = client.post("/api/flows", json={"name": "SMA", **sma_cross_flow(5, 20)})
