@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +79,11 @@ def _candles(args: argparse.Namespace) -> Any:
         raise BadRequest("downloading candles is not available in this build (capandex.marketdata "
                          "is missing); use --candles FILE.csv") from exc
     from capandex.backtests.service import check_range
+    from capandex.timeutil import utcnow
 
     # the API's date rules (ISO 8601, UTC unless an offset is given, start < end, end not in the
     # future), without its one-year cap: a local run may take as long as its user likes
-    span = check_range(args.start, args.end, args.timeframe, datetime.now(UTC), fields=("--start", "--end"),
+    span = check_range(args.start, args.end, args.timeframe, utcnow(), fields=("--start", "--end"),
                        max_candles=None)
     with progress_bar(f"{args.symbol} {args.timeframe}") as bar:
         return fetch_candles(args.exchange, args.symbol, args.timeframe, span.start_ms, span.end_ms, progress=bar)
