@@ -10,6 +10,11 @@ smoothing follow TA-Lib's C code in its default compatibility mode:
   so ``MACD`` differs from ``EMA(fast) - EMA(slow)`` during the first bars).
 * Bollinger uses the population standard deviation (ddof 0).
 
+Every indicator costs O(n) time and memory whatever its period: rolling sums, recursive
+smoothing, or per-block running sums and extremes (:func:`_windows`), never an array of
+n × period. A period longer than the series gives an all-NaN result of the series' length (the
+warm-up never ends), not an array sized by the period.
+
 An input that starts with NaN (an indicator fed by another indicator) is computed on its finite
 suffix, as the TA-Lib Python wrapper does. The recursive ones (EMA, RSI, ATR, MACD) depend on
 where the series starts; :func:`convergence_bars` says how much history makes that negligible.
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -105,17 +111,23 @@ def _ema_from(x: np.ndarray, period: int, seed_end: int) -> np.ndarray:
 
 @_finite_suffix
 def wma(x: np.ndarray, period: int) -> np.ndarray:
-    """Linearly weighted moving average (TA-Lib ``WMA``): weights 1..period, newest heaviest."""
-    out = _nan(len(x))
+    """Linearly weighted moving average (TA-Lib ``WMA``): weights 1..period, newest heaviest.
+
+    O(n) whatever the period, from the blocked sums of :func:`_window_sums` (a running
+    ``sum(i * x[i])`` over the whole series grows like n² × price and cancels catastrophically).
+    """
     n = len(x)
-    if n >= period:
-        # element-wise accumulation (not a BLAS product) so each value depends only on its own
-        # window: the live stepper's shorter history then gives bit-identical numbers
-        total = np.zeros(n - period + 1)
-        for weight in range(1, period + 1):
-            total += weight * x[weight - 1:n - period + weight]
-        out[period - 1:] = total / (period * (period + 1) / 2)
-    return out
+    if n < period:
+        return _nan(n)
+    sums = _window_sums(x, period, lambda d, u: u * d)
+    column = np.arange(period, dtype=np.float64)
+    # Window ending at position r of block k, starting at position j = r + 1 of block k - 1: bar u
+    # of block k - 1 (u >= j) weighs u - j + 1, bar u of block k (u <= r) weighs period - r + u.
+    head = (period - column) * sums.head[0] + sums.head[1]  # column = r
+    tail = sums.tail[1] - (column - 1.0) * sums.tail[0]  # column = j
+    whole = sums.whole[1] + sums.whole[0]  # the window is block k itself: bar u weighs u + 1
+    weighted = _windows(head, tail, whole, n, np.add)
+    return sums.centre + weighted / (period * (period + 1) / 2.0)
 
 
 @_finite_suffix
@@ -144,34 +156,114 @@ def roc(x: np.ndarray, period: int) -> np.ndarray:
     return out
 
 
-def _over_windows(x: np.ndarray, period: int, reduce: str) -> np.ndarray:
-    """``reduce`` (a numpy method name) over every window of ``period`` bars ending at each bar."""
-    out = _nan(len(x))
-    if len(x) >= period:
-        out[period - 1:] = getattr(np.lib.stride_tricks.sliding_window_view(x, period), reduce)(axis=1)
-    return out
+def _blocks(x: np.ndarray, period: int, fill: float = 0.0) -> np.ndarray:
+    """``x`` padded with ``fill`` to whole blocks of ``period`` values, shaped (blocks, period)."""
+    count = -(-len(x) // period)
+    padded = np.full(count * period, fill)
+    padded[:len(x)] = x
+    return padded.reshape(count, period)
+
+
+def _windows(head: np.ndarray, tail: np.ndarray, whole: np.ndarray, n: int,
+             combine: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+    """The value of every window of ``period`` bars (NaN before the first), from per-block parts.
+
+    With blocks of ``period`` bars, the window ending at bar ``t = k * period + r`` is either block
+    ``k`` itself (``r = period - 1``: ``whole[k]``) or the end of block ``k - 1`` from position
+    ``r + 1`` plus the start of block ``k`` up to ``r``: ``combine(tail[k-1, r+1], head[k, r])``.
+    ``head`` and ``tail`` are (blocks, period) arrays (``tail`` indexed by where the window starts
+    in its block), ``whole`` has one value per block. Every output depends only on the bars of its
+    window's two blocks, none after it, so a prefix of the series gives bit-identical values
+    (the live stepper relies on that).
+    """
+    count, period = head.shape
+    grid = np.full((count, period), np.nan)
+    grid[1:, :-1] = combine(tail[:-1, 1:], head[1:, :-1])
+    grid[:, -1] = whole
+    return grid.reshape(-1)[:n]
+
+
+def _reverse_cumsum(blocks: np.ndarray) -> np.ndarray:
+    return np.cumsum(blocks[:, ::-1], axis=1)[:, ::-1]
+
+
+@dataclass(frozen=True, slots=True)
+class _WindowSums:
+    """Per-block sums for windowed statistics, each centred on the window's own reference value.
+
+    With ``d = x - c`` and ``u`` a bar's position inside its block, ``head``/``tail``/``whole``
+    hold the blocked sums of ``d`` and of ``second(d, u)`` (``u * d`` for the weighted average,
+    ``d * d`` for the variance): ``head`` cumulative from a block's start, centred on the previous
+    block's first value; ``tail`` cumulative to a block's end, and ``whole`` over a whole block,
+    centred on the block's own first value. ``centre`` is, per bar, the reference value of the
+    window ending there. So every window's sums are of values centred on a price inside (or just
+    before) the window: their size is the window's spread, not the price level, and no running
+    total spans the series.
+    """
+
+    head: tuple[np.ndarray, np.ndarray]
+    tail: tuple[np.ndarray, np.ndarray]
+    whole: tuple[np.ndarray, np.ndarray]
+    centre: np.ndarray
+
+
+def _window_sums(x: np.ndarray, period: int,
+                 second: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> _WindowSums:
+    n = len(x)
+    blocks = _blocks(x, period)
+    first = blocks[:, 0]  # each block's reference value (known when the block starts: causal)
+    own = blocks - first[:, None]
+    previous = blocks - np.r_[first[:1], first[:-1]][:, None]
+    u = np.arange(period, dtype=np.float64)
+    tail = (_reverse_cumsum(own), _reverse_cumsum(second(own, u)))
+    head = (np.cumsum(previous, axis=1), np.cumsum(second(previous, u), axis=1))
+    centre = np.empty((len(blocks), period))
+    centre[1:, :-1] = first[:-1, None]
+    centre[0, :-1] = np.nan
+    centre[:, -1] = first
+    return _WindowSums(head=head, tail=tail, whole=(tail[0][:, 0], tail[1][:, 0]), centre=centre.reshape(-1)[:n])
+
+
+def _extreme(x: np.ndarray, period: int, ufunc: np.ufunc, fill: float) -> np.ndarray:
+    """``ufunc`` (np.maximum / np.minimum) over every window of ``period`` bars: van Herk /
+    Gil-Werman, running extremes forward and backward inside blocks of ``period`` bars, so O(n)
+    whatever the period (a sliding-window view costs n × period)."""
+    if len(x) < period:
+        return _nan(len(x))
+    blocks = _blocks(x, period, fill)
+    head = ufunc.accumulate(blocks, axis=1)
+    tail = ufunc.accumulate(blocks[:, ::-1], axis=1)[:, ::-1]
+    return _windows(head, tail, head[:, -1], len(x), ufunc)
 
 
 @_finite_suffix
 def highest(x: np.ndarray, period: int) -> np.ndarray:
-    """Highest value over the last ``period`` bars, current included (TA-Lib ``MAX``)."""
-    return _over_windows(x, period, "max")
+    """Highest value over the last ``period`` bars, current included (TA-Lib ``MAX``); O(n)."""
+    return _extreme(x, period, np.maximum, -np.inf)
 
 
 @_finite_suffix
 def lowest(x: np.ndarray, period: int) -> np.ndarray:
-    """Lowest value over the last ``period`` bars, current included (TA-Lib ``MIN``)."""
-    return _over_windows(x, period, "min")
+    """Lowest value over the last ``period`` bars, current included (TA-Lib ``MIN``); O(n)."""
+    return _extreme(x, period, np.minimum, np.inf)
 
 
 @_finite_suffix
 def stddev(x: np.ndarray, period: int) -> np.ndarray:
-    """Population standard deviation over ``period`` bars (TA-Lib ``STDDEV`` with nbdev 1).
+    """Population standard deviation over ``period`` bars (TA-Lib ``STDDEV`` with nbdev 1); O(n).
 
-    Two-pass variance per window: E[x^2] - E[x]^2 from running sums loses digits on large prices
-    (BTC squared is ~1e9), and the bands must hold to 1e-6.
+    ``E[d²] - E[d]²`` with ``d = x - c``, ``c`` a price at the start of the window's block
+    (:func:`_window_sums`). On raw prices this formula loses every digit (BTC squared is ~1e9 and
+    the bands must hold to 1e-6); centred, the terms are as large as the window's spread, so the
+    relative error of the variance stays near ``period × 1e-16 × (spread / deviation)²``.
     """
-    return _over_windows(x, period, "std")
+    n = len(x)
+    if n < period:
+        return _nan(n)
+    sums = _window_sums(x, period, lambda d, _: d * d)
+    mean = _windows(sums.head[0], sums.tail[0], sums.whole[0], n, np.add) / period
+    square = _windows(sums.head[1], sums.tail[1], sums.whole[1], n, np.add) / period
+    return np.sqrt(np.maximum(square - mean * mean, 0.0))
 
 
 def bollinger(x: np.ndarray, period: int, deviations: float) -> dict[str, np.ndarray]:
