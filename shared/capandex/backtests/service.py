@@ -1,8 +1,10 @@
 """Submitting and reading backtests: validate, decide where to run, report.
 
 :func:`submit` validates the request (dates, flow, exchange, symbol), plans the candle chunks and
-sizes the work. When the estimate (candle pages still to fetch at the exchange's pace, plus the
-engine's time per candle) fits :attr:`capandex.config.Settings.backtest_sync_budget_s`, it runs the
+sizes the work. The engine's share is the flow's nodes × candles (:mod:`capandex.engine.cost`): a
+run whose evaluation would need more memory than the engine may use is refused with a 422 before
+anything is fetched. When the estimate (candle pages still to fetch at the exchange's pace, plus
+the engine's time) fits :attr:`capandex.config.Settings.backtest_sync_budget_s`, it runs the
 backtest at once through :mod:`capandex.backtests.core` with the plan, the validated flow and the
 exchange client it already holds, and returns a completed :class:`Submission`; anything larger is
 started in the background (a thread pool under ``capandex serve``, the Step Functions state
@@ -46,8 +48,6 @@ logger = logging.getLogger("capandex.backtests")
 
 #: the longest range, in candles (a leap year of 1m candles; ~5 years of 5m, unlimited-ish above)
 MAX_CANDLES = 366 * 1440
-#: engine seconds per candle assumed when sizing work (measured ~0.2 µs; 5× headroom)
-ENGINE_S_PER_CANDLE = 1e-6
 #: the earliest instant a range may start at (exchanges count time in non-negative epoch ms)
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -125,9 +125,10 @@ def check_range(start_text: str, end_text: str, timeframe: str, now: dt.datetime
     return Range(epoch_ms(parsed[start_field]), epoch_ms(parsed[end_field]))
 
 
-def estimate_seconds(pages: int, candles: int, rate_limit_ms: float) -> float:
-    """Seconds the work should take: each page at the exchange's pace plus latency, then the engine."""
-    return pages * (rate_limit_ms / 1000.0 + jobs.ASSUMED_LATENCY_S) + candles * ENGINE_S_PER_CANDLE
+def estimate_seconds(pages: int, engine_seconds: float, rate_limit_ms: float) -> float:
+    """Seconds the work should take: each page at the exchange's pace plus latency, then the engine
+    (``engine_seconds``: :func:`capandex.engine.cost.estimate`, nodes × candles)."""
+    return pages * (rate_limit_ms / 1000.0 + jobs.ASSUMED_LATENCY_S) + engine_seconds
 
 
 def submit(user_id: uuid.UUID, body: BacktestCreate, *, store: BlobStore | None = None,
@@ -139,7 +140,7 @@ def submit(user_id: uuid.UUID, body: BacktestCreate, *, store: BlobStore | None 
         BadRequest: the exchange or symbol. In-request runs: the exchange's errors (RateLimited,
         UpstreamUnavailable, UpstreamError); the backtest row is then marked failed too.
     """
-    from capandex.engine import validate_flow
+    from capandex.engine import compile_flow, cost
     from capandex.exchanges import get_client
     from capandex.exchanges.registry import resolve
     from capandex.flows.repository import get_flow
@@ -152,12 +153,14 @@ def submit(user_id: uuid.UUID, body: BacktestCreate, *, store: BlobStore | None 
         flow = get_flow(conn, user_id=user_id, flow_id=body.flowId)
         resolve(body.exchange, conn)
     document = {"name": flow["name"], "nodes": flow["nodes"], "edges": flow["edges"], "settings": flow["settings"]}
-    validated = validate_flow(document)
+    compiled = compile_flow(document)
+    candle_range = CandleRange(body.exchange, body.symbol, body.timeframe, span.start_ms, span.end_ms, epoch_ms(now))
+    work = cost.estimate(compiled, candle_range.slots)
+    cost.check_budget(work)  # nodes × candles, before the exchange is asked anything
     client = get_client(body.exchange)
     client.market(body.symbol)
-    candle_range = CandleRange(body.exchange, body.symbol, body.timeframe, span.start_ms, span.end_ms, epoch_ms(now))
     plans = core.plan(candle_range, client, store)
-    seconds = estimate_seconds(sum(p.pages for p in plans), candle_range.slots, client.rate_limit_ms)
+    seconds = estimate_seconds(sum(p.pages for p in plans), work.seconds, client.rate_limit_ms)
     settings = get_settings()
     in_request = seconds <= settings.backtest_sync_budget_s
     with transaction(user_id) as conn:
@@ -168,7 +171,7 @@ def submit(user_id: uuid.UUID, body: BacktestCreate, *, store: BlobStore | None 
     try:  # from here on the row exists: whatever fails must leave it failed, not running
         if in_request:
             candles = core.load_candles(candle_range, plans, store, client)
-            result = jobs.record_result(backtest_id, user_id, core.run(validated, candles), store)
+            result = jobs.record_result(backtest_id, user_id, core.run(compiled, candles), store)
             return Submission(backtest_id, completed=True, body=result)
         jobs.snapshot(store, user_id, backtest_id, document)
         start_async(backtest_id, user_id)

@@ -52,5 +52,5 @@ def test_concurrency_follows_the_rate_limit() -> None:
 
 
 def test_estimate_counts_pages_at_the_exchange_pace() -> None:
-    assert estimate_seconds(0, 525_600, 50) == pytest.approx(0.5256)
+    assert estimate_seconds(0, 0.5256, 50) == pytest.approx(0.5256)
     assert estimate_seconds(10, 0, 50) == pytest.approx(3.0)

@@ -111,7 +111,7 @@ def test_long_periods_on_btc_prices(name, talib_name, period):
 @pytest.mark.parametrize("period", [2, 200, 20_000])
 def test_long_bollinger_on_btc_prices(period):
     same(ta.stddev(BTC, period), talib.STDDEV(BTC, timeperiod=period, nbdev=1))
-    upper, middle, lower = talib.BBANDS(BTC, timeperiod=period, nbdevup=2, nbdevdn=2, matype=0)
+    upper, _, lower = talib.BBANDS(BTC, timeperiod=period, nbdevup=2, nbdevdn=2, matype=0)
     ours = ta.bollinger(BTC, period, 2.0)
     same(ours["upper"], upper)
     same(ours["lower"], lower)
