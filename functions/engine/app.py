@@ -8,5 +8,7 @@ import live_routes
 
 from capandex.api.app import create_app, lambda_handler
 
-app = create_app("engine", [backtest_routes.router, live_routes.router])
+#: backtests keep candles and results in the bucket; larger ones run on the state machine
+app = create_app("engine", [backtest_routes.router, live_routes.router],
+                 requires=("data_bucket", "backtest_state_machine_arn"))
 handler = lambda_handler(app)

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from capandex.runtime import lambda_entry
 
+
+@lambda_entry("ticks-scheduler", correlation=lambda event: event.get("id"), requires=("tick_queue_url",),
+              traced=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     import datetime as dt
 

@@ -5,6 +5,13 @@ Powertools uses). On the embedded defaults (``CAPANDEX_ENV=local``, the default)
 without AWS or Supabase: SQLite under ``CAPANDEX_DATA_DIR``, a local vault master key and candle
 store, and a documented development JWT secret. Outside ``local`` the development secret is
 refused, so a deployment cannot silently run with it.
+
+With ``CAPANDEX_ENV=aws`` the settings every function needs (:data:`AWS_REQUIRED`) must be set,
+and each function names the ones it needs besides (:meth:`Settings.require`, called when its
+module is imported): a deployment missing one stops at start-up with a message naming it, instead
+of failing its first request. Secrets (``DATABASE_URL``, ``SUPABASE_JWT_SECRET``) may be given as
+a reference (``ssm:<name>``, ``secretsmanager:<id>``) resolved at first use by
+:mod:`capandex.secretstore`.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from capandex.errors import Misconfigured
 
 #: The HS256 secret of the embedded defaults. Public on purpose (the README documents it so
 #: ``capandex token`` and the local dashboard can sign in); refused outside ``local``.
@@ -29,15 +38,18 @@ class Settings(BaseSettings):
     """Every setting of the backend. Environment variable names are the upper-case field names
     unless an alias says otherwise."""
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    #: an empty variable counts as unset: a template declares a variable it may leave blank (the
+    #: JWT secret of a JWKS-only project), and ``sam local invoke``'s env.json blanks AWS-only ones
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, env_ignore_empty=True)
 
     env: Literal["local", "aws"] = Field("local", alias="CAPANDEX_ENV")
     data_dir: Path = Field(Path(".capandex"), alias="CAPANDEX_DATA_DIR")
 
-    # Database: Supabase Postgres through its transaction pooler, or SQLite when unset.
+    # Database: Supabase Postgres through its transaction pooler, or SQLite when unset. A secret
+    # (the URL holds the password): the value, or ssm:<name> / secretsmanager:<id>.
     database_url: str | None = None
 
-    # Supabase Auth.
+    # Supabase Auth. The JWT secret is a secret like DATABASE_URL (a value or a reference).
     supabase_url: str = DEV_SUPABASE_URL
     supabase_jwt_secret: SecretStr | None = None
     supabase_jwks_url: str | None = None
@@ -119,18 +131,51 @@ class Settings(BaseSettings):
         if self.env != "local" and self.supabase_jwt_secret is not None \
                 and self.supabase_jwt_secret.get_secret_value() == DEV_JWT_SECRET:
             raise ValueError("SUPABASE_JWT_SECRET is the public development secret; set the project's own")
+        if self.env == "aws":
+            self.require(*AWS_REQUIRED)
         return self
+
+    def require(self, *fields: str) -> None:
+        """Stop unless each of ``fields`` (attribute names) is set, when ``CAPANDEX_ENV=aws``.
+
+        Raises:
+            Misconfigured: naming every missing environment variable, so one deployment attempt
+                shows all of them.
+        """
+        if self.env != "aws":
+            return
+        missing = [env_name(f) for f in fields if not self._is_set(f)]
+        if missing:
+            raise Misconfigured(f"CAPANDEX_ENV=aws needs {', '.join(missing)}, which "
+                                f"{'is' if len(missing) == 1 else 'are'} not set (see README, Deploy).")
+
+    def _is_set(self, field: str) -> bool:
+        value = getattr(self, field)
+        if field == "supabase_url":  # the default points at a local Supabase: it must be chosen
+            return "supabase_url" in self.model_fields_set and bool(value)
+        return bool(value.get_secret_value() if isinstance(value, SecretStr) else value)
 
     @property
     def sqlalchemy_url(self) -> str:
-        """The database URL in SQLAlchemy form: psycopg 3 for Postgres, a file under data_dir otherwise."""
+        """The database URL in SQLAlchemy form: psycopg 3 for Postgres, a file under data_dir otherwise.
+        A reference is resolved here, at first use (cached by :mod:`capandex.secretstore`)."""
         if not self.database_url:
             return f"sqlite:///{(self.data_dir / 'capandex.db').resolve()}"
-        url = self.database_url
+        from capandex.secretstore import reveal
+
+        url = reveal(self.database_url, setting="DATABASE_URL")
         for prefix in ("postgres://", "postgresql://"):
             if url.startswith(prefix):
                 return "postgresql+psycopg://" + url[len(prefix):]
         return url
+
+    def jwt_secret(self) -> str | None:
+        """The HS256 secret (a reference resolved at first use), or None for JWKS-only projects."""
+        if self.supabase_jwt_secret is None:
+            return None
+        from capandex.secretstore import reveal
+
+        return reveal(self.supabase_jwt_secret.get_secret_value(), setting="SUPABASE_JWT_SECRET")
 
     @property
     def auth_cookie_name(self) -> str:
@@ -141,6 +186,16 @@ class Settings(BaseSettings):
     @property
     def jwks_url(self) -> str:
         return self.supabase_jwks_url or f"{self.supabase_url.rstrip('/')}/auth/v1/.well-known/jwks.json"
+
+
+#: What every function needs in AWS (attribute names). Functions add their own with
+#: :meth:`Settings.require` (the engine its bucket and state machine, the scheduler its queue…).
+AWS_REQUIRED = ("supabase_url", "database_url", "vault_kms_key_id")
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a settings attribute (``data_bucket`` → ``CAPANDEX_DATA_BUCKET``)."""
+    return Settings.model_fields[field].alias or field.upper()
 
 
 @lru_cache(maxsize=1)

@@ -113,6 +113,13 @@ class UpstreamUnavailable(CapandexError):
     status, code = 503, "upstream_unavailable"
 
 
+class Misconfigured(CapandexError):
+    """The deployment lacks a setting or cannot read a secret it names; an operator must fix it.
+    A 500: the message (which setting, which reference) is logged, the client gets the code."""
+
+    status, code = 500, "misconfigured"
+
+
 def field_problem(field: str, message: str, **extra: Any) -> dict[str, Any]:
     """One entry of ``details``: which field is wrong and why."""
     return {"field": field, "message": message, **extra}

@@ -1,4 +1,13 @@
-"""Structured logging (Powertools' JSON formatter) with secrets scrubbed from every record.
+"""The one logging set-up of every function and of the CLI: Powertools' JSON logger, secrets
+scrubbed from every record, a correlation id on every line of an invocation.
+
+:func:`configure_logging` (called by every function's entry point, :mod:`capandex.runtime`, and by
+``capandex serve``) makes the ``capandex`` logger a Powertools ``Logger``: one JSON line per record
+on stdout, at ``LOG_LEVEL`` (default INFO). Every ``capandex.*`` logger propagates to it. Powertools
+filters ``capandex`` records out of the handlers already on the root logger when it is set up (the
+Lambda runtime's), so no record is written twice; records of other libraries keep the runtime's
+format. :func:`correlate` sets the id every line carries until the next invocation (the API
+Gateway request id, the SQS message id, the backtest id).
 
 Code must never log a secret in the first place; the scrubber is the second line of defence for
 what slips through (an exception message that quotes a header, a library's debug line). It is
@@ -11,7 +20,10 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Logger
 
 SECRET_PATTERNS = re.compile(
     r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+"  # JWT
@@ -20,7 +32,13 @@ SECRET_PATTERNS = re.compile(
 )
 REDACTED = "[redacted]"
 
-_configured = False
+#: the Powertools service name and the name of the logger every capandex.* logger propagates to
+SERVICE = "capandex"
+
+#: libraries whose INFO lines repeat one of ours (Mangum logs "GET /path 200" like the access log)
+QUIET_LIBRARIES = ("mangum",)
+
+_logger: Logger | None = None
 
 
 def scrub(value: Any) -> Any:
@@ -42,18 +60,32 @@ def _install_scrubbing_factory() -> None:
     logging.setLogRecordFactory(factory)
 
 
-def configure_logging() -> None:
-    """JSON lines on stderr for the ``capandex`` loggers, at ``LOG_LEVEL`` (default INFO). Idempotent."""
-    global _configured
-    if _configured:
-        return
-    _configured = True
+def configure_logging() -> Logger:
+    """Install the scrubber and the ``capandex`` Powertools logger (idempotent); return the logger."""
+    global _logger
+    if _logger is not None:
+        return _logger
     _install_scrubbing_factory()
-    from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+    from aws_lambda_powertools import Logger
 
-    handler = logging.StreamHandler()
-    handler.setFormatter(LambdaPowertoolsFormatter(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "capandex")))
-    logger = logging.getLogger("capandex")
-    logger.addHandler(handler)
-    logger.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
-    logger.propagate = True
+    _logger = Logger(service=SERVICE, level=os.environ.get("LOG_LEVEL", "INFO").upper())
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return _logger
+
+
+def correlate(correlation_id: str | None, **keys: Any) -> None:
+    """Stamp every following record with ``correlation_id`` (and ``keys``) until the next call.
+
+    Keys set by an earlier call are dropped first, so one invocation's ids never leak into the next.
+    """
+    logger = configure_logging()
+    logger.clear_state()
+    logger.set_correlation_id(correlation_id)
+    if keys:
+        logger.append_keys(**keys)
+
+
+def set_correlation_id(correlation_id: str | None) -> None:
+    """Change the correlation id only (one SQS record of a batch), keeping the invocation's keys."""
+    configure_logging().set_correlation_id(correlation_id)

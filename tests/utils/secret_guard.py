@@ -72,6 +72,11 @@ class GuardHandler(logging.Handler):
         super().__init__(level=logging.DEBUG)
         self.hits: list[str] = []
 
+    def filter(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        # Powertools adds a de-duplication filter to the root logger's handlers when a function's
+        # logger is set up; the guard must keep seeing every record anyway.
+        return True
+
     def emit(self, record: logging.LogRecord) -> None:
         kind = find_secret(record_text(record))
         if kind:

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -199,17 +198,22 @@ def _correlation_id(request: Request) -> str:
     return context.get("requestId") or request.headers.get("x-request-id") or str(uuid.uuid4())
 
 
-def create_app(title: str, routers: Iterable[APIRouter], *, max_body_bytes: int | None = None) -> FastAPI:
-    """A FastAPI app for one function (one endpoint group) with Capandex's error model."""
-    from capandex.logs import configure_logging
+def create_app(title: str, routers: Iterable[APIRouter], *, max_body_bytes: int | None = None,
+               requires: Iterable[str] = ()) -> FastAPI:
+    """A FastAPI app for one function (one endpoint group) with Capandex's error model.
 
-    configure_logging()
+    Creating it is the function's init (:func:`capandex.runtime.start`): logging is configured and,
+    in AWS, the settings ``requires`` names (attribute names, e.g. ``"data_bucket"``) must be set
+    besides the common ones, or the start-up stops with a message naming them.
+    """
+    from capandex.runtime import start
+
+    settings = start(title, requires=requires)
     if max_body_bytes is None:
-        from capandex.config import get_settings
-
-        max_body_bytes = get_settings().max_body_bytes
+        max_body_bytes = settings.max_body_bytes
     # no docs pages per function: FastAPI's load from a CDN; `capandex serve` serves offline ones
     app = FastAPI(title=f"Capandex {title}", openapi_url="/api/openapi.json", docs_url=None, redoc_url=None)
+    app.state.service = title
     for router in routers:
         app.include_router(router)
     app.openapi = lambda: function_openapi(app)  # type: ignore[method-assign]
@@ -220,18 +224,8 @@ def create_app(title: str, routers: Iterable[APIRouter], *, max_body_bytes: int 
 
 
 def lambda_handler(app: FastAPI) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
-    """The Lambda entry point for ``app`` (API Gateway REST/HTTP events through Mangum)."""
-    from mangum import Mangum
+    """The Lambda entry point for ``app`` (API Gateway REST/HTTP events through Mangum, with the
+    invocation's correlation id and metrics: :func:`capandex.runtime.api_handler`)."""
+    from capandex.runtime import api_handler
 
-    adapter = Mangum(app, lifespan="off")
-
-    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        # Mangum runs each event on the thread's current loop, which it looks up once at start;
-        # anything that ran ``asyncio.run`` in between (a CLI pass, a test) leaves none set.
-        try:
-            asyncio.get_event_loop()
-        except RuntimeError:
-            asyncio.set_event_loop(asyncio.new_event_loop())
-        return adapter(event, context)
-
-    return handler
+    return api_handler(app, app.state.service)

@@ -90,9 +90,10 @@ def _signing_key(token: str, settings: Settings) -> tuple[Any, str]:
         raise Unauthorized("The access token is malformed; sign in again.") from exc
     alg = header.get("alg")
     if alg == "HS256":
-        if settings.supabase_jwt_secret is None:
+        secret = settings.jwt_secret()
+        if secret is None:
             raise Unauthorized("HS256 tokens are not accepted by this project; sign in again.")
-        return settings.supabase_jwt_secret.get_secret_value(), alg
+        return secret, alg
     if alg in ASYMMETRIC_KEY_TYPES:
         jwk = _jwks(settings).key(header.get("kid"))
         if jwk.key_type != ASYMMETRIC_KEY_TYPES[alg] or (jwk.algorithm_name not in (None, alg)):

@@ -36,6 +36,7 @@ from capandex.backtests import repository as repo
 from capandex.db.session import transaction
 from capandex.errors import CapandexError, ValidationFailed
 from capandex.timeutil import epoch_ms
+from capandex.telemetry import Metric, count
 
 if TYPE_CHECKING:  # capandex.marketdata imports numpy: keep the engine function's cold start lean
     from capandex.engine import BacktestResult
@@ -173,6 +174,7 @@ def record_result(backtest_id: str, user_id: uuid.UUID, result: BacktestResult, 
     body = core.store_result(store, key, result)
     with transaction(user_id) as conn:
         repo.complete(conn, user_id=user_id, backtest_id=backtest_id, metrics=body["metrics"], result_key=key)
+    count(Metric.BACKTESTS_RUN)
     return {"backtestId": backtest_id, "status": repo.COMPLETED, "progress": 100.0, **body}
 
 
@@ -180,6 +182,7 @@ def fail_job(backtest_id: str, user_id: uuid.UUID, reason: str) -> dict[str, Any
     """The catch-all: mark the backtest failed with ``reason`` (if it is still running)."""
     with transaction(user_id) as conn:
         repo.fail(conn, user_id=user_id, backtest_id=backtest_id, reason=reason)
+    count(Metric.BACKTESTS_FAILED)
     return {"backtestId": backtest_id, "status": repo.FAILED, "error": reason}
 
 

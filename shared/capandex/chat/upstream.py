@@ -32,6 +32,7 @@ from capandex.errors import (
     UpstreamError,
     UpstreamUnavailable,
 )
+from capandex.telemetry import Metric, count
 
 if TYPE_CHECKING:
     import anthropic
@@ -65,7 +66,15 @@ def make_client(api_key: str, settings: Settings) -> anthropic.AsyncAnthropic:
 
 
 def error_before_stream(exc: BaseException) -> CapandexError:
-    """The HTTP error for a failure before our answer started (table in the module docstring)."""
+    """The HTTP error for a failure before our answer started (table in the module docstring).
+    Anthropic's failures are counted for operators; a rejected user key is not one."""
+    error = _classify(exc)
+    if not isinstance(error, InvalidCredentials):
+        count(Metric.UPSTREAM_ERRORS, upstream="anthropic")
+    return error
+
+
+def _classify(exc: BaseException) -> CapandexError:
     import anthropic
 
     if isinstance(exc, anthropic.AuthenticationError):
@@ -101,9 +110,10 @@ def key_rejected(exc: BaseException) -> bool:
 
 
 def stream_error(exc: BaseException) -> StreamBroken:
-    """The error event for a failure after our stream started."""
+    """The error event for a failure after our stream started (counted for operators)."""
     import anthropic
 
+    count(Metric.UPSTREAM_ERRORS, upstream="anthropic")
     if isinstance(exc, StreamBroken):
         return exc
     if isinstance(exc, anthropic.APIStatusError):

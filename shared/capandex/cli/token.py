@@ -28,10 +28,11 @@ def run(args: argparse.Namespace) -> int:
     from capandex.errors import BadRequest
 
     settings = get_settings()
-    if settings.env != "local" or settings.supabase_jwt_secret is None:
+    secret = settings.jwt_secret() if settings.env == "local" else None
+    if secret is None:
         raise BadRequest("capandex token only signs tokens on the embedded defaults (CAPANDEX_ENV=local).")
     user = args.user or uuid.uuid4()
-    token = issue_dev_token(user, settings.supabase_jwt_secret.get_secret_value(), ttl_seconds=args.ttl,
+    token = issue_dev_token(user, secret, ttl_seconds=args.ttl,
                             issuer=settings.supabase_jwt_issuer)
     print(f"user:   {user}")
     print(f"token:  {token}")

@@ -45,6 +45,15 @@ def get_engine(url: str | None = None) -> Engine:
     return engine
 
 
+def dispose_engines() -> None:
+    """Close every engine's connections and forget the engines (SnapStart's before-snapshot hook)."""
+    with _lock:
+        engines = list(_engines.values())
+        _engines.clear()
+    for engine in engines:
+        engine.dispose()
+
+
 def _create(url: str) -> Engine:
     if url.startswith("sqlite"):
         return _create_sqlite(url)

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from capandex.errors import BadRequest, UpstreamError
 from capandex.exchanges.credentials import Credentials
-from capandex.exchanges.errors import ccxt_errors
+from capandex.exchanges.errors import ccxt_errors, counted
 from capandex.exchanges.retry import retrier
 from capandex.timeutil import from_ms, iso_utc, utcnow
 
@@ -65,7 +65,7 @@ class ExchangeClient:
             if self.ccxt.last_json_response is None:
                 # ccxt turns a non-JSON answer (a maintenance page) into None and then into an
                 # empty result; an empty candle page would be cached as "no data" for good.
-                raise UpstreamError(f"{self.id} sent an unreadable answer while {what}.")
+                raise counted(self.id, UpstreamError(f"{self.id} sent an unreadable answer while {what}."))
             return result
 
     def _markets(self) -> dict[str, Any]:
@@ -74,7 +74,7 @@ class ExchangeClient:
                 self.call("loading markets", self.ccxt.load_markets)
             if not self.ccxt.markets:  # an unparseable answer leaves ccxt with no markets, silently
                 self.ccxt.markets = None
-                raise UpstreamError(f"{self.id} sent no markets; it may be under maintenance.")
+                raise counted(self.id, UpstreamError(f"{self.id} sent no markets; it may be under maintenance."))
             return self.ccxt.markets
 
     @retrier

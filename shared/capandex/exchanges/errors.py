@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 from capandex.errors import BadRequest, InvalidCredentials, RateLimited, UpstreamError, UpstreamUnavailable
+from capandex.telemetry import Metric, count
 
 #: seconds to tell a rate-limited caller to wait when the exchange sent no Retry-After
 DEFAULT_RETRY_AFTER = 1.0
@@ -79,11 +80,19 @@ def ccxt_errors(exchange_id: str, what: str, *,
                                      f"secret): {redact(str(exc))}") from exc
         raise BadRequest(f"{exchange_id} refused the request while {what}: {redact(str(exc))}") from exc
     except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as exc:
-        raise RateLimited(f"{exchange_id} is rate limiting requests ({what}); retry later.",
-                          retry_after=retry_after_of(response_headers())) from exc
+        raise counted(exchange_id, RateLimited(f"{exchange_id} is rate limiting requests ({what}); retry later.",
+                                                retry_after=retry_after_of(response_headers()))) from exc
     except ccxt.NetworkError as exc:  # RequestTimeout, ExchangeNotAvailable, OnMaintenance, …
-        raise UpstreamUnavailable(f"{exchange_id} could not be reached or timed out while {what}.") from exc
+        raise counted(exchange_id, UpstreamUnavailable(
+            f"{exchange_id} could not be reached or timed out while {what}.")) from exc
     except ccxt.ExchangeError as exc:
-        raise UpstreamError(f"{exchange_id} answered with an error while {what}: {redact(str(exc))}") from exc
+        raise counted(exchange_id, UpstreamError(
+            f"{exchange_id} answered with an error while {what}: {redact(str(exc))}")) from exc
     except ccxt.BaseError as exc:  # BadResponse, NullResponse, …: the answer made no sense
-        raise UpstreamError(f"{exchange_id} sent an unreadable answer while {what}.") from exc
+        raise counted(exchange_id, UpstreamError(f"{exchange_id} sent an unreadable answer while {what}.")) from exc
+
+
+def counted(exchange_id: str, error: UpstreamError | UpstreamUnavailable | RateLimited) -> Exception:
+    """``error``, counted as an upstream failure (operators watch these; a user's bad input is not one)."""
+    count(Metric.UPSTREAM_ERRORS, upstream=exchange_id)
+    return error

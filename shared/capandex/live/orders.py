@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
 from capandex.errors import BadRequest, CapandexError, RateLimited, UpstreamError, UpstreamUnavailable
+from capandex.telemetry import Metric, count
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +211,13 @@ class LiveGateway:
             OrderOutcomeUnknown: timeout/5xx/rate limit and the id is still unknown, or the order
                 is still working (``open``); retry later.
         """
-        return self._settled(intent, self._place(intent))
+        try:
+            fill = self._settled(intent, self._place(intent))
+        except CapandexError:
+            count(Metric.ORDERS_FAILED)
+            raise
+        count(Metric.ORDERS_PLACED)
+        return fill
 
     def _settled(self, intent: OrderIntent, fill: Fill) -> Fill:
         """Wait (a few lookups) for a still-working order to finish: recording an ``open`` order's

@@ -22,6 +22,8 @@ from typing import Any
 from capandex.errors import CapandexError
 from capandex.live.scheduler import due_ticks
 from capandex.live.worker import CandleSource, GatewayFactory, TickOutcome, process_tick
+from capandex.logs import set_correlation_id
+from capandex.telemetry import Metric, count
 
 log = logging.getLogger("capandex.ticks")
 
@@ -56,9 +58,11 @@ def schedule(*, now_ms: int | None = None, queue_url: str | None = None, sqs: An
 def handle_batch(event: dict[str, Any], *, candles: CandleSource | None = None,
                  gateway: GatewayFactory | None = None) -> dict[str, Any]:
     """Process an SQS batch; ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}`` lists
-    the records to redeliver: those whose tick raised (a transient failure, or a crash)."""
+    the records to redeliver: those whose tick raised (a transient failure, or a crash). Each
+    record's log lines carry its message id as the correlation id."""
     failures = []
     for record in event.get("Records", []):
+        set_correlation_id(record.get("messageId"))
         try:
             body = json.loads(record["body"])
             outcome = process_tick(body["executionId"], int(body["candleMs"]), candles=candles, gateway=gateway)
@@ -71,6 +75,8 @@ def handle_batch(event: dict[str, Any], *, candles: CandleSource | None = None,
         except Exception:
             log.exception("tick crashed", extra={"message_id": record.get("messageId")})
             failures.append({"itemIdentifier": record["messageId"]})
+    count(Metric.TICKS_RETRIED, len(failures))
+    count(Metric.TICKS_PROCESSED, len(event.get("Records", [])) - len(failures))
     return {"batchItemFailures": failures}
 
 

@@ -42,8 +42,12 @@ def jwks_server():
     tokens._jwks_caches.clear()
 
 
+#: what every AWS deployment must set besides the Supabase URL (never read by these tests)
+AWS_SETTINGS = {"database_url": "ssm:/capandex-test/database-url", "CAPANDEX_VAULT_KMS_KEY_ID": "alias/capandex-test"}
+
+
 def jwks_only(server: LoopbackServer, **kw) -> Settings:
-    return Settings(CAPANDEX_ENV="aws", supabase_url=server.url, **kw)
+    return Settings(CAPANDEX_ENV="aws", supabase_url=server.url, **AWS_SETTINGS, **kw)
 
 
 def test_hs256_dev_token_round_trip() -> None:
@@ -145,7 +149,7 @@ def test_unreachable_jwks_is_503_not_401() -> None:
     from capandex.errors import UpstreamUnavailable
 
     tokens._jwks_caches.clear()
-    settings = Settings(CAPANDEX_ENV="aws", supabase_url="http://127.0.0.1:9")
+    settings = Settings(CAPANDEX_ENV="aws", supabase_url="http://127.0.0.1:9", **AWS_SETTINGS)
     token = jwt.encode(_claims(), EC_KEY, algorithm="ES256", headers={"kid": "ec-1"})
     with pytest.raises(UpstreamUnavailable):
         verify_token(token, settings)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from capandex import telemetry
 from capandex.errors import (
     BadRequest,
     CapandexError,
@@ -75,10 +76,13 @@ def test_ccxt_exceptionhandlers(client: ExchangeClient, binance_env: BinanceServ
         client.ccxt.markets = None
     binance_env.inject(path, make_fault(), times=10)
     binance_env.reset_log()
-    with pytest.raises(expected) as info:
+    with pytest.raises(expected) as info, telemetry.recording("test") as counts:
         call(client)
     assert type(info.value) is expected
     assert binance_env.count(path) == calls
+    # operators see every failed call to the exchange; a user's bad input is not an upstream error
+    upstream_failures = calls if expected in (RateLimited, UpstreamUnavailable, UpstreamError) else 0
+    assert counts[(telemetry.Metric.UPSTREAM_ERRORS, (("upstream", "binance"),))] == upstream_failures
     assert len(client.waits) == calls - 1  # type: ignore[attr-defined]
     _assert_no_secret(info.value)
     if expected is RateLimited:

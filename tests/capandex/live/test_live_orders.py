@@ -11,6 +11,7 @@ import uuid
 import pytest
 from sqlalchemy import insert, select
 
+from capandex import telemetry
 from capandex.db.schema import exchange_keys, executions, new_id, notifications, orders, positions, utcnow
 from capandex.db.session import transaction
 from capandex.errors import UpstreamUnavailable
@@ -168,6 +169,14 @@ def test_rejections_end_in_error_after_three_failures(live, fault, reason):
     assert [r.status for r in _orders(live.execution)] == ["rejected"] * 3
     assert len(_errors(live.user)) == 3
     assert live.tick(43).status == "skipped"  # an execution in error does not trade
+
+
+def test_orders_placed_and_failed_are_counted_for_operators(live):
+    live.book.fail_next("insufficient_balance", times=1)
+    with telemetry.recording("ticks-worker") as counts:
+        assert live.tick(40).status == "failed"
+        assert live.tick(41).status == "done"
+    assert counts[(telemetry.Metric.ORDERS_FAILED, ())] == 1 and counts[(telemetry.Metric.ORDERS_PLACED, ())] == 1
 
 
 def test_success_resets_the_failure_count(live):

@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from capandex import telemetry
 from tests.utils.anthropic_server import (
     Cut,
     ErrorEvent,
@@ -19,6 +20,7 @@ from tests.utils.anthropic_server import (
 from tests.utils.chat import GOOD_KEY, key_status, make_flow, save_key, saved_messages, sma_flow, sse_payloads
 
 ASK = [{"role": "user", "content": "Why does my flow not trade?"}]
+ANTHROPIC_ERRORS = (telemetry.Metric.UPSTREAM_ERRORS, (("upstream", "anthropic"),))
 
 
 @pytest.fixture
@@ -141,9 +143,11 @@ def test_bad_saved_key_is_400_invalid_credentials(api, upstream):
 
 def test_anthropic_403_also_marks_the_saved_key_invalid(api, user, upstream):
     upstream.script(status_reply(403, "Your API key does not have permission to use the specified resource."))
-    response = user.post("/api/chat", json={"messages": ASK})
+    with telemetry.recording("chat") as counts:
+        response = user.post("/api/chat", json={"messages": ASK})
     assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_credentials")
     assert key_status(user.id)["isValid"] is False
+    assert counts[ANTHROPIC_ERRORS] == 0  # the user's key, not an upstream failure operators must see
 
 
 def test_other_failures_leave_the_key_status_alone(api, user, upstream):
@@ -163,7 +167,9 @@ def test_anthropic_429_is_429_with_its_retry_after(api, user, upstream):
 
 def test_anthropic_529_overloaded_is_503(api, user, upstream):
     upstream.script(status_reply(529, retry_after=5))
-    response = user.post("/api/chat", json={"messages": ASK})
+    with telemetry.recording("chat") as counts:
+        response = user.post("/api/chat", json={"messages": ASK})
+    assert counts[ANTHROPIC_ERRORS] == 1
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "upstream_unavailable"
     assert response.headers["retry-after"] == "5"
