@@ -35,8 +35,8 @@ from capandex.backtests import core
 from capandex.backtests import repository as repo
 from capandex.db.session import transaction
 from capandex.errors import CapandexError, ValidationFailed
-from capandex.timeutil import epoch_ms
 from capandex.telemetry import Metric, count
+from capandex.timeutil import epoch_ms
 
 if TYPE_CHECKING:  # capandex.marketdata imports numpy: keep the engine function's cold start lean
     from capandex.engine import BacktestResult
