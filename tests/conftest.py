@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from tests.utils import postgres
 pytest_plugins = ["tests.utils.secret_guard", "tests.utils.fixtures"]
 
 os.environ.setdefault("CAPANDEX_ENV", "local")
+# tests that do not `configure` a data directory must not touch the user's own (~/.local/share/capandex)
+os.environ.setdefault("CAPANDEX_DATA_DIR", tempfile.mkdtemp(prefix="capandex-tests-"))
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ def listed_market(user: CurrentUser, body: StartRequest) -> tuple[str, str]:
     """The flow's (exchange, symbol), checked against the exchange's listing. A dependency, declared
     before ``Db`` in :func:`start`: FastAPI resolves dependencies in parameter order, so the
     exchange is asked before the request's transaction opens."""
-    return executions.check_market(user_id=user.id, flow_id=body.flowId)
+    return executions.check_market(user_id=user.id, flow_id=body.flowId, replay_from=body.replayFrom)
 
 
 @router.post("/api/engine/start", response_model=Started, responses=errors(404, 409))
@@ -29,8 +29,18 @@ def start(*, user: CurrentUser, body: StartRequest, market: Annotated[tuple[str,
                                       replay_from=body.replayFrom)
 
 
+def close_if_asked(user: CurrentUser, body: StopRequest) -> None:
+    """``closePosition``: sell the paper position first, in the server's own transaction (declared
+    before ``Db`` in :func:`stop`, so it runs before the stop's transaction opens)."""
+    if body.closePosition:
+        executions.close_position(user_id=user.id, execution_id=body.executionId)
+
+
 @router.post("/api/engine/stop", response_model=ExecutionStatus, responses=errors(404))
-def stop(*, user: CurrentUser, db: Db, body: StopRequest) -> dict:
+def stop(*, user: CurrentUser, body: StopRequest, _closed: Annotated[None, Depends(close_if_asked)],
+         db: Db) -> dict:
+    """Stop an execution. Its open position stays open (a live one in your exchange account, a paper
+    one marked at its last close) unless ``closePosition: true`` sells a paper position first."""
     return executions.stop_execution(db, user_id=user.id, execution_id=body.executionId)
 
 

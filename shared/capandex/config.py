@@ -34,6 +34,14 @@ DEV_JWT_SECRET = "capandex-local-development-jwt-secret-do-not-deploy"
 DEV_SUPABASE_URL = "http://127.0.0.1:54321"
 
 
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/capandex``, else ``~/.local/share/capandex`` (the XDG base directory default)."""
+    import os
+
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "capandex"
+
+
 class Settings(BaseSettings):
     """Every setting of the backend. Environment variable names are the upper-case field names
     unless an alias says otherwise."""
@@ -43,7 +51,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, env_ignore_empty=True)
 
     env: Literal["local", "aws"] = Field("local", alias="CAPANDEX_ENV")
-    data_dir: Path = Field(Path(".capandex"), alias="CAPANDEX_DATA_DIR")
+    #: the SQLite database, the local vault key and the candle store: one fixed per-user folder
+    #: (never relative to the working directory, so every command finds the same data)
+    data_dir: Path = Field(default_factory=lambda: default_data_dir(), alias="CAPANDEX_DATA_DIR")
 
     # Database: Supabase Postgres through its transaction pooler, or SQLite when unset. A secret
     # (the URL holds the password): the value, or ssm:<name> / secretsmanager:<id>.
@@ -126,6 +136,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _defaults_and_guards(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().absolute()
         if self.env == "local" and self.supabase_jwt_secret is None:
             self.supabase_jwt_secret = SecretStr(DEV_JWT_SECRET)
         if self.env != "local" and self.supabase_jwt_secret is not None \

@@ -158,8 +158,9 @@ def submit(user_id: uuid.UUID, body: BacktestCreate, *, store: BlobStore | None 
     work = cost.estimate(compiled, candle_range.slots)
     cost.check_budget(work)  # nodes × candles, before the exchange is asked anything
     client = get_client(body.exchange)
-    client.market(body.symbol)
     plans = core.plan(candle_range, client, store)
+    if not plans or not all(p.ready for p in plans):  # candles in the store (imported ones too) need no exchange
+        client.market(body.symbol)
     seconds = estimate_seconds(sum(p.pages for p in plans), work.seconds, client.rate_limit_ms)
     settings = get_settings()
     in_request = seconds <= settings.backtest_sync_budget_s

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 
 from capandex.errors import CapandexError
 
 #: subcommand modules, in ``--help`` order
-COMMANDS = ("serve", "token", "backtest", "tick", "vault", "db")
+COMMANDS = ("serve", "token", "backtest", "candles", "tick", "vault", "db")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,15 +33,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one subcommand; bad input ends in a one-line ``error: ...`` on stderr and exit code 2."""
+    """Run one subcommand. Bad input ends in exit code 2 with ``error: ...`` on stderr followed by
+    every problem (``  FIELD: why``, one per line); with ``--json`` the API's error body
+    ``{"error": {"code", "message", "details"?}}`` goes to stdout instead."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)
     except CapandexError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        report_error(exc, as_json=bool(getattr(args, "json", False)))
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def report_error(exc: CapandexError, *, as_json: bool = False) -> None:
+    if as_json:
+        print(json.dumps(exc.to_body()))
+        return
+    lines = [f"error: {exc.message}"]
+    for problem in exc.details or []:
+        node = f"node {problem['nodeId']!r} " if problem.get("nodeId") else ""
+        lines.append(f"  {node}{problem.get('field', '')}: {problem.get('message', '')}")
+    print("\n".join(lines), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -36,13 +36,14 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from capandex.backtests import core
+    from capandex.cli.common import announce_data_dir
     from capandex.engine.flow import validate_flow
 
+    announce_data_dir(quiet=args.json)  # where downloaded candles are cached
+    _check_options(args)
     flow = _read_flow(Path(args.flow))
     validated = validate_flow(flow)
     candles = _candles(args)
-    if args.plot and Path(args.plot).suffix.lower() not in (".png", ".html", ".htm"):
-        raise BadRequest(f"--plot: {args.plot} must end in .png or .html")
     # the API's run: exchange gaps become a warning, said as the API says it
     result = core.run(validated, candles, capital=args.capital, fee=args.fee, slippage=args.slippage)
     if args.plot:
@@ -54,6 +55,23 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_summary(result)
     return 0
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Every bad money option at once (the engine would name the flow's setting instead)."""
+    from capandex.errors import ValidationFailed, field_problem
+
+    problems = []
+    if args.capital is not None and not args.capital > 0:
+        problems.append(field_problem("--capital", f"must be greater than 0 (got {args.capital:g})"))
+    for name in ("fee", "slippage"):
+        value = getattr(args, name)
+        if value is not None and not 0 <= value < 1:
+            problems.append(field_problem(f"--{name}", f"must be a fraction from 0 to below 1 (got {value:g})"))
+    if args.plot and Path(args.plot).suffix.lower() not in (".png", ".html", ".htm"):
+        problems.append(field_problem("--plot", f"{args.plot} must end in .png or .html"))
+    if problems:
+        raise ValidationFailed("Invalid options: " + ", ".join(p["field"] for p in problems) + ".", details=problems)
 
 
 def _read_flow(path: Path) -> dict[str, Any]:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import threading
 import time
+
+from capandex.errors import BadRequest
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,6 +34,22 @@ def _tick_every_minute(stop: threading.Event) -> None:
             log.exception("tick pass failed")
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, or :class:`BadRequest` saying the port is taken. Bound
+    before the banner and handed to uvicorn, so no other process can take the port in between."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart right after a stop works
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise BadRequest(f"cannot listen on {host}:{port} ({exc.strerror or exc}); another program uses the "
+                         f"port? Choose another with --port, e.g. --port {port + 1}") from None
+    sock.listen(2048)
+    return sock
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -38,16 +57,20 @@ def run(args: argparse.Namespace) -> int:
     from capandex.config import get_settings
     from capandex.logs import configure_logging
 
+    sock = bind(args.host, args.port)
     configure_logging()
     settings = get_settings()
     gateway = Gateway()
+    database = settings.sqlalchemy_url.split("@")[-1]
     print(f"Capandex on http://{args.host}:{args.port}  (functions: {', '.join(gateway.apps)}; "
-          f"database: {settings.sqlalchemy_url.split('@')[-1]}; docs: /api/docs)", flush=True)
+          f"database: {database}; docs: /api/docs)\ndata: {settings.data_dir}", flush=True)
     stop = threading.Event()
     if not args.no_ticks:
         threading.Thread(target=_tick_every_minute, args=(stop,), daemon=True, name="ticks").start()
+    server = uvicorn.Server(uvicorn.Config(gateway, log_level="warning"))
     try:
-        uvicorn.run(gateway, host=args.host, port=args.port, log_level="warning")
+        server.run(sockets=[sock])
     finally:
         stop.set()
+        sock.close()
     return 0

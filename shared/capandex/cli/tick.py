@@ -13,10 +13,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from capandex.cli.common import announce_data_dir
     from capandex.live.performance import parse_bound
     from capandex.live.ticks import run_pass
 
     at = parse_bound(args.at, "--at") if args.at else None
+    announce_data_dir()
     outcomes = run_pass(at)
     for o in outcomes:
         extra = f" ({o.error})" if o.error else ""

@@ -132,8 +132,9 @@ def _snapshot(conn: Connection, flow: Any, user_id: uuid.UUID, description: str 
     latest = conn.execute(select(func.max(flow_versions.c.version))
                           .where(flow_versions.c.flow_id == flow.id)).scalar()
     document = flow.document
+    # the name lives in its own column; the version keeps it too, so a restore brings it back
     row = {"id": new_id("ver"), "user_id": user_id, "flow_id": flow.id, "version": (latest or 0) + 1,
-           "change_description": description, "document": document,
+           "change_description": description, "document": {**document, "name": flow.name},
            "node_count": len(document.get("nodes", [])), "edge_count": len(document.get("edges", [])),
            "created_at": utcnow()}
     conn.execute(insert(flow_versions).values(row))
@@ -150,7 +151,8 @@ def create_version(conn: Connection, *, user_id: uuid.UUID, flow_id: str,
 
 
 def restore_version(conn: Connection, *, user_id: uuid.UUID, flow_id: str, version_id: str) -> int:
-    """Save the current state as a new version, then make ``version_id``'s document current.
+    """Save the current state as a new version, then make ``version_id``'s document current,
+    name included (versions saved before names were kept restore the document only).
 
     Returns the restored version's number.
     """
@@ -161,8 +163,10 @@ def restore_version(conn: Connection, *, user_id: uuid.UUID, flow_id: str, versi
     if target is None:
         raise NotFound(f"No version with id '{version_id}' for this flow.")
     _snapshot(conn, flow, user_id, f"Auto-saved before restoring version {target.version}")
-    conn.execute(update(flows).where(flows.c.id == flow_id, flows.c.user_id == user_id)
-                 .values(document=target.document, updated_at=utcnow()))
+    document = dict(target.document)
+    name = document.pop("name", None)
+    values = {"document": document, "updated_at": utcnow(), **({"name": name} if name else {})}
+    conn.execute(update(flows).where(flows.c.id == flow_id, flows.c.user_id == user_id).values(values))
     return int(target.version)
 
 

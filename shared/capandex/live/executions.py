@@ -58,7 +58,7 @@ def _market(document: dict[str, Any]) -> tuple[str, str, str, int]:
     return settings["exchange"], settings["symbol"], settings["timeframe"], TIMEFRAME_MS[settings["timeframe"]]
 
 
-def check_market(*, user_id: uuid.UUID, flow_id: str) -> tuple[str, str]:
+def check_market(*, user_id: uuid.UUID, flow_id: str, replay_from: dt.datetime | None = None) -> tuple[str, str]:
     """The flow's ``(exchange, symbol)``, once the exchange is known to list the symbol.
 
     Reads the flow in its own short transaction, then asks the exchange's active spot symbols
@@ -72,16 +72,33 @@ def check_market(*, user_id: uuid.UUID, flow_id: str) -> tuple[str, str]:
             (``settings.symbol``).
         UpstreamUnavailable: the exchange could not be asked (unreachable, 5xx, rate limited, or
             an unreadable answer): without its listing the flow cannot be started safely.
+
+    A paper replay whose first candle is in the candle store (e.g. imported with ``capandex
+    candles import``) is not checked: it replays stored history, offline if need be.
     """
     from capandex.db.session import transaction
 
     with transaction(user_id) as conn:
         document = owned_row(conn, flows, flow_id, user_id=user_id, columns=(flows.c.document,)).document
-    exchange, symbol, _, _ = _market(document)
+    exchange, symbol, timeframe, tf_ms = _market(document)
+    if replay_from is not None and _stored(exchange, symbol, timeframe, last_closed_open(
+            int(replay_from.timestamp() * 1000), tf_ms)):
+        return exchange, symbol
     if symbol not in _listed_symbols(exchange):
         raise ValidationFailed(f"{exchange} does not list {symbol} (or has halted trading in it).", details=[
             field_problem("settings.symbol", f"not a tradable spot symbol on {exchange}", exchange=exchange)])
     return exchange, symbol
+
+
+def _stored(exchange: str, symbol: str, timeframe: str, open_ms: int) -> bool:
+    """Whether the candle store holds the candle opening at ``open_ms`` (no exchange is asked)."""
+    from capandex.marketdata import get_store
+    from capandex.marketdata.candles import load_chunk
+    from capandex.marketdata.chunks import chunk_key, chunk_span_ms
+
+    span = chunk_span_ms(timeframe)
+    chunk = load_chunk(get_store(), chunk_key(exchange, symbol, timeframe, open_ms // span * span), timeframe)
+    return chunk is not None and chunk.covers(open_ms, open_ms + 1) and bool((chunk.time == open_ms).any())
 
 
 def _listed_symbols(exchange: str) -> list[str]:
@@ -139,7 +156,7 @@ def start_execution(conn: Connection, *, user_id: uuid.UUID, flow_id: str, mode:
     if replay_from is not None and mode != "paper":
         raise ValidationFailed("Only a paper execution can replay the past.",
                                details=[field_problem("replayFrom", "only with mode 'paper'")])
-    if replay_from is not None:
+    if replay_from is not None:  # a replay is driven by `capandex tick --at`, never by the clock's passes
         now_ms = int(replay_from.timestamp() * 1000)
     flow = _flow(conn, user_id, flow_id)
     document = dict(flow.document)
@@ -159,7 +176,8 @@ def start_execution(conn: Connection, *, user_id: uuid.UUID, flow_id: str, mode:
            "exchange": exchange, "symbol": symbol, "timeframe": timeframe,
            "exchange_key_id": exchange_key_id if mode == "live" else None,
            "initial_capital": validated.settings.capital,
-           "state": {"document": document, "broker": None, "equity": validated.settings.capital},
+           "state": {"document": document, "broker": None, "equity": validated.settings.capital,
+                     **({"replay": True} if replay_from is not None else {})},
            "current_tick": 0, "last_candle_ms": last_closed_open(now_ms, tf_ms),
            "error_count": 0, "consecutive_failures": 0, "started_at": now}
     try:
@@ -177,19 +195,47 @@ def _execution(conn: Connection, user_id: uuid.UUID, execution_id: str, *, lock:
     return owned_row(conn, executions, execution_id, user_id=user_id, lock=lock)
 
 
+def close_position(*, user_id: uuid.UUID, execution_id: str) -> None:
+    """Sell a running paper execution's open position at its last close (``closePosition: true``
+    of a stop). Runs in its own (server) transaction before the stop's: only the server writes
+    orders and positions.
+
+    Raises:
+        NotFound: no such execution for this user.
+        ValidationFailed: a live execution: its position is in the user's exchange account, and
+            selling it is an order the user places there (the stop leaves it untouched).
+    """
+    from capandex.db.session import transaction
+    from capandex.live.webhooks import close_paper_position
+
+    with transaction() as conn:
+        row = _execution(conn, user_id, execution_id)
+        if row.mode == "live":
+            raise ValidationFailed("closePosition applies to paper executions; a live position stays in your "
+                                   "exchange account: sell it there.",
+                                   details=[field_problem("closePosition", "only for paper executions")])
+        close_paper_position(conn, row.id, utcnow())
+
+
 def stop_execution(conn: Connection, *, user_id: uuid.UUID, execution_id: str) -> dict[str, Any]:
     """Stop a running execution (idempotent: stopping a stopped one returns its status).
 
-    Open positions are left as they are: a live position stays in the user's account (selling it
-    is a trading decision the user makes), a paper one stays marked at its last close.
+    An open position is left as it is unless the stop asked ``closePosition`` (:func:`close_position`,
+    paper only): a live position stays in the user's account (selling it is a trading decision the
+    user makes), a paper one stays marked at its last close. The stop notification says which.
     """
     row = _execution(conn, user_id, execution_id, lock=True)
     if row.status == "running":
         conn.execute(update(executions).where(executions.c.id == execution_id, executions.c.user_id == user_id)
                      .values(status="stopped", stopped_at=utcnow()))
         name = conn.execute(select(flows.c.name).where(flows.c.id == row.flow_id)).scalar() or "Flow"
+        held = position_counts(conn, [row.id])[row.id]["open"]
+        kept = "" if not held else (
+            " Its open position stays open, marked at its last close (stop with closePosition: true to sell it)."
+            if row.mode == "paper" else " Its open position stays in your exchange account; sell it there if you "
+                                        "want out.")
         notify(conn, user_id=user_id, event="engine_stop", title=f"{name} stopped",
-               message=f"{name} ({row.mode}) was stopped after {row.current_tick} ticks.",
+               message=f"{name} ({row.mode}) was stopped after {row.current_tick} ticks.{kept}",
                action_url=f"/flows/{row.flow_id}")
     return execution_status(conn, user_id=user_id, execution_id=execution_id)
 

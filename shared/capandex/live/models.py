@@ -12,8 +12,10 @@ from capandex.api.models import RequestModel, ResponseModel
 
 class StartRequest(RequestModel):
     """``replayFrom`` (paper only, beyond the reference): start as if at that past instant, so
-    the ticks replay what the flow would have done since then — ``capandex tick --at`` candle by
-    candle, or the next scheduled tick at once (up to ``CAPANDEX_LIVE_MAX_CATCHUP`` candles)."""
+    the ticks replay what the flow would have done since then. A replay is driven only by
+    ``capandex tick --at`` (candle by candle, or up to ``CAPANDEX_LIVE_MAX_CATCHUP`` candles per
+    pass); the scheduled passes on the real clock leave it alone. When the candle store holds
+    the replay's candles (``capandex candles import``) the exchange is not asked at all."""
 
     flowId: str = Field(min_length=1, max_length=64)
     mode: Literal["paper", "live"] = "paper"
@@ -32,7 +34,11 @@ class StartRequest(RequestModel):
 
 
 class StopRequest(RequestModel):
+    """An open position stays open on a stop (a live one in the exchange account, a paper one
+    marked at its last close) unless ``closePosition`` (paper only) sells it at the last close first."""
+
     executionId: str = Field(min_length=1, max_length=64)
+    closePosition: bool = Field(default=False, description="paper: sell the open position at the last close")
 
 
 class Started(ResponseModel):

@@ -29,17 +29,24 @@ def last_settled_open(now_ms: int, tf_ms: int) -> int:
 
 def due_ticks(conn: Connection, now_ms: int, *, paper_only: bool = False) -> list[dict[str, Any]]:
     """``[{"executionId", "candleMs", "mode"}]`` for every running execution with a new candle, and
-    every execution with a pending intent."""
+    every execution with a pending intent.
+
+    ``paper_only`` is the replay pass (``capandex tick --at``). A replay execution (started with
+    ``replayFrom``) ticks only in such passes: a pass on the real clock would jump it to the
+    present at once, while its user steps it through the past."""
     pending = executions.c.state["pending_tick"].as_string()
+    replay = executions.c.state["replay"].as_boolean()
     # a stopped or failed live execution still gets ticks while an intent it committed is pending:
     # completing that intent is the only way its orders (maybe on the exchange already) get recorded
     query = select(executions.c.id, executions.c.mode, executions.c.timeframe, executions.c.last_candle_ms,
-                   pending.label("pending")
+                   pending.label("pending"), replay.label("replay")
                    ).where(or_(executions.c.status == "running", pending.is_not(None)))
     if paper_only:
         query = query.where(executions.c.mode == "paper")
     messages = []
     for row in conn.execute(query.order_by(executions.c.id)):
+        if row.replay and not paper_only and not row.pending:
+            continue
         closed = last_settled_open(now_ms, timeframe_ms(row.timeframe))
         if row.last_candle_ms is None or closed > row.last_candle_ms or row.pending:
             messages.append({"executionId": row.id, "candleMs": closed, "mode": row.mode})

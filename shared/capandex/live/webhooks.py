@@ -283,6 +283,21 @@ def _fire_paper(conn: Any, execution_id: str, key: int, action: str | None, refe
     return _answer(execution_id, False, [f.to_dict() for _, f in fills])
 
 
+def close_paper_position(conn: Any, execution_id: str, now: dt.datetime) -> list[dict[str, Any]]:
+    """Sell a running paper execution's open position at its last processed close (slippage and
+    fee as any exit), through the webhook's paper path; the fills (none when flat)."""
+    from capandex.live.worker import lock_execution
+
+    row = lock_execution(conn, execution_id)
+    broker = (row.state or {}).get("broker") or {}
+    units = float(broker.get("units") or 0.0)
+    if row.status != "running" or units <= 0.0:
+        return []
+    last_close = (float(row.state["equity"]) - float(broker["cash"])) / units  # equity = cash + units × close
+    key = idempotency_key(b"", f"stop:{execution_id}", now)
+    return _fire_paper(conn, execution_id, key, "sell", last_close, now)["orders"]
+
+
 def _fee(document: dict[str, Any]) -> float:
     from capandex.engine import compile_flow
 

@@ -96,7 +96,8 @@ class CandleRange:
 @dataclass(frozen=True, slots=True)
 class ChunkPlan:
     """One chunk of a request: its start, what the store has (``cached``), up to where it must be
-    filled (``target_ms``, the last closed candle or the chunk's end) and the pages that costs."""
+    filled (``target_ms``, the last closed candle or the chunk's end) and the pages that costs
+    (0 when the store covers the request's part of the chunk: no exchange is asked)."""
 
     start_ms: int
     target_ms: int
@@ -108,7 +109,8 @@ class ChunkPlan:
         return self.pages == 0
 
 
-def _load(store: BlobStore, key: str, timeframe: str) -> Chunk | None:
+def load_chunk(store: BlobStore, key: str, timeframe: str) -> Chunk | None:
+    """The stored chunk at ``key``, or None (missing, or unreadable: it is fetched again)."""
     data = store.get(key)
     if data is None:
         return None
@@ -129,11 +131,14 @@ def plan(candles: CandleRange, *, page_size: int, store: BlobStore | None = None
 def plan_chunk(candles: CandleRange, start_ms: int, *, page_size: int, store: BlobStore) -> ChunkPlan:
     """One chunk of the range: what the store holds of it, up to where it must be filled (its end
     or the last closed candle at ``as_of_ms``) and the pages that costs."""
-    timeframe = candles.timeframe
+    timeframe, step = candles.timeframe, timeframe_ms(candles.timeframe)
     target = min(start_ms + chunk_span_ms(timeframe), closed_until(timeframe, candles.as_of_ms))
-    cached = _load(store, chunk_key(candles.exchange, candles.symbol, timeframe, start_ms), timeframe)
-    have = cached.covered_until_ms if cached is not None else start_ms
-    pages = 0 if have >= target else math.ceil((target - have) / timeframe_ms(timeframe) / page_size)
+    cached = load_chunk(store, chunk_key(candles.exchange, candles.symbol, timeframe, start_ms), timeframe)
+    if cached is not None and cached.covers(max(candles.start_ms, start_ms), min(candles.bound_ms, target)):
+        return ChunkPlan(start_ms, target, cached, 0)  # e.g. an imported range: offline
+    # otherwise the whole rest of the chunk is fetched, so the next request finds it complete
+    head, have = (cached.covered_from - start_ms, cached.covered_until_ms) if cached is not None else (0, start_ms)
+    pages = math.ceil(head / step / page_size) + math.ceil(max(0, target - have) / step / page_size)
     return ChunkPlan(start_ms, target, cached, pages)
 
 
@@ -162,10 +167,10 @@ def fetch_rows(client: ExchangeClient, symbol: str, timeframe: str, since_ms: in
         if on_page:
             on_page(cursor, min(advanced, until_ms))
         cursor = advanced
-    return _sorted_unique(np.concatenate(batches) if batches else np.zeros((0, 6))), pages
+    return sorted_unique(np.concatenate(batches) if batches else np.zeros((0, 6))), pages
 
 
-def _sorted_unique(rows: np.ndarray) -> np.ndarray:
+def sorted_unique(rows: np.ndarray) -> np.ndarray:
     """Sort by time and keep the last copy of each time (a later page corrects an earlier one)."""
     import numpy as np
 
@@ -203,12 +208,18 @@ def fill_chunk(item: ChunkPlan, candles: CandleRange, *, client: ExchangeClient 
     if client is None:
         raise RuntimeError(f"candle chunk {item.start_ms} of {candles.exchange} {candles.symbol} {timeframe} "
                            "is not in the store; fetch it before loading the range from the store alone")
-    have = cached.covered_until_ms if cached is not None else item.start_ms
-    rows, pages = fetch_rows(client, candles.symbol, timeframe, have, item.target_ms, on_page)
+    head, have = (cached.covered_from, cached.covered_until_ms) if cached is not None else (item.start_ms,) * 2
+    rows, pages = fetch_rows(client, candles.symbol, timeframe, have, item.target_ms, on_page) \
+        if have < item.target_ms else (np.zeros((0, 6)), 0)
+    if head > item.start_ms:  # an imported chunk: the time before the file's first candle
+        head_rows, head_pages = fetch_rows(client, candles.symbol, timeframe, item.start_ms, head, on_page)
+        rows, pages = np.concatenate([head_rows, rows]), pages + head_pages
     if cached is not None and len(cached):
         old = np.column_stack([cached.time.astype(np.float64), cached.open, cached.high, cached.low,
                                cached.close, cached.volume])
-        rows = _sorted_unique(np.concatenate([old[old[:, 0] < have], rows]))
+        # inside its coverage the store's candles stay (an import is the user's own data)
+        fresh = rows[(rows[:, 0] < head) | (rows[:, 0] >= have)]
+        rows = sorted_unique(np.concatenate([fresh, old[(old[:, 0] >= head) & (old[:, 0] < have)]]))
     chunk = Chunk(item.start_ms, end, item.target_ms, rows[:, 0].astype(np.int64),
                   *(np.ascontiguousarray(rows[:, i]) for i in range(1, 6)))
     store.put(chunk_key(candles.exchange, candles.symbol, timeframe, item.start_ms), encode(chunk))
@@ -262,7 +273,8 @@ def fetch_candles(exchange: str, symbol: str, timeframe: str, start_ms: int, end
                   client: ExchangeClient | None = None, now: int | None = None) -> FetchedCandles:
     """Closed candles with open times in ``[start_ms, end_ms)`` (epoch ms, UTC).
 
-    Chunks already in the store are not fetched again; the rest are fetched page by page at the
+    Chunks already in the store are not fetched again (a range the store covers, e.g. from ``capandex
+    candles import``, asks nothing of the exchange); the rest are fetched page by page at the
     exchange's maximum page size and stored. The result is sorted and de-duplicated; where the
     exchange has no candles the result has none either, and :attr:`FetchedCandles.gaps` says where.
 
@@ -281,10 +293,11 @@ def fetch_candles(exchange: str, symbol: str, timeframe: str, start_ms: int, end
 
     timeframe_ms(timeframe)  # an unknown timeframe is a BadRequest before any exchange call
     client = client or get_client(exchange)
-    client.market(symbol)
     store = store or get_store()
     candles = CandleRange(exchange, symbol, timeframe, start_ms, end_ms, now_ms() if now is None else now)
     plans = plan(candles, page_size=client.max_page_size(timeframe), store=store)
+    if not plans or not all(item.ready for item in plans):
+        client.market(symbol)  # an unknown symbol is a 400 before any page; a stored range needs no exchange
     return load(candles, plans, store=store, client=client, progress=progress)
 
 

@@ -4,14 +4,19 @@ A chunk holds the candles of one (exchange, symbol, timeframe) whose open times 
 ``[start, start + CHUNK_CANDLES × timeframe)``, with ``start`` a multiple of that span since the
 epoch: the grid is fixed, so two overlapping requests share chunks and never fetch a page twice.
 
-A chunk records ``covered_until``: the end of the time it holds authoritative data for. A chunk
-in the past is complete (``covered_until == end``); the chunk that contains "now" is stored with
-``covered_until`` at the last closed candle, so a later request fetches only its tail.
+A chunk records the time it holds authoritative data for, ``[covered_from, covered_until)``. A
+chunk fetched from the exchange covers from its start; one in the past is complete
+(``covered_until == end``); the chunk that contains "now" is stored with ``covered_until`` at the
+last closed candle, so a later request fetches only its tail. A chunk filled by ``capandex candles
+import`` covers what the file covered, so ``covered_from`` may lie after the start: a request
+inside that span needs no exchange (offline backtests), one reaching before it fetches the head.
 
 Binary format (little endian), loaded without copying by ``numpy.frombuffer``::
 
-    b"CDXCHK01" | int64 start_ms | int64 covered_until_ms | int64 n | int64 time[n] | float64 open[n]
-    | high[n] | low[n] | close[n] | volume[n]
+    b"CDXCHK02" | int64 start_ms | int64 covered_from_ms | int64 covered_until_ms | int64 n
+    | int64 time[n] | float64 open[n] | high[n] | low[n] | close[n] | volume[n]
+
+Chunks written before ``covered_from`` existed (``CDXCHK01``, without that field) cover from their start.
 """
 
 from __future__ import annotations
@@ -31,8 +36,8 @@ CHUNK_CANDLES = 12_000
 #: a candle counts as closed (and published) this long after its close time
 SETTLE_MS = 60_000
 
-_MAGIC = b"CDXCHK01"
-_HEADER = struct.Struct("<8sqqq")
+_MAGIC, _MAGIC_V1 = b"CDXCHK02", b"CDXCHK01"
+_HEADER, _HEADER_V1 = struct.Struct("<8sqqqq"), struct.Struct("<8sqqq")
 FIELDS = ("open", "high", "low", "close", "volume")
 
 
@@ -80,7 +85,8 @@ def chunk_key(exchange: str, symbol: str, timeframe: str, start_ms: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """A chunk's candles (numpy arrays, time int64 ms, values float64) and what they cover."""
+    """A chunk's candles (numpy arrays, time int64 ms, values float64) and the open times they are
+    authoritative for, ``[covered_from_ms, covered_until_ms)`` (``covered_from_ms`` None: the start)."""
 
     start_ms: int
     end_ms: int
@@ -91,10 +97,19 @@ class Chunk:
     low: Any
     close: Any
     volume: Any
+    covered_from_ms: int | None = None
+
+    @property
+    def covered_from(self) -> int:
+        return self.start_ms if self.covered_from_ms is None else self.covered_from_ms
 
     @property
     def complete(self) -> bool:
-        return self.covered_until_ms >= self.end_ms
+        return self.covered_from <= self.start_ms and self.covered_until_ms >= self.end_ms
+
+    def covers(self, start_ms: int, end_ms: int) -> bool:
+        """Whether the open times ``[start_ms, end_ms)`` lie inside what this chunk is authoritative for."""
+        return self.covered_from <= start_ms and end_ms <= self.covered_until_ms
 
     def __len__(self) -> int:
         return int(self.time.shape[0])
@@ -104,7 +119,7 @@ def encode(chunk: Chunk) -> bytes:
     import numpy as np
 
     n = len(chunk)
-    parts = [_HEADER.pack(_MAGIC, chunk.start_ms, chunk.covered_until_ms, n),
+    parts = [_HEADER.pack(_MAGIC, chunk.start_ms, chunk.covered_from, chunk.covered_until_ms, n),
              np.ascontiguousarray(chunk.time, dtype="<i8").tobytes()]
     parts += [np.ascontiguousarray(getattr(chunk, name), dtype="<f8").tobytes() for name in FIELDS]
     return b"".join(parts)
@@ -113,10 +128,16 @@ def encode(chunk: Chunk) -> bytes:
 def decode(data: bytes, timeframe: str) -> Chunk:
     import numpy as np
 
-    magic, start, covered, n = _HEADER.unpack_from(data)
-    if magic != _MAGIC or len(data) != _HEADER.size + 48 * n:
-        raise ValueError("not a candle chunk (bad magic or length)")
-    offset = _HEADER.size
+    if data[:8] == _MAGIC_V1:
+        _, start, covered, n = _HEADER_V1.unpack_from(data)
+        covered_from, offset = start, _HEADER_V1.size
+    else:
+        magic, start, covered_from, covered, n = _HEADER.unpack_from(data)
+        offset = _HEADER.size
+        if magic != _MAGIC:
+            raise ValueError("not a candle chunk (bad magic)")
+    if len(data) != offset + 48 * n:
+        raise ValueError("not a candle chunk (bad length)")
     time = np.frombuffer(data, dtype="<i8", count=n, offset=offset)
     values = [np.frombuffer(data, dtype="<f8", count=n, offset=offset + 8 * n * (i + 1)) for i in range(5)]
-    return Chunk(start, start + chunk_span_ms(timeframe), covered, time, *values)
+    return Chunk(start, start + chunk_span_ms(timeframe), covered, time, *values, covered_from_ms=covered_from)

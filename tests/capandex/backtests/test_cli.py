@@ -53,6 +53,7 @@ def test_same_metrics_as_the_api_and_a_progress_bar(api, flow_file: str, capsys)
 ])
 def test_dates_follow_the_api_rules(flow_file: str, binance_env: BinanceServer, capsys, dates, needle) -> None:
     assert main(["backtest", flow_file, *RANGE[:6], *dates]) == 2
-    err = capsys.readouterr().err
+    data, err = capsys.readouterr().err.split("\n", 1)
+    assert data.startswith("data: ")  # where the candles would be cached
     assert err.startswith("error: Invalid backtest range") and needle in err, err
     assert binance_env.count("/api/v3/klines") == 0  # refused before any download

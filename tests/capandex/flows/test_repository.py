@@ -103,6 +103,21 @@ def test_restore_saves_current_state_first(engine) -> None:
     assert "restoring version 1" in versions[0]["change_description"]
 
 
+def test_restore_brings_back_the_name_too(engine) -> None:
+    user = uuid.uuid4()
+    flow_id = _new_flow(engine, user)
+    with transaction(user, engine=engine) as conn:
+        before = repo.get_flow(conn, user_id=user, flow_id=flow_id)
+        v1 = repo.create_version(conn, user_id=user, flow_id=flow_id, description="named")
+        repo.update_flow(conn, user_id=user, flow_id=flow_id, changes={"name": "renamed", "nodes": []})
+        repo.restore_version(conn, user_id=user, flow_id=flow_id, version_id=v1["id"])
+        after = repo.get_flow(conn, user_id=user, flow_id=flow_id)
+    assert after["name"] == before["name"] != "renamed"
+    keys = ("nodes", "edges", "settings")
+    assert {k: after[k] for k in keys} == {k: before[k] for k in keys}
+    assert "name" not in after["settings"]
+
+
 def test_restore_of_a_version_of_another_flow_is_not_found(engine) -> None:
     user = uuid.uuid4()
     a, b = _new_flow(engine, user), _new_flow(engine, user)

@@ -177,7 +177,7 @@ def test_testnet_candles_are_never_served_as_the_real_markets(server: BinanceSer
     reset_exchange_caches()
     testnet = fetch_candles("binance", "BTC/USDT", "1m", start, end, store=store, now=NOW)
     assert store.get(chunk_key("binance", "BTC/USDT", "1m", T0 // (CHUNK_CANDLES * MIN) * CHUNK_CANDLES * MIN)
-                     ).startswith(b"CDXCHK01")
+                     ).startswith(b"CDXCHK02")
     assert all("/binance.testnet/" in str(p) for p in (store.root / "candles" / "v1").rglob("*.cdx"))
     configure(CAPANDEX_EXCHANGE_URLS=server.exchange_urls_env(), CAPANDEX_EXCHANGE_SANDBOX="[]")
     reset_exchange_caches()

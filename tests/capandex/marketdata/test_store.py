@@ -24,7 +24,7 @@ def _chunk(n: int = 5) -> Chunk:
 def test_chunk_round_trip_is_zero_copy_and_exact() -> None:
     chunk = _chunk()
     data = encode(chunk)
-    assert len(data) == 32 + 48 * 5
+    assert len(data) == 40 + 48 * 5
     back = decode(data, "1m")
     assert back.start_ms == T0 and back.covered_until_ms == chunk.covered_until_ms and not back.complete
     for name in ("time", "open", "high", "low", "close", "volume"):
@@ -34,6 +34,22 @@ def test_chunk_round_trip_is_zero_copy_and_exact() -> None:
         decode(b"junk" * 20, "1m")
     with pytest.raises(ValueError):
         decode(data[:-8], "1m")
+
+
+def test_chunks_record_where_their_coverage_starts_and_read_the_old_format() -> None:
+    import struct
+
+    chunk = _chunk()
+    imported = Chunk(*[getattr(chunk, f) for f in ("start_ms", "end_ms", "covered_until_ms", "time", "open",
+                                                   "high", "low", "close", "volume")], covered_from_ms=T0 + 60_000)
+    back = decode(encode(imported), "1m")
+    assert back.covered_from == T0 + 60_000 and back.covers(T0 + 60_000, T0 + 5 * 60_000)
+    assert not back.covers(T0, T0 + 60_000)
+    # a chunk written before covered_from existed (CDXCHK01) covers from its start
+    body = encode(chunk)[40:]
+    old = decode(struct.pack("<8sqqq", b"CDXCHK01", T0, T0 + 5 * 60_000, 5) + body, "1m")
+    assert (old.covered_from, old.covered_until_ms) == (T0, T0 + 5 * 60_000)
+    assert np.array_equal(old.close, chunk.close)
 
 
 def test_chunk_grid_is_fixed() -> None:

@@ -231,6 +231,41 @@ def test_a_paper_start_can_replay_the_past(api):
         assert [o.status for o in outcomes if o.execution_id == execution] == ["done"]
     status = me.get("/api/engine/status", params={"executionId": execution}).json()
     assert status["currentTick"] == 3
+    # the clock's own pass (capandex serve's minute, the EventBridge schedule) leaves a replay alone
+    assert [o for o in run_pass() if o.execution_id == execution] == []
+    assert me.get("/api/engine/status", params={"executionId": execution}).json()["currentTick"] == 3
+
+
+def test_stop_keeps_or_closes_the_paper_position(api, monkeypatch):
+    """A stop leaves the open position open and says so; ``closePosition`` sells it at the last close."""
+    from capandex.live import webhooks
+
+    monkeypatch.setattr(webhooks, "default_price", lambda exchange, symbol: 100.0)
+    me = api.as_user()
+    for close, open_after in ((False, 1), (True, 0)):
+        flow_id = _flow(me, [{"id": "hook", "type": "trigger", "data": {"kind": "webhook"}}])
+        url = me.post(f"/api/flows/{flow_id}/webhook").json()["url"]
+        execution = me.post("/api/engine/start", json={"flowId": flow_id, "mode": "paper"}).json()["executionId"]
+        assert api.client.post(url, content=b"buy").status_code == 200  # filled at 100 × (1 + slippage)
+        stopped = me.post("/api/engine/stop", json={"executionId": execution, "closePosition": close})
+        assert stopped.status_code == 200, stopped.text
+        assert (stopped.json()["status"], stopped.json()["openPositions"]) == ("stopped", open_after)
+        assert stopped.json()["totalTrades"] == 1 - open_after
+        note = me.get("/api/notifications", params={"type": "engine_stop"}).json()["notifications"][0]
+        assert ("stays open" in note["message"]) is (not close)
+    assert stopped.json()["pnl"] < 0  # bought and sold at the same price: both fees and slippages paid
+
+
+def test_close_position_is_for_paper_only(api):
+    from capandex.db.schema import executions
+
+    me = api.as_user()
+    execution = me.post("/api/engine/start", json={"flowId": _flow(me), "mode": "paper"}).json()["executionId"]
+    with transaction() as conn:
+        conn.execute(executions.update().where(executions.c.id == execution).values(mode="live"))
+    response = me.post("/api/engine/stop", json={"executionId": execution, "closePosition": True})
+    assert response.status_code == 422 and response.json()["error"]["details"][0]["field"] == "closePosition"
+    assert me.get("/api/engine/status", params={"executionId": execution}).json()["status"] == "running"
 
 
 @pytest.mark.parametrize(("body", "why"), [
