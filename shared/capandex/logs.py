@@ -12,7 +12,9 @@ Gateway request id, the SQS message id, the backtest id).
 Code must never log a secret in the first place; the scrubber is the second line of defence for
 what slips through (an exception message that quotes a header, a library's debug line). It is
 installed as the log record factory, so it applies to every logger and every handler (tests'
-``caplog`` included), and removes JWTs, Anthropic keys and ``Bearer`` credentials.
+``caplog`` included), and removes JWTs, Anthropic keys, ``Bearer`` credentials and webhook tokens
+from messages; fields passed as ``extra`` are the caller's to clean (the access log's path goes
+through :func:`loggable_path`).
 """
 
 from __future__ import annotations
@@ -29,8 +31,11 @@ SECRET_PATTERNS = re.compile(
     r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+"  # JWT
     r"|sk-ant-[A-Za-z0-9_-]{6,}"  # Anthropic key
     r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{12,}"  # an Authorization header value
+    r"|(?<=/api/webhooks/)([^/\s\"'?#]+/)[^/\s\"'?#]+"  # a webhook URL's token (fires the flow's trades)
 )
 REDACTED = "[redacted]"
+#: ``/api/webhooks/{flowId}/{token}``: the token is the credential, the flow id is kept
+_WEBHOOK_PATH = re.compile(r"^(/api/webhooks/[^/]+/)[^/]+")
 
 #: the Powertools service name and the name of the logger every capandex.* logger propagates to
 SERVICE = "capandex"
@@ -41,9 +46,19 @@ QUIET_LIBRARIES = ("mangum",)
 _logger: Logger | None = None
 
 
+def _redact(match: re.Match[str]) -> str:
+    flow = match.group(1)  # a webhook URL keeps its flow id
+    return f"{flow}{REDACTED}" if flow else REDACTED
+
+
 def scrub(value: Any) -> Any:
     """``value`` with secrets replaced (strings only; other values are returned as they are)."""
-    return SECRET_PATTERNS.sub(REDACTED, value) if isinstance(value, str) else value
+    return SECRET_PATTERNS.sub(_redact, value) if isinstance(value, str) else value
+
+
+def loggable_path(path: str) -> str:
+    """A request path fit for a log line: ``/api/webhooks/{flowId}/{token}`` loses its token."""
+    return _WEBHOOK_PATH.sub(rf"\g<1>{REDACTED}", path)
 
 
 def _install_scrubbing_factory() -> None:

@@ -80,3 +80,17 @@ def test_a_flow_lifecycle_over_real_http(server) -> None:
         assert http.get(f"/api/flows/{flow_id}", headers=alice).status_code == 404
         assert http.get("/api/flows").status_code == 401
     assert (data_dir / "capandex.db").exists()
+
+
+def test_the_data_directory_is_private(server) -> None:
+    """Database, its WAL and the vault key readable by their owner only (were 0644 in a 0755 folder)."""
+    url, data_dir = server
+    user = cookie_for(uuid.uuid4())
+    with httpx.Client(base_url=url, timeout=10) as http:
+        assert http.post("/api/flows", json=FLOW, headers=user).status_code == 201
+        assert http.post("/api/ai-keys", json={"apiKey": "sk-ant-api03-" + uuid.uuid4().hex},
+                         headers=user).status_code == 200
+    assert data_dir.stat().st_mode & 0o777 == 0o700
+    files = {p.name: p.stat().st_mode & 0o777 for p in data_dir.iterdir() if p.is_file()}
+    assert {"capandex.db", "capandex.db-wal", "vault-master-key.json"} <= set(files), files
+    assert {name: mode for name, mode in files.items() if mode != 0o600} == {}

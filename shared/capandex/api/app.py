@@ -3,11 +3,13 @@
 ``create_app`` installs:
 - one renderer for :class:`~capandex.errors.CapandexError` and for FastAPI's own request
   validation, HTTP and unknown-route errors, all as ``{"error": {"code", "message", "details"?}}``;
-- a catch-all that logs the bug with the correlation id and answers a bare 500 (no trace); our
-  own 500-class errors likewise keep their operator detail in the log;
+- a catch-all that logs the bug once (one ERROR record, the correlation id, one traceback) and
+  answers a bare 500 (no trace); our own 500-class errors likewise keep their operator detail in
+  the log;
 - a request body limit enforced while the body streams in (``Content-Length`` can lie), and a
   400 for URLs carrying a NUL (which Postgres cannot store, so no id or filter could match);
-- structured access logging with a correlation id (API Gateway's request id when there is one).
+- structured access logging with a correlation id (API Gateway's request id when there is one),
+  webhook tokens taken out of the logged path.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from capandex.api.openapi import function_openapi
 from capandex.errors import BadRequest, CapandexError, PayloadTooLarge, ValidationFailed
+from capandex.logs import loggable_path
 
 logger = logging.getLogger("capandex.api")
 
@@ -127,7 +130,15 @@ class BodyLimitMiddleware:
 
 
 class AccessLogMiddleware:
-    """One structured log line per request, with a correlation id echoed in ``x-correlation-id``.
+    """One structured log line per request, with a correlation id echoed in ``x-correlation-id``;
+    and the catch-all for bugs.
+
+    A bug (an exception nothing else handled) is logged here once, at ERROR, with its traceback
+    and the correlation id, and answered with a bare 500. It is not re-raised: Starlette's own
+    catch-all re-raises so that the server logs it, and uvicorn (``capandex serve``) and Mangum
+    (Lambda) would each write the same ~10 KB traceback again under another logger. Paths are
+    logged with secrets taken out (:func:`capandex.logs.loggable_path`: a webhook's token is its
+    credential).
 
     Pure ASGI (not ``BaseHTTPMiddleware``) so streamed responses pass through untouched.
     """
@@ -139,23 +150,31 @@ class AccessLogMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request = Request(scope)
-        correlation_id = _correlation_id(request)
-        started, status = time.perf_counter(), 500
+        correlation_id = _correlation_id(Request(scope))
+        scope.setdefault("state", {})["correlation_id"] = correlation_id
+        started, status, responded = time.perf_counter(), 500, False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, responded = message["status"], True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-correlation-id", correlation_id.encode())]
             await send(message)
 
+        path = loggable_path(scope["path"])
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            logger.exception("unhandled error", extra={"correlation_id": correlation_id, "method": scope["method"],
+                                                       "path": path})
+            status = 500
+            if not responded:  # a streamed answer already under way can only be cut
+                body = {"error": {"code": "internal_error", "message": INTERNAL_MESSAGE}}
+                await JSONResponse(body, status_code=500)(scope, receive, send_with_id)
         finally:
             logger.info("request", extra={
-                "correlation_id": correlation_id, "method": scope["method"], "path": scope["path"],
+                "correlation_id": correlation_id, "method": scope["method"], "path": path,
                 "status": status, "ms": round((time.perf_counter() - started) * 1000, 1),
                 "user_id": scope.get("state", {}).get("user_id")})
 
@@ -185,14 +204,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         body = {"error": {"code": code, "message": message}}
         return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error", extra={"correlation_id": _correlation_id(request)})
-        body = {"error": {"code": "internal_error", "message": INTERNAL_MESSAGE}}
-        return JSONResponse(body, status_code=500)
-
 
 def _correlation_id(request: Request) -> str:
+    """The request's correlation id: the one :class:`AccessLogMiddleware` chose, else API
+    Gateway's request id, an ``x-request-id`` header, or a new one."""
+    chosen = request.scope.get("state", {}).get("correlation_id")
+    if chosen:
+        return chosen
     event = request.scope.get("aws.event") or {}
     context = event.get("requestContext") or {}
     return context.get("requestId") or request.headers.get("x-request-id") or str(uuid.uuid4())

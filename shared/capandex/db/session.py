@@ -65,7 +65,7 @@ def _create(url: str) -> Engine:
 def _create_sqlite(url: str) -> Engine:
     path = url.removeprefix("sqlite:///")
     if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _private_database(Path(path))
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
@@ -86,6 +86,17 @@ def _create_sqlite(url: str) -> Engine:
         if conn.execute(select(exchanges.c.id).limit(1)).first() is None:
             conn.execute(insert(exchanges), seed_rows())
     return engine
+
+
+def _private_database(path: Path) -> None:
+    """The SQLite file 0600 (so its WAL is too) in a 0700 directory; the data directory itself
+    is tightened even if it existed (:mod:`capandex.private_files`)."""
+    from capandex.config import get_settings
+    from capandex.private_files import private_dir, private_file
+
+    data_dir = get_settings().data_dir.resolve()
+    private_dir(path.parent, tighten=path.parent.resolve() == data_dir)
+    private_file(path)
 
 
 @contextmanager

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from capandex.errors import UpstreamUnavailable
+from capandex.private_files import private_dir
 from capandex.vault.envelope import KEY_BYTES, NONCE_BYTES, TAMPERED, VaultContext, VaultError
 
 logger = logging.getLogger("capandex.vault")
@@ -109,7 +110,7 @@ class LocalKeyring:
 
     def _write_new(self, keys: dict[int, bytes], current: int, *, replace: bool) -> None:
         """Write the key file through a private temporary file (mode 0600 from the start)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         doc = {"format": 1, "current": current,
                "keys": {str(v): base64.b64encode(k).decode() for v, k in sorted(keys.items())}}
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")

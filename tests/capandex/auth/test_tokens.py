@@ -145,15 +145,102 @@ def test_alg_does_not_match_key_type(jwks_server) -> None:
         verify_token(token, jwks_only(jwks_server))
 
 
-def test_unreachable_jwks_is_503_not_401() -> None:
+class FlakyJwks:
+    """A JWKS endpoint that can be switched to failing (500) or slow; counts the fetches."""
+
+    def __init__(self) -> None:
+        self.failing, self.delay_s, self.fetches = False, 0.0, 0
+        self.keys = {"keys": [_jwk(EC_KEY, "ec-1", "ES256")]}
+
+    def __call__(self, _request):
+        self.fetches += 1
+        time.sleep(self.delay_s)
+        return (500, {"message": "upstream down"}, {}) if self.failing else (200, self.keys, {})
+
+
+@pytest.fixture
+def flaky():
+    endpoint = FlakyJwks()
+    with LoopbackServer({("GET", "/auth/v1/.well-known/jwks.json"): endpoint}) as server:
+        tokens._jwks_caches.clear()
+        endpoint.settings = jwks_only(server)
+        yield endpoint
+    tokens._jwks_caches.clear()
+
+
+class Clock:
+    def __init__(self, monkeypatch) -> None:
+        self.now = 1_000.0
+        monkeypatch.setattr(tokens, "clock", lambda: self.now)
+
+
+def forged(i: int) -> str:
+    return jwt.encode(_claims(), EC_KEY, algorithm="ES256", headers={"kid": f"forged-{i}"})
+
+
+def test_unknown_kids_while_the_jwks_fails_are_401_with_one_fetch_a_minute(flaky, monkeypatch) -> None:
+    """The reproduction: every forged token fetched the JWKS and answered 503 while it failed."""
+    clock = Clock(monkeypatch)
+    good = jwt.encode(_claims(), EC_KEY, algorithm="ES256", headers={"kid": "ec-1"})
+    assert verify_token(good, flaky.settings).id == USER and flaky.fetches == 1
+    flaky.failing = True
+    for minute in range(1, 4):
+        clock.now += 61
+        for i in range(20):
+            with pytest.raises(Unauthorized, match="unknown key"):
+                verify_token(forged(i), flaky.settings)
+        assert flaky.fetches == 1 + minute  # one attempt per minute, not one per token
+        assert verify_token(good, flaky.settings).id == USER  # the keys held keep working
+    flaky.failing = False
+    clock.now += 61
+    with pytest.raises(Unauthorized):
+        verify_token(forged(99), flaky.settings)
+    assert flaky.fetches == 5
+
+
+def test_a_container_that_never_loaded_keys_answers_503_and_fetches_once_a_minute(flaky, monkeypatch) -> None:
     from capandex.errors import UpstreamUnavailable
 
-    tokens._jwks_caches.clear()
-    settings = Settings(CAPANDEX_ENV="aws", supabase_url="http://127.0.0.1:9", **AWS_SETTINGS)
-    token = jwt.encode(_claims(), EC_KEY, algorithm="ES256", headers={"kid": "ec-1"})
-    with pytest.raises(UpstreamUnavailable):
-        verify_token(token, settings)
-    tokens._jwks_caches.clear()
+    clock = Clock(monkeypatch)
+    flaky.failing = True
+    for i in range(10):
+        with pytest.raises(UpstreamUnavailable):
+            verify_token(forged(i), flaky.settings)
+    assert flaky.fetches == 1
+    flaky.failing = False
+    clock.now += 61
+    good = jwt.encode(_claims(), EC_KEY, algorithm="ES256", headers={"kid": "ec-1"})
+    assert verify_token(good, flaky.settings).id == USER and flaky.fetches == 2
+
+
+def test_no_lock_is_held_while_the_jwks_is_fetched(flaky, monkeypatch) -> None:
+    """A slow JWKS fetch (for an unknown kid) does not hold up requests with a known key."""
+    import threading
+
+    clock = Clock(monkeypatch)
+    good = jwt.encode(_claims(), EC_KEY, algorithm="ES256", headers={"kid": "ec-1"})
+    verify_token(good, flaky.settings)
+    clock.now += 61
+    flaky.delay_s = 1.5
+    outcomes = []
+
+    def fetching_request() -> None:
+        try:
+            verify_token(forged(1), flaky.settings)
+        except Unauthorized as exc:
+            outcomes.append(exc)
+
+    slow = threading.Thread(target=fetching_request)
+    slow.start()
+    while flaky.fetches < 2:
+        time.sleep(0.01)
+    started = time.perf_counter()
+    assert verify_token(good, flaky.settings).id == USER
+    with pytest.raises(Unauthorized):  # a second unknown kid does not wait for (or repeat) the fetch
+        verify_token(forged(2), flaky.settings)
+    assert time.perf_counter() - started < 1.0
+    slow.join()
+    assert flaky.fetches == 2 and len(outcomes) == 1
 
 
 def test_dev_secret_is_refused_outside_local() -> None:

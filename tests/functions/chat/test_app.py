@@ -383,7 +383,7 @@ def test_events_run_through_the_handler(api, user, upstream, name):
     assert result["statusCode"] == 200, result["body"]
     if name.startswith("post_chat"):
         assert result["body"] == 'data: {"text":"Hello"}\n\ndata: {"text":" there."}\n\ndata: [DONE]\n\n'
-        assert "up: condition > value=100" in upstream.requests[0].body["system"]
+        assert "up: condition &gt; value=100" in upstream.requests[0].body["system"]
     elif name.startswith("get"):
         assert json.loads(result["body"]) == {"messages": []}
     else:
