@@ -63,6 +63,8 @@ def reason_from(error: dict[str, Any]) -> str:
         return str(cause["errorMessage"])
     if name == "States.Timeout":
         return "The backtest took too long and was stopped."
+    if name == "Lambda.Unknown":  # Lambda's name for a task that ran out of memory or time
+        return "The backtest ran out of memory or time and was stopped; try a shorter range."
     return "The backtest failed because of an internal error; it has been logged."
 
 

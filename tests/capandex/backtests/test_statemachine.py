@@ -1,6 +1,8 @@
 """The backtest state machine: its definition file is well-formed and wired to real handlers in
-template.yaml, an execution can be started (moto), and the Lambda tasks, driven the way the
-state machine drives them, complete a backtest or mark it failed with a reason."""
+template.yaml; executed by moto's ASL interpreter with the tasks in-process (tests/utils/
+stepfunctions.py), started by the engine's own code, it completes a backtest, retries a task that
+ran out of memory, and catches a failure into the backtest's failed status; the tasks, driven one
+by one, complete a backtest or mark it failed with a reason."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from capandex.exchanges.retry import BACKGROUND
 from capandex.marketdata.chunks import chunk_starts
 from tests.capandex.engine.factories import sma_cross_flow
 from tests.utils.binance_server import BinanceServer, server_error
+from tests.utils.stepfunctions import StateMachines
 
 ROOT = Path(__file__).resolve().parents[3]
 ASL = ROOT / "statemachines" / "backtest.asl.json"
@@ -197,3 +200,82 @@ def test_fail_task_keeps_capandex_messages_and_hides_bugs(submitted) -> None:
     assert "internal error" in handlers.reason_from(
         {"Error": "KeyError", "Cause": json.dumps({"errorType": "KeyError", "errorMessage": "secret-ish"})})
     assert "too long" in handlers.reason_from({"Error": "States.Timeout", "Cause": ""})
+
+
+# -- the state machine itself, run by moto's ASL interpreter ---------------------------------------
+BUCKET = "capandex-data-test"
+
+
+@pytest.fixture
+def machines(binance_env: BinanceServer, configure, monkeypatch):
+    """The template's backtest state machine under the interpreter; the engine starts executions of it."""
+    from capandex.exchanges import retry
+    from capandex.marketdata.store import clear_stores
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setattr(retry, "sleep", lambda _s: None)
+    with StateMachines(ROOT) as machines:
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        arn = machines.deploy("BacktestStateMachine")
+        configure(CAPANDEX_EXCHANGE_URLS=binance_env.exchange_urls_env(), DATABASE_URL=None,
+                  CAPANDEX_BACKTEST_SYNC_BUDGET_S="0", CAPANDEX_DATA_BUCKET=BUCKET,
+                  CAPANDEX_BACKTEST_STATE_MACHINE_ARN=arn)
+        clear_stores()
+        machines.arn = arn  # type: ignore[attr-defined]
+        yield machines
+    clear_stores()
+
+
+def _submit_and_wait(machines: StateMachines):
+    """POST's path: the backtest is too large for the request, so the engine starts the machine."""
+    from capandex.db.session import transaction
+    from capandex.flows.repository import create_flow
+
+    user = uuid.uuid4()
+    with transaction(user) as conn:
+        flow = create_flow(conn, user_id=user, name="SMA", document=sma_cross_flow(5, 20))
+    submission = service.submit(user, service.BacktestCreate(
+        flowId=flow["id"], exchange="binance", symbol="ETH/USDT", timeframe="1m",
+        startDate="2024-01-01T00:00:00Z", endDate="2024-01-20T00:00:00Z"))
+    assert not submission.completed
+    arn = machines.arn.replace(":stateMachine:", ":execution:")  # type: ignore[attr-defined]
+    execution = machines.wait(f"{arn}:{submission.backtest_id}")
+    with transaction(user) as conn:
+        row = service.get(conn, user, submission.backtest_id)
+    return user, submission.backtest_id, execution, row
+
+
+def test_the_state_machine_completes_a_backtest(machines: StateMachines, binance_env: BinanceServer) -> None:
+    user, backtest_id, execution, row = _submit_and_wait(machines)
+    assert (execution.status, execution.output) == ("SUCCEEDED", {"backtestId": backtest_id, "status": "completed"})
+    assert row["status"] == "completed" and row["progress"] == 100.0 and row["metrics"]["totalTrades"] > 0
+    assert machines.lambdas.calls == {"BacktestPlanFunction": 1, "BacktestFetchChunkFunction": 4,
+                                      "BacktestRunFunction": 1}  # the Map fetched each chunk once
+    assert binance_env.count("/api/v3/klines") == 4 * 12  # and Run found every chunk in S3
+    keys = {o["Key"] for o in boto3.client("s3", region_name="us-east-1").list_objects_v2(Bucket=BUCKET)["Contents"]}
+    assert f"backtests/{user}/{backtest_id}/result.json" in keys
+    assert len([k for k in keys if k.startswith("candles/v1/binance/ETH_USDT/1m/")]) == 4
+
+
+def test_a_task_that_ran_out_of_memory_is_retried(machines: StateMachines, binance_env: BinanceServer) -> None:
+    def out_of_memory(_event: dict) -> None:
+        raise MemoryError
+
+    machines.fail_next("BacktestFetchChunkFunction", out_of_memory)
+    binance_env.inject("/api/v3/klines", server_error(503), times=2)  # absorbed inside the task
+    _user, _backtest_id, execution, row = _submit_and_wait(machines)
+    assert execution.status == "SUCCEEDED" and row["status"] == "completed"
+    failures = [e["lambdaFunctionFailedEventDetails"]["error"] for e in execution.events("LambdaFunctionFailed")]
+    assert failures == ["Lambda.Unknown"]  # retried by the Map's Retry, then it succeeded
+    assert machines.lambdas.calls["BacktestFetchChunkFunction"] == 5 and len(machines.waits) == 1
+
+
+def test_an_exchange_that_stays_down_ends_the_backtest_failed(machines: StateMachines,
+                                                             binance_env: BinanceServer) -> None:
+    binance_env.inject("/api/v3/klines", server_error(503), times=1000)
+    _user, _backtest_id, execution, row = _submit_and_wait(machines)
+    assert (execution.status, execution.error) == ("FAILED", "BacktestFailed")
+    assert row["status"] == "failed" and "binance could not be reached" in row["error"]
+    assert machines.lambdas.calls.get("BacktestRunFunction") is None
+    assert machines.lambdas.calls["BacktestFailFunction"] == 1
+    assert machines.waits == []  # an exchange error is retried inside the task, never by the machine
