@@ -2,9 +2,12 @@
 
 The :mod:`capandex.exchanges` package is the only code that imports ccxt, and it imports ccxt
 lazily, inside the functions that need it, so a cold start of a function that never talks to an
-exchange does not pay for it (order code elsewhere uses :attr:`ExchangeClient.ccxt`).
+exchange does not pay for it. Callers outside the package see :class:`ExchangeClient`'s methods,
+Capandex's error classes and plain data (:class:`~capandex.exchanges.orders.ExchangeOrder`), never
+a ccxt object.
 
-Differences between exchanges are data (:data:`EXCHANGE_OPTIONS`), not branches.
+Differences between exchanges are data (:data:`EXCHANGE_OPTIONS`, and for orders
+:data:`capandex.exchanges.orders.CLIENT_ORDER_IDS`), not branches.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from urllib.parse import urlsplit
 
 from capandex.errors import BadRequest, UpstreamError
 from capandex.exchanges.credentials import Credentials
-from capandex.exchanges.errors import ccxt_errors, counted
+from capandex.exchanges.errors import OrderNotFound, ccxt_errors, counted
+from capandex.exchanges.orders import CLIENT_ORDER_IDS, ClientIdSupport, ExchangeOrder, pick
 from capandex.exchanges.retry import retrier
 from capandex.timeutil import from_ms, iso_utc, utcnow
 
@@ -42,9 +46,11 @@ class ExchangeClient:
 
     ccxt's synchronous classes are not thread-safe (one throttle timestamp, one
     ``last_response_headers``, lazy market loading), so every call holds the client's lock: the
-    rate limiter then also holds across threads sharing the client. ``.ccxt`` is the raw instance
-    for order code elsewhere (which must hold :attr:`lock` too and translate errors with
-    :func:`capandex.exchanges.errors.ccxt_errors`).
+    rate limiter then also holds across threads sharing the client. ``.ccxt`` is the raw instance,
+    for this package only.
+
+    Reads are retried on temporary failures (:func:`~capandex.exchanges.retry.retrier`); placing an
+    order never is (placing it twice is worse than failing once), while looking one up is.
     """
 
     def __init__(self, exchange_id: str, instance: Any) -> None:
@@ -58,10 +64,14 @@ class ExchangeClient:
     # -- plumbing -------------------------------------------------------------------------------
     def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn`` (a ccxt method) under the lock with errors translated (``what`` names it)."""
+        return self._call(what, lambda: fn(*args, **kwargs))
+
+    def _call(self, what: str, fn: Callable[[], T], *, orders: bool = False) -> T:
         with self.lock:
             self.ccxt.last_json_response = None
-            with ccxt_errors(self.id, what, response_headers=lambda: self.ccxt.last_response_headers):
-                result = fn(*args, **kwargs)
+            with ccxt_errors(self.id, what, orders=orders,
+                             response_headers=lambda: self.ccxt.last_response_headers):
+                result = fn()
             if self.ccxt.last_json_response is None:
                 # ccxt turns a non-JSON answer (a maintenance page) into None and then into an
                 # empty result; an empty candle page would be cached as "no data" for good.
@@ -125,6 +135,74 @@ class ExchangeClient:
     def fetch_balance(self) -> dict[str, Any]:
         """ccxt's unified balance (``{"free": {...}, "used": {...}, "total": {...}, "USDT": {...}}``)."""
         return self.call("fetching the balance", self.ccxt.fetch_balance)
+
+    def free_balance(self, asset: str) -> float | None:
+        """The free (not locked in orders) balance of ``asset``; None when the exchange did not list it."""
+        value = (self.fetch_balance().get("free") or {}).get(asset)
+        return None if value is None else float(value)
+
+    # -- orders ------------------------------------------------------------------------------------
+    @property
+    def client_order_ids(self) -> ClientIdSupport:
+        """How this exchange carries client order ids; :class:`BadRequest` where Capandex has no
+        verified way to find an order by client id (live trading there could not be exactly once)."""
+        support = CLIENT_ORDER_IDS.get(self.ccxt.id)
+        if support is None:
+            raise BadRequest(f"{self.id} offers no lookup of orders by client order id, which live trading "
+                             f"needs; trade on {', '.join(CLIENT_ORDER_IDS)}.")
+        return support
+
+    def create_market_order(self, symbol: str, side: str, amount: float, client_order_id: str) -> ExchangeOrder:
+        """Place a spot market order of ``amount`` base units (``side``: buy or sell) carrying
+        ``client_order_id``. Never retried. Where the exchange only acknowledges the order (OKX,
+        Bybit), the order is looked up by its id; if the lookup does not see it yet, the
+        acknowledgement comes back with status ``open`` (accepted, fill not yet known).
+
+        Raises:
+            InsufficientBalance, SymbolNotTradable, OrderRejected: refused for good.
+            DuplicateClientOrderId: an order with this id exists: look it up.
+            UpstreamUnavailable, RateLimited, UpstreamError: the outcome is unknown: look the id up.
+            BadRequest: no client-order-id support (:attr:`client_order_ids`), or another refusal.
+        """
+        params = {self.client_order_ids.create_param: client_order_id}
+        raw = self._call(f"placing a {side} order of {amount:.8g} {symbol}",
+                         lambda: self.ccxt.create_order(symbol, "market", side, amount, None, params), orders=True)
+        order = ExchangeOrder.from_ccxt(raw)
+        if not order.acknowledgement:
+            return order
+        found = self.fetch_order_by_client_id(symbol, client_order_id)
+        return found or ExchangeOrder(order.id, client_order_id, side, "open", amount, None, None, None, None)
+
+    @retrier
+    def fetch_order_by_client_id(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
+        """The order on ``symbol`` with ``client_order_id``; None when the exchange does not know the
+        id (through every lookup of :data:`~capandex.exchanges.orders.CLIENT_ORDER_IDS`)."""
+        for lookup in self.client_order_ids.lookups:
+            try:
+                raw = self._call(f"looking up order {client_order_id}",
+                                 lookup.bind(self.ccxt, symbol, client_order_id), orders=True)
+            except OrderNotFound:
+                continue
+            found = pick(raw, client_order_id)
+            if found is not None:
+                return ExchangeOrder.from_ccxt(found)
+        return None
+
+    def amount_to_precision(self, symbol: str, amount: float) -> float:
+        """``amount`` cut down to the market's amount precision; 0.0 when nothing is left."""
+        import ccxt
+
+        self.market(symbol)
+        with self.lock:
+            try:
+                return float(self.ccxt.amount_to_precision(symbol, amount))
+            except ccxt.BaseError:  # ccxt refuses an amount that rounds to zero
+                return 0.0
+
+    def min_order_amount(self, symbol: str) -> float:
+        """The market's minimum order amount in base units (0.0 when the exchange sets none)."""
+        limits = (self.market(symbol).get("limits") or {}).get("amount") or {}
+        return float(limits.get("min") or 0.0)
 
     # -- facts -----------------------------------------------------------------------------------
     def max_page_size(self, timeframe: str) -> int:

@@ -1,4 +1,4 @@
-"""The order wrapper: one interface, paper fills inside it, live orders through ccxt.
+"""The order wrapper: one interface, paper fills inside it, live orders through the exchange client.
 
 The tick worker and the webhook trigger hand an :class:`OrderIntent` to a gateway and get a
 :class:`Fill` back; they cannot tell paper from live (freqtrade's dry-run lives in its exchange
@@ -7,14 +7,18 @@ wrapper the same way).
 * :class:`PaperGateway` fills at the intent's ``reference_price`` — the price the engine's stepper
   computed (open × (1 ± slippage), or the stop level), with ``fee`` × notional — so paper numbers
   are the backtest's numbers.
-* :class:`LiveGateway` places a market order with ``newClientOrderId`` = the intent's deterministic
-  id (:mod:`.client_ids`). **Before placing it looks the id up** on the exchange: a retry after a
-  timeout, a 5xx or a worker that died after the exchange accepted the order finds that order
-  instead of placing a second one. After an ambiguous failure (timeout, 5xx, connection reset) it
-  looks the id up again; if the exchange still does not know the id the outcome stays unknown
-  (:class:`OrderOutcomeUnknown`) and the tick is retried later — with the same id, so at most one
-  order can ever exist for it (Binance refuses a reused id with -2010 "Duplicate order sent.",
-  which is handled as "look it up"). Order placement itself is never retried blindly.
+* :class:`LiveGateway` places a market order whose client order id is the intent's deterministic
+  id (:mod:`.client_ids`), through :meth:`capandex.exchanges.ExchangeClient.create_market_order`
+  (each exchange's own id parameter is data there). **Before placing it looks the id up** on the
+  exchange: a retry after a timeout, a 5xx or a worker that died after the exchange accepted the
+  order finds that order instead of placing a second one. After an ambiguous failure (timeout,
+  5xx, connection reset) it looks the id up again; if the exchange still does not know the id the
+  outcome stays unknown (:class:`OrderOutcomeUnknown`) and the tick is retried later — with the
+  same id, so at most one order can ever exist for it (an exchange refusing a reused id — Binance
+  -2010 "Duplicate order sent.", OKX 51016, Bybit 170141 — raises
+  :class:`~capandex.exchanges.errors.DuplicateClientOrderId`, handled as "look it up"). Order
+  placement itself is never retried blindly. The gateway sees only Capandex's typed errors: what
+  an exchange's answer means is decided in :mod:`capandex.exchanges.errors`.
 
 **Reconciliation before a sell.** After the lookup (so a retry finds its own earlier sale
 instead of an empty account), a sell checks the free balance of the base asset: selling more
@@ -30,10 +34,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from capandex.errors import BadRequest, CapandexError, RateLimited, UpstreamError, UpstreamUnavailable
+from capandex.exchanges.errors import DuplicateClientOrderId, OrderOutcomeUnknown, OrderRejected
 from capandex.telemetry import Metric, count
+
+if TYPE_CHECKING:
+    from capandex.exchanges import ExchangeClient
+    from capandex.exchanges.orders import ExchangeOrder
+
+__all__ = ["NOT_HELD", "Fill", "LiveGateway", "OrderGateway", "OrderIntent", "OrderOutcomeUnknown", "OrderRejected",
+           "PaperGateway"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,24 +114,6 @@ class Fill:
         return asdict(self)
 
 
-class OrderRejected(UpstreamError):
-    """The exchange refused the order for good (insufficient balance, delisted symbol, invalid
-    amount): retrying the same order cannot succeed; ``reason`` says which."""
-
-    code = "order_rejected"
-
-    def __init__(self, message: str, *, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class OrderOutcomeUnknown(UpstreamUnavailable):
-    """The placement failed ambiguously and the exchange does not (yet) know the client id: retry
-    the tick later; the lookup-first rule makes that retry safe."""
-
-    code = "order_outcome_unknown"
-
-
 class OrderGateway(Protocol):
     def place(self, intent: OrderIntent) -> Fill: ...
 
@@ -136,16 +130,6 @@ class PaperGateway:
                     intent.reference_price, cost, cost * self.fee_rate)
 
 
-def _cause_names(exc: BaseException) -> set[str]:
-    """Class names of the ccxt exception behind a translated error (ccxt stays inside exchanges)."""
-    cause = exc.__cause__
-    return {cls.__name__ for cls in type(cause).__mro__} if cause is not None else set()
-
-
-def _cause_text(exc: BaseException) -> str:
-    return str(exc.__cause__ or exc).lower()
-
-
 class LiveGateway:
     """Market orders on a real exchange through a :class:`capandex.exchanges.ExchangeClient`.
 
@@ -157,7 +141,7 @@ class LiveGateway:
         lookup_pause: seconds between those lookups (the exchange may still be matching).
     """
 
-    def __init__(self, client: Any, symbol: str, fee_rate: float, *, lookup_attempts: int = 3,
+    def __init__(self, client: ExchangeClient, symbol: str, fee_rate: float, *, lookup_attempts: int = 3,
                  lookup_pause: float = 0.5) -> None:
         self.client, self.symbol, self.fee_rate = client, symbol, fee_rate
         self.lookup_attempts, self.lookup_pause = lookup_attempts, lookup_pause
@@ -165,40 +149,23 @@ class LiveGateway:
     # -- reads -----------------------------------------------------------------------------------
     def lookup(self, intent: OrderIntent) -> Fill | None:
         """The order with the intent's client id, or None when the exchange does not know it."""
-        client_order_id = intent.client_order_id
-        try:
-            raw = self.client.call(f"looking up order {client_order_id}", self.client.ccxt.fetch_order, None,
-                                   self.symbol, {"origClientOrderId": client_order_id})
-        except UpstreamError as exc:
-            if "OrderNotFound" in _cause_names(exc):
-                return None
-            raise
-        return self._fill(raw, intent)
+        order = self.client.fetch_order_by_client_id(self.symbol, intent.client_order_id)
+        return None if order is None else self._fill(order, intent)
 
     def free_base(self) -> float | None:
         """Free balance of the symbol's base currency (None when the exchange did not say)."""
-        base = self.symbol.split("/")[0]
-        balance = self.client.fetch_balance()
-        value = (balance.get("free") or {}).get(base)
-        return float(value) if value is not None else None
+        return self.client.free_balance(self.symbol.split("/")[0])
 
     def tolerance(self, amount: float) -> float:
         """Base units a sell of ``amount`` may lack and still count as held: the buy fee the
         exchange may have charged in the base asset (``fee_rate`` × amount) plus the market's
         minimum order amount (a remainder below it could not be sold anyway)."""
-        return amount * self.fee_rate + self._min_amount()
+        return amount * self.fee_rate + self.client.min_order_amount(self.symbol)
 
     def tradable(self, amount: float) -> float:
         """``amount`` cut to the market's precision; 0.0 when that is below its minimum order."""
-        try:
-            precise = float(self.client.ccxt.amount_to_precision(self.symbol, amount))
-        except Exception:  # ccxt raises for an amount that rounds to zero
-            return 0.0
-        return precise if precise >= self._min_amount() else 0.0
-
-    def _min_amount(self) -> float:
-        limits = (self.client.market(self.symbol).get("limits") or {}).get("amount") or {}
-        return float(limits.get("min") or 0.0)
+        precise = self.client.amount_to_precision(self.symbol, amount)
+        return precise if precise >= self.client.min_order_amount(self.symbol) else 0.0
 
     # -- the one write ------------------------------------------------------------------------------
     def place(self, intent: OrderIntent) -> Fill:
@@ -248,16 +215,16 @@ class LiveGateway:
             raise OrderRejected(f"The order amount {intent.amount} is not tradable on {self.symbol}.",
                                 reason="invalid_amount")
         try:
-            raw = self.client.call(f"placing a {intent.side} order on {self.symbol}", self.client.ccxt.create_order,
-                                   self.symbol, "market", intent.side, amount, None,
-                                   {"newClientOrderId": intent.client_order_id})
-        except (UpstreamUnavailable, RateLimited):
-            return self._resolve(intent)
+            order = self.client.create_market_order(self.symbol, intent.side, amount, intent.client_order_id)
+        except OrderRejected:
+            raise  # insufficient balance, delisted symbol, invalid order: for good
+        except DuplicateClientOrderId:
+            return self._resolve(intent)  # placed before: find it
         except BadRequest as exc:
             raise self._delisted() from exc
-        except UpstreamError as exc:
-            return self._classify(intent, exc)
-        return self._fill(raw, intent)
+        except (UpstreamUnavailable, RateLimited, UpstreamError):
+            return self._resolve(intent)  # do not assume it was not placed
+        return self._fill(order, intent)
 
     def _delisted(self) -> OrderRejected:
         return OrderRejected(f"{self.symbol} is not tradable any more (delisted or unknown).", reason="delisted")
@@ -266,19 +233,6 @@ class LiveGateway:
         """What the intent may trade: its amount; for a sell at most the free base balance."""
         free = self.free_base() if intent.side == "sell" else None
         return intent.amount if free is None else min(intent.amount, free)
-
-    def _classify(self, intent: OrderIntent, exc: UpstreamError) -> Fill:
-        text = _cause_text(exc)
-        if "duplicate order" in text or "DuplicateOrderId" in _cause_names(exc):
-            return self._resolve(intent)  # placed before: find it
-        if "insufficient" in text or "InsufficientFunds" in _cause_names(exc):
-            raise OrderRejected(f"Insufficient balance for a {intent.side} of {intent.amount} {self.symbol}.",
-                                reason="insufficient_balance") from exc
-        if "invalid symbol" in text or "BadSymbol" in _cause_names(exc):
-            raise self._delisted() from exc
-        if "InvalidOrder" in _cause_names(exc):
-            raise OrderRejected(f"The exchange rejected the order: {exc.message}", reason="rejected") from exc
-        return self._resolve(intent)  # any other error: do not assume it was not placed
 
     def _resolve(self, intent: OrderIntent) -> Fill:
         for attempt in range(self.lookup_attempts):
@@ -293,40 +247,38 @@ class LiveGateway:
         raise OrderOutcomeUnknown(f"Placing order {intent.client_order_id} on {self.symbol} failed and the "
                                   "exchange does not know it yet; the tick will be retried with the same id.")
 
-    def _fill(self, raw: dict[str, Any], intent: OrderIntent) -> Fill:
+    def _fill(self, order: ExchangeOrder, intent: OrderIntent) -> Fill:
         """The exchange's order as a :class:`Fill`. A sell's ``unheld`` is the part of the intent's
         amount the order did not ask for, beyond :meth:`tolerance`; it is read from the order
         itself, so a retry that finds the order by id reaches the answer of the worker that placed it."""
-        fill = self._raw_fill(raw, intent.client_order_id)
+        fill = self._order_fill(order, intent.client_order_id)
         if intent.side != "sell":
             return fill
-        missing = intent.amount - float(raw.get("amount") or fill.amount)
+        missing = intent.amount - (order.amount or fill.amount)
         return replace(fill, unheld=missing) if missing > self.tolerance(intent.amount) else fill
 
-    def _raw_fill(self, raw: dict[str, Any], client_order_id: str) -> Fill:
+    def _order_fill(self, order: ExchangeOrder, client_order_id: str) -> Fill:
         # an explicit filled of 0 (an expired market order) must not fall back to the requested
         # amount: only a response without ``filled`` that says "closed" means amount was filled
-        filled = raw.get("filled")
+        filled = order.filled
         if filled is None:
-            filled = raw.get("amount") if raw.get("status") in (None, "closed") else 0.0
-        filled = float(filled or 0.0)
-        price = float(raw.get("average") or raw.get("price") or 0.0)
-        cost = float(raw.get("cost") or filled * price)
+            filled = order.amount if order.status in (None, "closed") else 0.0
+        filled = filled or 0.0
+        price = order.average or order.price or 0.0
+        cost = order.cost or filled * price
         if not price and filled:
             price = cost / filled
-        return Fill(client_order_id, str(raw.get("id")), raw.get("side") or "", filled, price, cost,
-                    self._fee_in_quote(raw, cost, price), str(raw.get("status") or "closed"))
+        return Fill(client_order_id, order.id, order.side or "", filled, price, cost,
+                    self._fee_in_quote(order, cost, price), order.status or "closed")
 
-    def _fee_in_quote(self, raw: dict[str, Any], cost: float, price: float) -> float:
+    def _fee_in_quote(self, order: ExchangeOrder, cost: float, price: float) -> float:
         base, quote = self.symbol.split("/")
-        fees = raw.get("fees") or ([raw["fee"]] if raw.get("fee") else [])
-        total, known = 0.0, bool(fees)
-        for fee in fees:
-            amount, currency = float(fee.get("cost") or 0.0), fee.get("currency")
-            if currency == quote:
-                total += amount
-            elif currency == base:
-                total += amount * price
+        total, known = 0.0, bool(order.fees)
+        for fee in order.fees:
+            if fee.currency == quote:
+                total += fee.cost
+            elif fee.currency == base:
+                total += fee.cost * price
             else:
                 known = False
         return total if known else cost * self.fee_rate
