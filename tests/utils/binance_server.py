@@ -11,7 +11,8 @@ Candles come from a deterministic generator (a seeded, smooth, noisy wave) for a
 time, so any two runs agree and a test can recompute the expected values
 (:meth:`BinanceServer.expected_klines`). Unclosed candles are served, as Binance does.
 
-Extension point (other engineers add signed and order endpoints in their own modules)::
+The HTTP plumbing (routes, faults, request log, life cycle) is :class:`~tests.utils.loopback_exchange.LoopbackExchange`.
+Extension point (signed and order endpoints live in their own modules)::
 
     def account(request: Request) -> Response:   # (status, json body, headers)
         return 200, {"balances": [...]}, {}
@@ -30,22 +31,17 @@ Faults (consumed in order, per path)::
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import math
-import threading
-import time
-from collections import Counter, deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from typing import ClassVar
 
 import numpy as np
 
-Response = tuple[int, Any, dict[str, str]]
+from tests.utils.loopback_exchange import Fault, Handler, LoopbackExchange, Request, Response, server_error, timeout
+
+__all__ = ["BinanceServer", "Fault", "Handler", "Request", "Response", "duplicated", "error", "rate_limit",
+           "server_error", "short_page", "timeout"]
 
 INTERVAL_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
                "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000, "8h": 28_800_000,
@@ -60,31 +56,6 @@ DEFAULT_MARKETS = (("BTC", "USDT", "TRADING", 40_000.0), ("ETH", "USDT", "TRADIN
 DEFAULT_LISTED_MS = 1_483_228_800_000
 
 
-@dataclass
-class Request:
-    """What a route handler gets: method, path, single-valued query, lower-cased headers, body."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: bytes = b""
-    raw_query: str = ""
-
-    @property
-    def form(self) -> dict[str, str]:
-        """The body as ``application/x-www-form-urlencoded`` (how ccxt sends Binance POSTs)."""
-        return dict(parse_qsl(self.body.decode(), keep_blank_values=True))
-
-    def json(self) -> Any:
-        return json.loads(self.body or b"null")
-
-
-Handler = Callable[[Request], Response]
-#: a fault gets the request and the handler; it answers instead of (or by altering) the handler
-Fault = Callable[[Request, Handler], Response]
-
-
 def error(status: int, code: int, msg: str, headers: dict[str, str] | None = None) -> Response:
     """A Binance error body ``{"code": -1121, "msg": "Invalid symbol."}``."""
     return status, {"code": code, "msg": msg}, headers or {}
@@ -95,19 +66,6 @@ def rate_limit(retry_after: int = 1, status: int = 429) -> Fault:
     """429 (or 418, an IP ban) with ``Retry-After`` seconds, as Binance answers an over-limit."""
     return lambda _req, _h: error(status, -1003, "Too many requests; current limit is 6000 request weight "
                                   "per 1 MINUTE.", {"Retry-After": str(retry_after)})
-
-
-def server_error(status: int = 503) -> Fault:
-    """A bare 5xx (Binance's gateway answers these in HTML/text, not JSON)."""
-    return lambda _req, _h: (status, "Service Unavailable", {"Content-Type": "text/plain"})
-
-
-def timeout(seconds: float) -> Fault:
-    """Answer normally but only after ``seconds`` (set past the client's timeout)."""
-    def fault(req: Request, handler: Handler) -> Response:
-        time.sleep(seconds)
-        return handler(req)
-    return fault
 
 
 def short_page(rows: int) -> Fault:
@@ -129,132 +87,23 @@ def duplicated(rows: int) -> Fault:
 
 
 @dataclass
-class BinanceServer:
-    """The loopback exchange; start it with ``with BinanceServer() as server:`` or start()/stop()."""
+class BinanceServer(LoopbackExchange):
+    """The loopback Binance; start it with ``with BinanceServer() as server:`` or start()/stop()."""
+
+    exchange_id: ClassVar[str] = "binance"
 
     seed: int = 7
     markets: tuple[tuple[str, str, str, float], ...] = DEFAULT_MARKETS
     listed_ms: int = DEFAULT_LISTED_MS
-    latency_s: float = 0.0
     #: (start_ms, end_ms) ranges of open times with no candles (never served)
     gaps: list[tuple[int, int]] = field(default_factory=list)
-    #: a fixed clock (epoch ms) for "now", or None for the real clock
-    now_ms: int | None = None
 
     def __post_init__(self) -> None:
-        self.routes: dict[tuple[str, str], Handler] = {}
-        self.faults: dict[str, deque[Fault]] = {}
-        self.requests: list[Request] = []
-        self.unhandled: list[Request] = []
-        self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
+        super().__post_init__()
         for path, handler in (("/api/v3/exchangeInfo", self._exchange_info), ("/api/v3/klines", self._klines),
                               ("/api/v3/ticker/24hr", self._ticker_24hr), ("/api/v3/time", self._time),
                               ("/api/v3/ping", lambda _r: (200, {}, {}))):
             self.route("GET", path, handler)
-
-    # -- extension API ---------------------------------------------------------------------------
-    def route(self, method: str, path: str, handler: Handler) -> None:
-        """Serve ``method path`` with ``handler(request) -> (status, json_obj, headers)``; replaces
-        an existing route. A ``str`` body is sent as text instead of JSON."""
-        self.routes[(method.upper(), path)] = handler
-
-    def inject(self, path: str, fault: Fault, times: int = 1) -> None:
-        """Answer the next ``times`` requests to ``path`` through ``fault``."""
-        with self._lock:
-            self.faults.setdefault(path, deque()).extend([fault] * times)
-
-    def count(self, path: str | None = None) -> int:
-        """Requests received (for ``path`` only when given), including faulted ones."""
-        with self._lock:
-            return sum(1 for r in self.requests if path is None or r.path == path)
-
-    def paths(self) -> Counter[str]:
-        with self._lock:
-            return Counter(r.path for r in self.requests)
-
-    def reset_log(self) -> None:
-        with self._lock:
-            self.requests.clear()
-            self.unhandled.clear()
-
-    @property
-    def url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("the server is not running")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def exchange_urls_env(self) -> str:
-        """The value of ``CAPANDEX_EXCHANGE_URLS`` that points ccxt's binance at this server."""
-        return json.dumps({"binance": self.url})
-
-    # -- life cycle ------------------------------------------------------------------------------
-    def start(self) -> BinanceServer:
-        server = self
-
-        class _Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:  # keep test output clean
-                pass
-
-            def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                parts = urlsplit(self.path)
-                request = Request(self.command, parts.path, dict(parse_qsl(parts.query, keep_blank_values=True)),
-                                  {k.lower(): v for k, v in self.headers.items()},
-                                  self.rfile.read(length) if length else b"", parts.query)
-                status, body, headers = server.dispatch(request)
-                payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-                self.send_response(status)
-                headers = {"Content-Type": "application/json;charset=UTF-8", **headers}
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                # the client may have given up already (the timeout fault)
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self.wfile.write(payload)
-
-            do_GET = do_POST = do_DELETE = do_PUT = _serve
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.block_on_close = False
-        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="binance-loopback",
-                         daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self) -> BinanceServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # -- dispatch --------------------------------------------------------------------------------
-    def dispatch(self, request: Request) -> Response:
-        with self._lock:
-            self.requests.append(request)
-            queue = self.faults.get(request.path)
-            fault = queue.popleft() if queue else None
-        if self.latency_s:
-            time.sleep(self.latency_s)
-        handler = self.routes.get((request.method, request.path))
-        if handler is None:
-            with self._lock:
-                self.unhandled.append(request)
-            return 404, "<html><body><h1>404 Not Found</h1></body></html>", {"Content-Type": "text/html"}
-        return fault(request, handler) if fault else handler(request)
-
-    def now(self) -> int:
-        return self.now_ms if self.now_ms is not None else int(time.time() * 1000)
 
     # -- market data -----------------------------------------------------------------------------
     def _market(self, symbol_id: str | None) -> tuple[str, str, str, float] | None:

@@ -30,11 +30,22 @@ T = TypeVar("T")
 
 #: ccxt options per ccxt id: load spot markets only where ccxt allows restricting them, and skip
 #: currency and margin-pair loading that need private endpoints (Binance's sapi calls when keys are set).
+#: OKX places an order through its single-order endpoint (``POST /api/v5/trade/order``) rather than
+#: ccxt's default batch endpoint: Capandex places one order per call.
 EXCHANGE_OPTIONS: dict[str, dict[str, Any]] = {
     "binance": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False},
-    "okx": {"fetchMarkets": {"types": ["spot"]}},
+    "okx": {"fetchMarkets": {"types": ["spot"]}, "createOrder": "privatePostTradeOrder"},
     "bybit": {"fetchMarkets": {"types": ["spot"]}},
     "mexc": {"fetchMarkets": {"types": {"spot": True, "swap": {"linear": False, "inverse": False}}}},
+}
+
+#: ccxt capabilities switched off per ccxt id. OKX and Bybit load currencies from private endpoints
+#: once keys are set (``GET /api/v5/asset/currencies``, ``GET /v5/asset/coin/query-info``), which a
+#: trade-only key may not read — loading markets, and so every order, would fail — and which spot
+#: orders do not need; without keys ccxt skips them anyway. (Binance does the same via an option.)
+EXCHANGE_CAPABILITIES: dict[str, dict[str, bool]] = {
+    "okx": {"fetchCurrencies": False},
+    "bybit": {"fetchCurrencies": False},
 }
 
 #: page size used when ccxt does not publish the exchange's OHLCV limit
@@ -287,13 +298,15 @@ def install_log_guard() -> None:
 def new_instance(ccxt_id: str, credentials: Credentials | None, sandbox: bool, base_url: str | None,
                  timeout_ms: int) -> Any:
     """A new, uncached ccxt instance configured as Capandex configures every one: rate limiting,
-    ``timeout_ms``, :data:`EXCHANGE_OPTIONS`, the credentials, the sandbox (:class:`BadRequest`
-    when ccxt knows none for the exchange) and ``base_url`` in place of the exchange's API host."""
+    ``timeout_ms``, :data:`EXCHANGE_OPTIONS` and :data:`EXCHANGE_CAPABILITIES`, the credentials,
+    the sandbox (:class:`BadRequest` when ccxt knows none for the exchange) and ``base_url`` in
+    place of the exchange's API host."""
     import ccxt
 
     install_log_guard()
     config: dict[str, Any] = {"enableRateLimit": True, "timeout": timeout_ms, "enableLastJsonResponse": True,
-                              "options": copy.deepcopy(EXCHANGE_OPTIONS.get(ccxt_id, {}))}
+                              "options": copy.deepcopy(EXCHANGE_OPTIONS.get(ccxt_id, {})),
+                              "has": dict(EXCHANGE_CAPABILITIES.get(ccxt_id, {}))}
     if credentials is not None:
         config.update(apiKey=credentials.api_key, secret=credentials.secret)
         if credentials.passphrase:

@@ -10,10 +10,10 @@ from capandex.engine import Candles
 
 
 def make_flow(conn: Any, user_id: uuid.UUID, document: dict[str, Any], *, timeframe: str = "1h",
-              symbol: str = "BTC/USDT") -> str:
+              symbol: str = "BTC/USDT", exchange: str = "binance") -> str:
     from capandex.flows import repository
 
-    document = {**document, "settings": {"exchange": "binance", "symbol": symbol, "timeframe": timeframe,
+    document = {**document, "settings": {"exchange": exchange, "symbol": symbol, "timeframe": timeframe,
                                          **document.get("settings", {})}}
     return repository.create_flow(conn, user_id=user_id, name=document.get("name", "Test flow"),
                                   document=document)["id"]

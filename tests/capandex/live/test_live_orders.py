@@ -1,4 +1,5 @@
-"""Live mode against the loopback Binance: one order per (execution, candle, action), whatever fails.
+"""Live mode against each loopback exchange (Binance, OKX, Bybit): one order per (execution,
+candle, action), whatever fails.
 
 The real ccxt client places the orders; faults are injected on the exchange's order endpoint.
 """
@@ -15,42 +16,45 @@ from capandex import telemetry
 from capandex.db.schema import exchange_keys, executions, new_id, notifications, orders, positions, utcnow
 from capandex.db.session import transaction
 from capandex.errors import UpstreamUnavailable
-from capandex.exchanges import Credentials, get_client
 from capandex.live import worker
 from capandex.live.client_ids import client_order_id
 from capandex.live.executions import execution_status, start_execution
-from capandex.live.orders import LiveGateway
+from capandex.live.orders import LiveGateway, OrderIntent
 from capandex.live.scheduler import due_ticks
 from capandex.live.worker import process_tick
 from tests.capandex.engine.factories import HOUR_MS, price_rule_flow, random_walk
 from tests.capandex.live.helpers import DiesAfterPlacing, make_flow, source_of
-from tests.utils.binance_orders import BinanceOrders
-from tests.utils.fixtures import binance, binance_env  # noqa: F401
+from tests.utils.fixtures import VENUES, open_venue
 
 CANDLES = random_walk(80, seed=5)
 
 
-@pytest.fixture
-def live(binance_env, configure, postgres_url):  # noqa: F811
-    configure(DATABASE_URL=postgres_url, CAPANDEX_EXCHANGE_URLS=binance_env.exchange_urls_env(),
-              CAPANDEX_EXCHANGE_TIMEOUT_MS="1000")
-    book = BinanceOrders.install(binance_env, prices={"BTCUSDT": float(CANDLES.close[40])}, late_seconds=1.3)
+@pytest.fixture(params=VENUES)
+def live(request, configure, postgres_url):
+    configure(DATABASE_URL=postgres_url)
+    with open_venue(request.param, configure, prices={"BTC/USDT": float(CANDLES.close[40])},
+                    late_seconds=1.3) as venue:
+        yield _harness(venue)
+
+
+def _harness(venue):
     user = uuid.uuid4()
     with transaction() as conn:
         key_id = new_id("key")
-        conn.execute(insert(exchange_keys).values(id=key_id, user_id=user, exchange="binance", label="test",
+        conn.execute(insert(exchange_keys).values(id=key_id, user_id=user, exchange=venue.id, label="test",
                                                   api_key_hint="k…", sealed={}, is_valid=True, created_at=utcnow()))
         # buys when flat (close > 0), sells when long (close < 1e9): one order every tick
-        flow_id = make_flow(conn, user, price_rule_flow(0.0, 1e9))
+        flow_id = make_flow(conn, user, price_rule_flow(0.0, 1e9), exchange=venue.id)
         execution = start_execution(conn, user_id=user, flow_id=flow_id, mode="live", exchange_key_id=key_id,
                                     now_ms=int(CANDLES.time[40]))["executionId"]
-    client = get_client("binance", Credentials("test-key", "test-secret"))
+    client = venue.client()
 
     class Harness:
         pass
 
     h = Harness()
-    h.book, h.user, h.execution, h.source, h.key_id = book, user, execution, source_of(CANDLES), key_id
+    h.venue, h.book, h.user, h.execution, h.source, h.key_id = venue, venue.book, user, execution, source_of(CANDLES), \
+        key_id
     h.gateway = lambda row: LiveGateway(client, row.symbol, 0.001, lookup_pause=0.01)
     h.tick = lambda i, **kw: process_tick(execution, int(CANDLES.time[i]), candles=h.source,
                                           gateway=kw.get("gateway", h.gateway))
@@ -108,8 +112,8 @@ def test_buy_then_sell_with_deterministic_client_ids(live):
         status = execution_status(conn, user_id=live.user, execution_id=live.execution)
     exchange_buy = live.book.orders[buy_id]
     assert position.status == "closed"
-    assert position.units == pytest.approx(float(exchange_buy["executedQty"]))  # the real fill, not the sim
-    assert position.entry_price == pytest.approx(live.book.prices["BTCUSDT"])
+    assert position.units == pytest.approx(exchange_buy.filled)  # the real fill, not the sim
+    assert position.entry_price == pytest.approx(live.book.prices["BTC/USDT"])
     assert status["totalTrades"] == 1 and status["openPositions"] == 0 and status["currentTick"] == 2
 
 
@@ -241,7 +245,7 @@ def test_partial_sell_keeps_the_rest_open(live):
         rows = conn.execute(select(positions).where(positions.c.execution_id == live.execution)
                             .order_by(positions.c.status)).all()
         order_states = [r.status for r in _orders(live.execution)]
-    bought = float(live.book.orders[client_order_id(live.execution, int(CANDLES.time[40]), "buy")]["executedQty"])
+    bought = live.book.orders[client_order_id(live.execution, int(CANDLES.time[40]), "buy")].filled
     closed, still_open = rows
     assert (closed.status, still_open.status) == ("closed", "open")
     assert closed.units + still_open.units == pytest.approx(bought)
@@ -249,14 +253,14 @@ def test_partial_sell_keeps_the_rest_open(live):
     assert order_states == ["filled", "partially_filled"]
     assert live.tick(42).status == "done"  # the next sell sells the rest
     sell = live.book.orders[client_order_id(live.execution, int(CANDLES.time[42]), "sell")]
-    assert float(sell["executedQty"]) == pytest.approx(still_open.units)
+    assert sell.filled == pytest.approx(still_open.units)
 
 
 def test_an_unlisted_symbol_is_rejected_before_the_lookup(live):
     """ccxt cannot even look an order up on a market it does not list: the intent must end
     ``failed`` (and the message be consumed), not stay pending for every later tick to retry."""
     with transaction() as conn:
-        flow_id = make_flow(conn, live.user, price_rule_flow(0.0, 1e9), symbol="NOPE/USDT")
+        flow_id = make_flow(conn, live.user, price_rule_flow(0.0, 1e9), symbol="NOPE/USDT", exchange=live.venue.id)
         execution = start_execution(conn, user_id=live.user, flow_id=flow_id, mode="live",
                                     exchange_key_id=live.key_id, now_ms=int(CANDLES.time[40]))["executionId"]
     outcome = process_tick(execution, int(CANDLES.time[40]), candles=live.source, gateway=live.gateway)
@@ -267,7 +271,7 @@ def test_an_unlisted_symbol_is_rejected_before_the_lookup(live):
 
 
 def _bought(live):
-    return float(live.book.orders[client_order_id(live.execution, int(CANDLES.time[40]), "buy")]["executedQty"])
+    return live.book.orders[client_order_id(live.execution, int(CANDLES.time[40]), "buy")].filled
 
 
 def test_a_position_sold_by_hand_is_closed_as_reconciled(live):
@@ -287,7 +291,7 @@ def test_a_position_sold_by_hand_is_closed_as_reconciled(live):
     (message,) = _errors(live.user)
     assert "no longer held" in message.message and "reconciled" in message.message
     assert live.tick(42).status == "done"  # flat again: the flow buys
-    assert len(live.book.placed) == 2 and live.book.orders[live.book.placed[1]]["side"] == "BUY"
+    assert len(live.book.placed) == 2 and live.book.orders[live.book.placed[1]].side == "buy"
 
 
 def test_a_position_partly_sold_by_hand_sells_the_rest(live):
@@ -296,13 +300,13 @@ def test_a_position_partly_sold_by_hand_sells_the_rest(live):
     live.book.balances["BTC"] = round(bought * 0.4, 5)
     assert live.tick(41).status == "done"
     sell = live.book.orders[client_order_id(live.execution, int(CANDLES.time[41]), "sell")]
-    assert float(sell["executedQty"]) == pytest.approx(bought * 0.4, abs=1e-5)
+    assert sell.filled == pytest.approx(bought * 0.4, abs=1e-5)
     reconciled, sold = _positions(live.execution)
     assert (reconciled.exit_reason, sold.exit_reason) == ("reconciled", "signal")
     assert reconciled.units + sold.units == pytest.approx(bought)
-    assert sold.units == pytest.approx(float(sell["executedQty"]))
+    assert sold.units == pytest.approx(sell.filled)
     entry_cost = bought * reconciled.entry_price  # each closed part carries its share of the entry
-    assert sold.pnl == pytest.approx(float(sell["cummulativeQuoteQty"]) * 0.999 - entry_cost * 1.001
+    assert sold.pnl == pytest.approx(sell.cost * 0.999 - entry_cost * 1.001
                                      * sold.units / bought, rel=1e-6)
     assert _execution(live.execution).state["broker"]["units"] == 0.0
     assert len(_errors(live.user)) == 1
@@ -321,14 +325,41 @@ def test_a_retry_reconciles_as_the_dead_worker_would_have(live, later):
     assert len(live.book.placed) == 2
     reconciled, sold = _positions(live.execution)
     assert (reconciled.exit_reason, sold.exit_reason) == ("reconciled", "signal")
-    assert reconciled.units == pytest.approx(bought - float(live.book.orders[live.book.placed[1]]["executedQty"]))
+    assert reconciled.units == pytest.approx(bought - live.book.orders[live.book.placed[1]].filled)
 
 
 def test_a_fee_taken_in_the_base_asset_is_not_a_hand_sale(live):
     assert live.tick(40).status == "done"
     bought = _bought(live)
-    live.book.balances["BTC"] = bought * (1 - 0.001)  # what Binance leaves when it charges the fee in BTC
+    live.book.balances["BTC"] = bought * (1 - 0.001)  # what is left when the exchange charges the fee in BTC
     assert live.tick(41).status == "done"
     (position,) = _positions(live.execution)
     assert (position.status, position.exit_reason) == ("closed", "signal")
     assert _errors(live.user) == []
+
+
+def test_a_duplicate_answer_is_resolved_by_looking_the_id_up(live):
+    """The lookup does not see an order placed a moment ago (by a worker that died), so the gateway
+    places it again: the exchange refuses the reused id, and the gateway finds the first order."""
+    live.book.reuse_filled_ids = False
+    candle = int(CANDLES.time[40])
+    intent = OrderIntent(client_order_id(live.execution, candle, "buy"), "buy", 0.01, 40_000.0, "signal", "buy")
+    first = live.venue.client().create_market_order("BTC/USDT", "buy", 0.01, intent.client_order_id)
+    live.book.fail_next("lookup_miss")
+    with transaction() as conn:
+        row = conn.execute(select(executions).where(executions.c.id == live.execution)).one()
+    fill = live.gateway(row).place(intent)
+    assert (fill.exchange_order_id, fill.amount, fill.status) == (first.id, pytest.approx(0.01), "closed")
+    assert live.book.placed == [intent.client_order_id]
+
+
+@pytest.mark.parametrize("exchange", VENUES)
+def test_a_buy_fee_charged_in_the_base_asset_is_valued_in_quote(exchange, configure):
+    """OKX and Bybit charge a spot buy's fee in the coin bought; the fill reports it in quote."""
+    with open_venue(exchange, configure, fee_in_base=True) as venue:
+        intent = OrderIntent("cx" + "7" * 30, "buy", 0.02, 40_000.0, "signal", "buy")
+        fill = LiveGateway(venue.client(), "BTC/USDT", 0.005, lookup_pause=0.01).place(intent)
+        placed = venue.book.orders[intent.client_order_id]
+    assert placed.fee_asset == "BTC"
+    assert fill.fee == pytest.approx(placed.fee * placed.price)  # not the flow's 0.5 %
+    assert fill.amount == pytest.approx(0.02) and fill.price == pytest.approx(placed.price)

@@ -15,15 +15,13 @@ from sqlalchemy import insert, select
 from capandex.db.schema import exchange_keys, executions, new_id, orders, positions, utcnow
 from capandex.db.session import transaction
 from capandex.engine import BrokerState
-from capandex.exchanges import Credentials, get_client
 from capandex.live import webhooks, worker
 from capandex.live.client_ids import client_order_id
 from capandex.live.executions import execution_status, start_execution
 from capandex.live.orders import LiveGateway, OrderIntent
 from tests.capandex.engine.factories import price_rule_flow, random_walk
 from tests.capandex.live.helpers import DiesAfterPlacing, make_flow, source_of
-from tests.utils.binance_orders import BinanceOrders
-from tests.utils.fixtures import binance, binance_env  # noqa: F401
+from tests.utils.fixtures import open_venue
 
 CANDLES = random_walk(80, seed=5)
 PRICE = float(CANDLES.close[40])
@@ -31,10 +29,14 @@ HOOK = {"id": "hook", "type": "trigger", "data": {"kind": "webhook"}}
 
 
 @pytest.fixture
-def hook(binance_env, configure, postgres_url, monkeypatch):  # noqa: F811
-    configure(DATABASE_URL=postgres_url, CAPANDEX_EXCHANGE_URLS=binance_env.exchange_urls_env(),
-              CAPANDEX_EXCHANGE_TIMEOUT_MS="1000")
-    book = BinanceOrders.install(binance_env, prices={"BTCUSDT": PRICE})
+def hook(configure, postgres_url, monkeypatch):
+    configure(DATABASE_URL=postgres_url)
+    with open_venue("binance", configure, prices={"BTC/USDT": PRICE}) as venue:
+        yield _harness(venue, monkeypatch)
+
+
+def _harness(venue, monkeypatch):
+    book = venue.book
     user = uuid.uuid4()
     flow = price_rule_flow(1e12, 0.0)  # the candles never trade: only the webhook does
     flow["nodes"].append(HOOK)
@@ -46,7 +48,7 @@ def hook(binance_env, configure, postgres_url, monkeypatch):  # noqa: F811
         token = webhooks.rotate_token(conn, user_id=user, flow_id=flow_id)["token"]
         execution = start_execution(conn, user_id=user, flow_id=flow_id, mode="live", exchange_key_id=key_id,
                                     now_ms=int(CANDLES.time[40]))["executionId"]
-    client = get_client("binance", Credentials("test-key", "test-secret"))
+    client = venue.client()
     now = worker._now_ms
 
     class Harness:
@@ -81,7 +83,7 @@ def test_a_call_places_and_records_one_order(hook):
     row, statuses, held = _state(hook.execution)
     assert len(hook.book.placed) == 1 and statuses == ["filled"]
     assert [p.status for p in held] == ["open"] and "pending_tick" not in row.state
-    assert held[0].units == pytest.approx(float(hook.book.orders[hook.book.placed[0]]["executedQty"]))
+    assert held[0].units == pytest.approx(hook.book.orders[hook.book.placed[0]].filled)
 
 
 def test_worker_dies_between_place_and_record_then_the_retry_records(hook):
@@ -98,7 +100,7 @@ def test_worker_dies_between_place_and_record_then_the_retry_records(hook):
     row, statuses, held = _state(hook.execution)
     assert len(hook.book.placed) == 1, "exactly one order on the exchange"
     assert statuses == ["filled"] and [p.status for p in held] == ["open"]
-    assert held[0].units == pytest.approx(float(hook.book.orders[hook.book.placed[0]]["executedQty"]))
+    assert held[0].units == pytest.approx(hook.book.orders[hook.book.placed[0]].filled)
     assert "pending_tick" not in row.state and row.state["broker"]["units"] == pytest.approx(held[0].units)
     assert hook.fire(body)["duplicate"] is True
 

@@ -1,0 +1,117 @@
+"""OKX spot order endpoints (API v5) for the loopback OKX (:mod:`tests.utils.okx_server`).
+
+Install with ``orders = OkxOrders.install(server)``. Served, in OKX's wire format, every request
+signed (:func:`tests.utils.okx_server.verify_signature`):
+
+* ``POST /api/v5/trade/order`` — JSON ``{"instId", "tdMode": "cash", "side", "ordType": "market",
+  "sz", "tgtCcy", "clOrdId"}``. As on OKX, a market buy's ``sz`` is in the quote currency unless
+  ``tgtCcy`` is ``base_ccy``. The answer acknowledges only: ``{"code": "0", "data": [{"clOrdId",
+  "ordId", "sCode": "0", "sMsg": "Order placed", …}]}``; a refusal is ``{"code": "1", "msg": "All
+  operations failed", "data": [{"sCode", "sMsg", …}]}`` with HTTP 200: 51008 insufficient
+  balance, 51001 unknown instrument, 51016 duplicated ``clOrdId``.
+* ``GET /api/v5/trade/order?instId=&clOrdId=`` (or ``ordId``) — the order (``state`` ``filled`` or
+  ``canceled`` after a partial fill; ``accFillSz``, ``avgPx``, ``fee`` negative in ``feeCcy``);
+  unknown → ``{"code": "51603", "msg": "Order does not exist"}``.
+* ``GET /api/v5/account/balance`` — the trading account's ``details`` (``availBal``, ``cashBal``,
+  ``frozenBal``, ``eq`` per currency).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tests.utils.loopback_exchange import Request, Response
+from tests.utils.okx_server import ok, verify_signature
+from tests.utils.order_book import BookOrder, OrderBook
+
+STATE = {"filled": "filled", "expired": "canceled", "open": "live"}
+
+
+def refused(client_id: str, code: str, message: str, now_ms: int) -> Response:
+    """OKX's answer to a refused order: HTTP 200, ``code`` 1, the reason in ``data[0].sCode``."""
+    return 200, {"code": "1", "msg": "All operations failed", "inTime": str(now_ms * 1000),
+                 "outTime": str(now_ms * 1000 + 300),
+                 "data": [{"clOrdId": client_id, "ordId": "", "tag": "", "ts": str(now_ms), "sCode": code,
+                           "sMsg": message}]}, {}
+
+
+@dataclass
+class OkxOrders(OrderBook):
+    """OKX's order and account endpoints over an :class:`OrderBook`."""
+
+    def serve(self) -> None:
+        self.server.route("POST", "/api/v5/trade/order", self._signed(self._create))
+        self.server.route("GET", "/api/v5/trade/order", self._signed(self._query))
+        self.server.route("GET", "/api/v5/account/balance", self._signed(self._balance))
+
+    def _signed(self, handler: Any) -> Any:
+        def serve(request: Request) -> Response:
+            problem = verify_signature(request, self.api_key, self.secret, self.passphrase, self.server.now())
+            if problem is not None:
+                return problem
+            self.verified.append(request.path)
+            return handler(request)
+        return serve
+
+    def _create(self, request: Request) -> Response:
+        body, now = request.json(), self.server.now()
+        client_id = body.get("clOrdId", "")
+        if body.get("tdMode") != "cash" or body.get("ordType") != "market" or not client_id.isalnum():
+            return refused(client_id, "51000", "Parameter tdMode, ordType or clOrdId error", now)
+        fault = self.placement_fault()
+        if fault == "server_error":
+            return 503, "Service Unavailable", {"Content-Type": "text/plain"}
+        if fault == "delisted":
+            return refused(client_id, "51001", "Instrument ID or Spread ID doesn't exist.", now)
+        base, quote = body["instId"].split("-")
+        if fault == "insufficient_balance":
+            return refused(client_id, "51008", f"Order failed. Insufficient {quote} balance in account.", now)
+        symbol, size = f"{base}/{quote}", float(body["sz"])
+        if body["side"] == "buy" and body.get("tgtCcy") != "base_ccy":
+            size /= self.prices[symbol]  # OKX's default for a market buy: sz is what to spend
+        placed = self.place(client_id, symbol, body["side"], size, partial=fault == "partial_fill")
+        if placed == "duplicate":
+            return refused(client_id, "51016", "Duplicated clOrdId", now)
+        if placed == "insufficient_balance":
+            return refused(client_id, "51008", f"Order failed. Insufficient {quote} balance in account.", now)
+        assert isinstance(placed, BookOrder)
+        self.after_accepting(fault)
+        return 200, {"code": "0", "msg": "", "inTime": str(now * 1000), "outTime": str(now * 1000 + 300),
+                     "data": [{"clOrdId": client_id, "ordId": placed.order_id, "tag": "", "ts": str(now),
+                               "sCode": "0", "sMsg": "Order placed"}]}, {}
+
+    def _query(self, request: Request) -> Response:
+        order = None if self.lookup_misses() else self.find(request.query.get("clOrdId"), request.query.get("ordId"))
+        if order is None or order.base + "-" + order.quote != request.query.get("instId"):
+            return 200, {"code": "51603", "msg": "Order does not exist", "data": []}, {}
+        return ok([_order(order)])
+
+    def _balance(self, _request: Request) -> Response:
+        now = str(self.server.now())
+        details = [{"accAvgPx": "", "availBal": f"{v:.8f}", "availEq": "", "cashBal": f"{v:.8f}", "ccy": asset,
+                    "crossLiab": "", "disEq": "0", "eq": f"{v:.8f}", "eqUsd": "", "fixedBal": "0", "frozenBal": "0",
+                    "interest": "", "isoEq": "", "liab": "", "maxLoan": "", "notionalLever": "", "ordFrozen": "0",
+                    "spotBal": f"{v:.8f}", "spotInUseAmt": "", "stgyEq": "0", "twap": "0", "uTime": now, "upl": "",
+                    } for asset, v in self.balance_rows()]
+        return ok([{"adjEq": "", "borrowFroz": "", "details": details, "imr": "", "isoEq": "0", "mgnRatio": "",
+                    "mmr": "", "notionalUsd": "", "ordFroz": "", "totalEq": "", "uTime": now, "upl": ""}])
+
+
+def _order(order: BookOrder) -> dict[str, Any]:
+    """An order as ``GET /api/v5/trade/order`` reports it (OKX quotes fees as negative numbers)."""
+    time_ms = str(order.time_ms)
+    return {
+        "accFillSz": f"{order.filled:.8f}", "algoClOrdId": "", "algoId": "", "attachAlgoClOrdId": "",
+        "attachAlgoOrds": [], "avgPx": f"{order.price:.8f}", "cTime": time_ms, "cancelSource": "",
+        "cancelSourceReason": "", "category": "normal", "ccy": "", "clOrdId": order.client_id,
+        "fee": f"{-order.fee:.8f}", "feeCcy": order.fee_asset, "fillPx": f"{order.price:.8f}",
+        "fillSz": f"{order.filled:.8f}", "fillTime": time_ms, "instId": f"{order.base}-{order.quote}",
+        "instType": "SPOT", "isTpLimit": "false", "lever": "", "linkedAlgoOrd": {"algoId": ""},
+        "ordId": order.order_id, "ordType": "market", "pnl": "0", "posSide": "net", "px": "", "pxType": "",
+        "pxUsd": "", "pxVol": "", "quickMgnType": "", "rebate": "0", "rebateCcy": order.quote, "reduceOnly": "false",
+        "side": order.side, "slOrdPx": "", "slTriggerPx": "", "slTriggerPxType": "", "source": "",
+        "state": STATE[order.status], "stpId": "", "stpMode": "cancel_maker", "sz": f"{order.requested:.8f}",
+        "tag": "", "tdMode": "cash", "tgtCcy": "base_ccy", "tpOrdPx": "", "tpTriggerPx": "", "tpTriggerPxType": "",
+        "tradeId": str(int(order.order_id) + 1), "uTime": time_ms,
+    }
