@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import subprocess
@@ -87,3 +88,40 @@ def test_function_import_is_lean(group: str) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"{group} imports {result.stdout.strip()} at cold start"
+
+
+def _python_modules(*folders: str) -> list[Path]:
+    return sorted(p for folder in folders for p in (ROOT / folder).rglob("*.py"))
+
+
+def test_only_the_exchanges_package_touches_ccxt() -> None:
+    """ccxt's semantics stay behind ``capandex.exchanges``: no other module imports ccxt or reaches
+    a client's raw ``.ccxt`` instance (callers get Capandex errors and plain data instead)."""
+    exchanges = ROOT / "shared" / "capandex" / "exchanges"
+    offenders = []
+    for path in _python_modules("shared", "functions"):
+        if exchanges in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            imported = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                        else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(name.split(".")[0] == "ccxt" for name in imported) or (
+                    isinstance(node, ast.Attribute) and node.attr == "ccxt"):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == []
+
+
+#: the longest a module may be without saying, at its top, why it is longer (STYLE.md: one job per module)
+MAX_MODULE_LINES = 450
+
+
+def test_long_modules_say_why_at_their_top() -> None:
+    """A module of ``shared/capandex`` over :data:`MAX_MODULE_LINES` lines starts with a docstring
+    containing "Longer than 450 lines:" and the reason."""
+    unexplained = []
+    for path in _python_modules("shared/capandex"):
+        text = path.read_text()
+        if len(text.splitlines()) > MAX_MODULE_LINES and "Longer than 450 lines:" not in (
+                ast.get_docstring(ast.parse(text)) or ""):
+            unexplained.append(f"{path.relative_to(ROOT)} ({len(text.splitlines())} lines)")
+    assert unexplained == []

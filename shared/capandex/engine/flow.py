@@ -4,6 +4,9 @@
 order, risk rules, buy/sell actions, settings). It never stops at the first problem: every problem
 is collected as ``{"nodeId", "field", "message"}`` and raised together in one
 :class:`~capandex.errors.ValidationFailed` (the API answers 422 with them as ``details``).
+
+Longer than 450 lines: the node catalogue and the parsing of each node kind, its edges and the
+settings are one job — DESIGN.md §4 read in one place, each rule next to the node it governs.
 """
 
 from __future__ import annotations

@@ -8,14 +8,19 @@ fact, not a check that two concurrent starts could both pass.
 
 A start first checks that the flow's exchange lists its symbol (:func:`check_market`, the cached
 symbol list), outside the start's transaction: a request must not hold a database transaction
-(and its pooled connection) open while it waits on an exchange.
+(and its pooled connection) open while it waits on an exchange. Live mode starts only on an
+exchange where orders can be found by client order id (:data:`capandex.exchanges.orders.CLIENT_ORDER_IDS`):
+without that lookup an order could not be placed exactly once.
+
+The tick and the webhook trigger read a running execution through the same helpers:
+:func:`lock_execution`, :func:`compiled_flow`, :func:`broker_state`, :func:`fee_rate`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -35,6 +40,9 @@ from capandex.live.timeframes import last_closed_open
 from capandex.marketdata.chunks import TIMEFRAME_MS
 from capandex.notifications import notify
 from capandex.timeutil import iso_utc
+
+if TYPE_CHECKING:
+    from capandex.engine import BrokerState, CompiledFlow
 
 MODES = ("paper", "live")
 
@@ -118,6 +126,17 @@ def _listed_symbols(exchange: str) -> list[str]:
                                   "not started; retry in a minute.") from exc
 
 
+def _check_live_exchange(conn: Connection, exchange: str) -> None:
+    from capandex.exchanges.orders import CLIENT_ORDER_IDS
+    from capandex.exchanges.registry import active_ccxt_ids
+
+    if active_ccxt_ids(conn).get(exchange) not in CLIENT_ORDER_IDS:
+        supported = ", ".join(CLIENT_ORDER_IDS)
+        raise ValidationFailed(f"Live trading is not available on {exchange}: Capandex cannot find its orders by "
+                               f"client order id, which placing each order exactly once needs.", details=[
+                                   field_problem("settings.exchange", f"live mode needs one of: {supported}")])
+
+
 def _check_key(conn: Connection, user_id: uuid.UUID, key_id: str | None, exchange: str) -> None:
     if not key_id:
         raise ValidationFailed("Live mode needs an exchange key.",
@@ -145,7 +164,8 @@ def start_execution(conn: Connection, *, user_id: uuid.UUID, flow_id: str, mode:
     Raises:
         NotFound: no such flow (or key) for this user.
         ValidationFailed: the flow does not validate, lacks exchange/symbol/timeframe, or live mode
-            lacks a valid key of the flow's exchange.
+            lacks a valid key of the flow's exchange or runs on an exchange without client-order-id
+            lookups (``settings.exchange``).
         Conflict: the flow already has a running execution, or its exchange/symbol changed since
             ``checked_market`` was checked.
     """
@@ -165,6 +185,7 @@ def start_execution(conn: Connection, *, user_id: uuid.UUID, flow_id: str, mode:
         raise Conflict("The flow's exchange or symbol changed while it was being started; start it again.")
     validated = validate_flow(document)
     if mode == "live":
+        _check_live_exchange(conn, exchange)
         _check_key(conn, user_id, exchange_key_id, exchange)
     if conn.execute(select(executions.c.id).where(executions.c.flow_id == flow_id,
                                                   executions.c.status == "running")).first():
@@ -189,6 +210,46 @@ def start_execution(conn: Connection, *, user_id: uuid.UUID, flow_id: str, mode:
            message=f"{flow.name} is running in {mode} mode on {exchange} {symbol} {timeframe}.",
            action_url=f"/flows/{flow_id}")
     return {"executionId": execution_id, "status": "running", "mode": mode, "startedAt": iso_utc(now)}
+
+
+# -- reading a running execution (the tick and the webhook trigger) --------------------------------
+def lock_execution(conn: Connection, execution_id: str) -> Any:
+    """The execution's row, locked until ``conn``'s transaction ends (Postgres ``FOR UPDATE``;
+    SQLite transactions are already serial); None when it does not exist."""
+    query = select(executions).where(executions.c.id == execution_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return conn.execute(query).first()
+
+
+def compiled_flow(row: Any) -> CompiledFlow:
+    """The flow the execution was started with, validated and compiled (its settings:
+    ``.flow.settings``)."""
+    from capandex.engine import compile_flow
+
+    return compile_flow(row.state["document"])
+
+
+def broker_state(row: Any) -> BrokerState:
+    """The engine's broker state the execution carries (a flat account before its first trade)."""
+    from capandex.engine import BrokerState
+
+    saved = row.state.get("broker")
+    return BrokerState.from_dict(saved) if saved else BrokerState.start(row.initial_capital)
+
+
+def fee_rate(row: Any) -> float:
+    """The flow's ``settings.feeRate`` (a fraction; the engine's default when unset — a fee of 0
+    is a real setting, not "unset") from the execution's document."""
+    from capandex.engine.flow import DEFAULT_FEE
+
+    fee = (row.state.get("document", {}).get("settings") or {}).get("feeRate")
+    return DEFAULT_FEE if fee is None else float(fee)
+
+
+def flow_name(conn: Connection, row: Any) -> str:
+    """The name of the execution's flow, for notifications."""
+    return conn.execute(select(flows.c.name).where(flows.c.id == row.flow_id)).scalar() or "Flow"
 
 
 def _execution(conn: Connection, user_id: uuid.UUID, execution_id: str, *, lock: bool = False) -> Any:

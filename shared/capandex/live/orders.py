@@ -33,19 +33,21 @@ records with exit reason ``reconciled`` (:mod:`.worker`).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from capandex.errors import BadRequest, CapandexError, RateLimited, UpstreamError, UpstreamUnavailable
 from capandex.exchanges.errors import DuplicateClientOrderId, OrderOutcomeUnknown, OrderRejected
+from capandex.live.client_ids import client_order_id
 from capandex.telemetry import Metric, count
 
 if TYPE_CHECKING:
     from capandex.exchanges import ExchangeClient
     from capandex.exchanges.orders import ExchangeOrder
 
-__all__ = ["NOT_HELD", "Fill", "LiveGateway", "OrderGateway", "OrderIntent", "OrderOutcomeUnknown", "OrderRejected",
-           "PaperGateway"]
+__all__ = ["NOT_HELD", "Fill", "GatewayFactory", "LiveGateway", "OrderGateway", "OrderIntent", "OrderOutcomeUnknown",
+           "OrderRejected", "PaperGateway", "default_gateway"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,14 @@ class OrderIntent:
     reference_price: float
     reason: str
     action: str
+
+    @classmethod
+    def for_action(cls, execution_id: str, key: int, action: str, side: str, amount: float, price: float,
+                   reason: str) -> OrderIntent:
+        """The intent of ``action`` of ``execution_id`` for ``key`` (a candle's open time or a
+        webhook call's key), its client id derived from the three: the same on every retry of the
+        same decision (:mod:`.client_ids`)."""
+        return cls(client_order_id(execution_id, key, action), side, amount, price, reason, action)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -116,6 +126,22 @@ class Fill:
 
 class OrderGateway(Protocol):
     def place(self, intent: OrderIntent) -> Fill: ...
+
+
+#: execution row → the gateway that places its orders (live mode)
+GatewayFactory = Callable[[Any], OrderGateway]
+
+
+def default_gateway(row: Any) -> OrderGateway:
+    """The live gateway for an execution: the user's key from the vault, the flow's symbol and fee."""
+    from capandex.db.session import transaction
+    from capandex.exchanges import get_client
+    from capandex.keys.exchange import load_credentials
+    from capandex.live.executions import fee_rate
+
+    with transaction() as conn:
+        exchange_id, credentials = load_credentials(conn, user_id=row.user_id, key_id=row.exchange_key_id)
+    return LiveGateway(get_client(exchange_id, credentials), row.symbol, fee_rate(row))
 
 
 class PaperGateway:

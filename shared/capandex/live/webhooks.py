@@ -18,15 +18,17 @@ goes through the same gateway and deterministic client id as a tick (action ``we
 Rate limit: ``CAPANDEX_WEBHOOK_CALLS_PER_MINUTE`` accepted calls per flow per minute (429).
 
 Live mode uses the tick's intend → act → record protocol (:mod:`capandex.live.worker`) and its one
-pending-intent slot (``executions.state.pending_tick``, ``source`` ``webhook``): the claim and
-the intent commit together; the orders are placed under the intent's lease (lookup by client id
-first); the fills are recorded. If the worker dies between placing and recording, the sender's
-retry of the same call — or the execution's next tick, whichever comes first after the lease
-expired — resumes the intent: the lookup finds the order already placed and the fill is recorded,
-so the exchange holds one order and the database knows it. A call that arrives while another
-intent is pending completes that one first (or, if its lease is held, answers 503). A retry
-while the first request still holds the lease answers ``duplicate``. Paper mode records
-everything in one transaction.
+pending-intent slot (:class:`capandex.live.intents.PendingIntent`, ``source`` ``webhook``), through
+the same functions as the tick (:func:`~capandex.live.intents.claim`,
+:func:`~capandex.live.executions.broker_state`, :func:`~capandex.live.intents.commit`,
+:func:`~capandex.live.intents.complete_pending`): the claim and the intent commit together; the
+orders are placed under the intent's lease (lookup by client id first); the fills are recorded.
+If the worker dies between placing and recording, the sender's retry of the same call — or the
+execution's next tick, whichever comes first after the lease expired — resumes the intent: the
+lookup finds the order already placed and the fill is recorded, so the exchange holds one order
+and the database knows it. A call that arrives while another intent is pending completes that
+one first (or, if its lease is held, answers 503). A retry while the first request still holds
+the lease answers ``duplicate``. Paper mode records everything in one transaction.
 """
 
 from __future__ import annotations
@@ -38,10 +40,10 @@ import json
 import secrets
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, func, select, update
 
 from capandex.db.owned import owned_row
 from capandex.db.schema import executions, flows, tick_records, utcnow
@@ -55,11 +57,37 @@ from capandex.errors import (
     ValidationFailed,
 )
 from capandex.errors import field_problem as problem
-from capandex.live.client_ids import client_order_id
-from capandex.live.orders import OrderGateway, OrderIntent, PaperGateway
+from capandex.exchanges.errors import OrderRejected
+from capandex.live.executions import broker_state, compiled_flow, fee_rate, lock_execution
+from capandex.live.intents import (
+    IntentSource,
+    PendingIntent,
+    TickOutcome,
+    claim,
+    commit,
+    complete_pending,
+    pending_of,
+    record_failure,
+    record_pending,
+)
+from capandex.live.orders import GatewayFactory, OrderIntent, PaperGateway, default_gateway
+
+if TYPE_CHECKING:
+    from capandex.engine import BrokerState
 
 #: (exchange, symbol) → last traded price, for paper fills and live sizing
 PriceSource = Callable[[str, str], float]
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """What :func:`_claim_and_intend` found: ``kind`` ``resume`` (this call's intent is pending: a
+    retry after a crash), ``busy`` (another intent is pending), ``duplicate`` (this call was
+    handled), ``empty`` (claimed; nothing to do, e.g. buy while long) or ``claimed`` (``pending``
+    is the call's intent)."""
+
+    kind: str
+    pending: PendingIntent | None = None
 
 
 def _hash(token: str) -> str:
@@ -135,7 +163,7 @@ def default_price(exchange: str, symbol: str) -> float:
 
 
 def fire(*, flow_id: str, token: str, body: bytes, call_id: str | None = None,
-         price: PriceSource | None = None, gateway: Callable[[Any], OrderGateway] | None = None,
+         price: PriceSource | None = None, gateway: GatewayFactory | None = None,
          now: dt.datetime | None = None) -> dict[str, Any]:
     """Validate the token and fire the running execution's action once for this call."""
     from capandex.db.session import transaction
@@ -149,13 +177,11 @@ def fire(*, flow_id: str, token: str, body: bytes, call_id: str | None = None,
     if row.mode == "paper":
         with transaction() as conn:
             return _fire_paper(conn, row.id, key, action, reference, now)
-    from capandex.live.worker import default_gateway
-
     return _fire_live(row, key, action, reference, now, gateway or default_gateway)
 
 
 def _fire_live(row: Any, key: int, action: str | None, reference: float, now: dt.datetime,
-               gateway_for: Callable[[Any], OrderGateway]) -> dict[str, Any]:
+               gateway_for: GatewayFactory) -> dict[str, Any]:
     """Intend (commit the call's orders as the execution's pending intent), act, record — the
     tick's protocol, sharing its one pending-intent slot, so a tick and a call never trade on the
     same stale broker state, and a retry (or the next tick) resumes an intent a dead worker left."""
@@ -163,38 +189,34 @@ def _fire_live(row: Any, key: int, action: str | None, reference: float, now: dt
 
     owner = uuid.uuid4().hex
     with transaction() as conn:
-        claim = _claim_and_intend(conn, row.id, key, action, reference, now, owner=owner)
-    if claim["kind"] == "busy":  # a tick's (or another call's) intent first: it decides our state
-        if _complete(row, claim["pending"], gateway_for, None).status == "in_progress":
+        found = _claim_and_intend(conn, row.id, key, action, reference, now, owner=owner)
+    if found.kind == "busy":  # a tick's (or another call's) intent first: it decides our state
+        assert found.pending is not None
+        if _complete(row, found.pending, gateway_for, None).status == "in_progress":
             raise UpstreamUnavailable("Another order of this flow is being placed; retry in a minute.")
         with transaction() as conn:
-            claim = _claim_and_intend(conn, row.id, key, action, reference, now, owner=owner)
-        if claim["kind"] == "busy":
+            found = _claim_and_intend(conn, row.id, key, action, reference, now, owner=owner)
+        if found.kind == "busy":
             raise UpstreamUnavailable("Another order of this flow is being placed; retry in a minute.")
-    if claim["kind"] in ("duplicate", "empty"):
-        return _answer(row.id, claim["kind"] == "duplicate", [])
-    outcome = _complete(row, claim["pending"], gateway_for, owner if claim["kind"] == "claimed" else None)
+    if found.kind in ("duplicate", "empty") or found.pending is None:
+        return _answer(row.id, found.kind == "duplicate", [])
+    outcome = _complete(row, found.pending, gateway_for, owner if found.kind == "claimed" else None)
     if outcome.status != "done":  # in progress in another request, or recorded by it meanwhile
         return _answer(row.id, True, [])
     return _answer(row.id, False, list(outcome.orders))
 
 
-def _complete(row: Any, pending: dict[str, Any], gateway_for: Callable[[Any], OrderGateway],
-              owner: str | None) -> Any:
-    """:func:`capandex.live.worker.complete_pending`; a refused order also counts as a failure."""
-    from capandex.live.orders import OrderRejected
-    from capandex.live.worker import complete_pending, order_candle, record_failure
-
+def _complete(row: Any, pending: PendingIntent, gateway_for: GatewayFactory, owner: str | None) -> TickOutcome:
+    """:func:`capandex.live.intents.complete_pending`; a refused order also counts as a failure."""
     try:
         return complete_pending(row, pending, gateway_for, None, owner=owner)
     except OrderRejected as exc:
         # the intent may be a tick's, which this call completes before its own
-        record_failure(row.id, order_candle(pending), exc, None,
-                       source=pending.get("source", "tick"))
+        record_failure(row.id, pending.order_candle_ms, exc, None, source=pending.source)
         raise
 
 
-def _authorised_execution(conn: Any, flow_id: str, token: str) -> Any:
+def _authorised_execution(conn: Connection, flow_id: str, token: str) -> Any:
     stored = conn.execute(select(flows.c.webhook_token_hash).where(flows.c.id == flow_id)).scalar()
     # compare even when the flow is unknown, so timing does not tell which flows exist
     if not hmac.compare_digest(_hash(token), stored or "0" * 64) or stored is None:
@@ -206,102 +228,82 @@ def _authorised_execution(conn: Any, flow_id: str, token: str) -> Any:
     return row
 
 
-def _claim_and_intend(conn: Any, execution_id: str, key: int, action: str | None, reference: float,
-                      now: dt.datetime, *, owner: str | None) -> dict[str, Any]:
-    """Under the execution's lock: ``{"kind": ...}`` — ``resume`` (this call's intent is pending:
-    a retry after a crash), ``busy`` (another intent is pending), ``duplicate`` (this call was
-    handled), ``empty`` (claimed; nothing to do, e.g. buy while long) or ``claimed`` (with
-    ``pending``: the intent; with ``owner`` it is also committed as the execution's pending
-    intent, leased to ``owner``, its orders written ``pending``)."""
-    from sqlalchemy import insert
-    from sqlalchemy.exc import IntegrityError
-
+def _claim_and_intend(conn: Connection, execution_id: str, key: int, action: str | None, reference: float,
+                      now: dt.datetime, *, owner: str | None) -> _Claim:
+    """Under the execution's lock, claim the call and decide its orders (:class:`_Claim`); with
+    ``owner`` the intent is also committed as the execution's pending intent, leased to ``owner``,
+    its orders written ``pending``."""
     from capandex.config import get_settings
-    from capandex.engine import BrokerState, buy_units, compile_flow, rules
-    from capandex.live.worker import lease_for, lock_execution, write_order
 
     row = lock_execution(conn, execution_id)
-    pending = (row.state or {}).get("pending_tick")
+    pending = pending_of(row)
     if pending is not None:
-        return {"kind": "resume" if pending["candleMs"] == key else "busy", "pending": pending}
+        return _Claim("resume" if pending.key == key else "busy", pending)
     if row.status != "running":  # stopped since the token check
         raise Conflict("The flow is not running; start it before sending alerts.")
     recent = conn.execute(select(func.count()).select_from(tick_records).where(
         tick_records.c.execution_id == execution_id, tick_records.c.status == "webhook",
         tick_records.c.created_at >= now - dt.timedelta(minutes=1))).scalar_one()
     limit = get_settings().webhook_calls_per_minute
-    try:
-        with conn.begin_nested():
-            conn.execute(insert(tick_records).values(execution_id=execution_id, candle_ms=key, user_id=row.user_id,
-                                                     status="webhook", created_at=now))
-    except IntegrityError:
-        return {"kind": "duplicate"}
+    if not claim(conn, row, key, "webhook", at=now):
+        return _Claim("duplicate")
     if recent >= limit:
         raise RateLimited(f"At most {limit} webhook calls per minute for this flow.", retry_after=60)
-    compiled = compile_flow(row.state["document"])
+    state = broker_state(row)
+    orders = _decide(row, key, action, state, reference)
+    if not orders:
+        return _Claim("empty")
+    now_ms = int(now.timestamp() * 1000)
+    intent = PendingIntent(key, IntentSource.WEBHOOK, orders, state, replace(state, pending=None), reference,
+                           now_ms, now_ms)
+    if owner is not None:
+        intent = intent.leased_to(owner)
+        commit(conn, row, intent)
+    return _Claim("claimed", intent)
+
+
+def _decide(row: Any, key: int, action: str | None, state: BrokerState, reference: float) -> tuple[OrderIntent, ...]:
+    """The call's order: ``action``, or without one the toggle (flat → the flow's first buy
+    action, long → sell); none when it cannot apply (a buy while long or killed, a sell while flat)."""
+    from capandex.engine import buy_units, rules
+
+    compiled = compiled_flow(row)
     settings = compiled.flow.settings
-    state = (BrokerState.from_dict(row.state["broker"]) if row.state.get("broker")
-             else BrokerState.start(row.initial_capital))
     side = action or ("sell" if state.long else "buy")
-    intents = []
     if side == "buy" and not state.long and not state.killed:
         fill = float(rules.buy_fill(reference, settings.slippage))
         units = buy_units(compiled, 0, state.cash, fill, settings)
-        intents.append(OrderIntent(client_order_id(row.id, key, "webhook:buy"), "buy", units, fill, "signal",
-                                   "webhook:buy"))
-    elif side == "sell" and state.long:
+        return (OrderIntent.for_action(row.id, key, "webhook:buy", "buy", units, fill, "signal"),)
+    if side == "sell" and state.long:
         fill = float(rules.sell_fill(reference, settings.slippage))
-        intents.append(OrderIntent(client_order_id(row.id, key, "webhook:sell"), "sell", state.units, fill,
-                                   "signal", "webhook:sell"))
-    if not intents:
-        return {"kind": "empty"}
-    now_ms = int(now.timestamp() * 1000)
-    pending = {"candleMs": key, "source": "webhook", "orderCandleMs": now_ms,
-               "intents": [i.to_dict() for i in intents], "before": state.to_dict(),
-               "after": replace(state, pending=None).to_dict(), "close": reference, "entryMs": now_ms}
-    if owner is not None:
-        pending["lease"] = lease_for(owner)
-        for intent in intents:
-            write_order(conn, row, intent, now_ms, None, "pending")
-        conn.execute(update(executions).where(executions.c.id == execution_id)
-                     .values(state={**row.state, "pending_tick": pending}))
-    return {"kind": "claimed", "pending": pending}
+        return (OrderIntent.for_action(row.id, key, "webhook:sell", "sell", state.units, fill, "signal"),)
+    return ()
 
 
-def _fire_paper(conn: Any, execution_id: str, key: int, action: str | None, reference: float,
+def _fire_paper(conn: Connection, execution_id: str, key: int, action: str | None, reference: float,
                 now: dt.datetime) -> dict[str, Any]:
     """Paper mode: claim, fill and record in the caller's one transaction."""
-    from capandex.live.worker import lock_execution, record_pending
-
-    claim = _claim_and_intend(conn, execution_id, key, action, reference, now, owner=None)
-    if claim["kind"] != "claimed":
-        return _answer(execution_id, claim["kind"] != "empty", [])
+    found = _claim_and_intend(conn, execution_id, key, action, reference, now, owner=None)
+    if found.kind != "claimed" or found.pending is None:
+        return _answer(execution_id, found.kind != "empty", [])
     row = lock_execution(conn, execution_id)
-    gateway = PaperGateway(_fee(row.state["document"]))
-    fills = [(OrderIntent(**i), gateway.place(OrderIntent(**i))) for i in claim["pending"]["intents"]]
-    record_pending(conn, row, claim["pending"], fills, "done")
+    gateway = PaperGateway(fee_rate(row))
+    fills = [(order, gateway.place(order)) for order in found.pending.orders]
+    record_pending(conn, row, found.pending, fills, "done")
     return _answer(execution_id, False, [f.to_dict() for _, f in fills])
 
 
-def close_paper_position(conn: Any, execution_id: str, now: dt.datetime) -> list[dict[str, Any]]:
+def close_paper_position(conn: Connection, execution_id: str, now: dt.datetime) -> list[dict[str, Any]]:
     """Sell a running paper execution's open position at its last processed close (slippage and
     fee as any exit), through the webhook's paper path; the fills (none when flat)."""
-    from capandex.live.worker import lock_execution
-
     row = lock_execution(conn, execution_id)
-    broker = (row.state or {}).get("broker") or {}
-    units = float(broker.get("units") or 0.0)
-    if row.status != "running" or units <= 0.0:
+    state = broker_state(row)
+    if row.status != "running" or state.units <= 0.0:
         return []
-    last_close = (float(row.state["equity"]) - float(broker["cash"])) / units  # equity = cash + units × close
+    last_close = (float(row.state["equity"]) - state.cash) / state.units  # equity = cash + units × close
     key = idempotency_key(b"", f"stop:{execution_id}", now)
-    return _fire_paper(conn, execution_id, key, "sell", last_close, now)["orders"]
-
-
-def _fee(document: dict[str, Any]) -> float:
-    from capandex.engine import compile_flow
-
-    return compile_flow(document).flow.settings.fee
+    orders: list[dict[str, Any]] = _fire_paper(conn, execution_id, key, "sell", last_close, now)["orders"]
+    return orders
 
 
 def _answer(execution_id: str, duplicate: bool, fills: list[dict[str, Any]]) -> dict[str, Any]:

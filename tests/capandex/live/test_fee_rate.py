@@ -6,11 +6,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from capandex.live.worker import _fee_rate
+from capandex.live.executions import fee_rate
 
 
 @pytest.mark.parametrize(("settings", "expected"), [
     ({"feeRate": 0}, 0.0), ({"feeRate": 0.00075}, 0.00075), ({}, 0.001), (None, 0.001)])
 def test_fee_rate_of_the_flow(settings, expected) -> None:
     row = SimpleNamespace(state={"document": {"settings": settings}})
-    assert _fee_rate(row) == expected
+    assert fee_rate(row) == expected

@@ -16,7 +16,7 @@ from capandex import telemetry
 from capandex.db.schema import exchange_keys, executions, new_id, notifications, orders, positions, utcnow
 from capandex.db.session import transaction
 from capandex.errors import UpstreamUnavailable
-from capandex.live import worker
+from capandex.live import intents
 from capandex.live.client_ids import client_order_id
 from capandex.live.executions import execution_status, start_execution
 from capandex.live.orders import LiveGateway, OrderIntent
@@ -65,10 +65,10 @@ def _harness(venue):
 def later(monkeypatch):
     """Move the worker's clock past the order lease, as SQS's redelivery (after the 360 s
     visibility timeout) comes after the dead worker's lease (90 s) has expired."""
-    now = worker._now_ms
+    now = intents.now_ms
 
     def advance() -> None:
-        monkeypatch.setattr(worker, "_now_ms", lambda: now() + 91_000)
+        monkeypatch.setattr(intents, "now_ms", lambda: now() + 91_000)
 
     return advance
 
@@ -363,3 +363,23 @@ def test_a_buy_fee_charged_in_the_base_asset_is_valued_in_quote(exchange, config
     assert placed.fee_asset == "BTC"
     assert fill.fee == pytest.approx(placed.fee * placed.price)  # not the flow's 0.5 %
     assert fill.amount == pytest.approx(0.02) and fill.price == pytest.approx(placed.price)
+
+
+def test_live_mode_needs_an_exchange_whose_orders_can_be_found_by_client_id(configure, postgres_url):
+    """mexc, coinbase and kraken are offered for data and paper trading, but Capandex has no verified
+    lookup of their orders by client id: a live start there could not place each order exactly once."""
+    from capandex.errors import ValidationFailed
+
+    configure(DATABASE_URL=postgres_url)
+    user = uuid.uuid4()
+    with transaction() as conn:
+        key_id = new_id("key")
+        conn.execute(insert(exchange_keys).values(id=key_id, user_id=user, exchange="mexc", label="test",
+                                                  api_key_hint="k…", sealed={}, is_valid=True, created_at=utcnow()))
+        flow_id = make_flow(conn, user, price_rule_flow(0.0, 1e9), exchange="mexc")
+        with pytest.raises(ValidationFailed) as info:
+            start_execution(conn, user_id=user, flow_id=flow_id, mode="live", exchange_key_id=key_id)
+        assert info.value.details[0]["field"] == "settings.exchange"
+        assert "binance, okx, bybit" in info.value.details[0]["message"]
+        paper = start_execution(conn, user_id=user, flow_id=flow_id, mode="paper")
+    assert paper["mode"] == "paper"

@@ -15,7 +15,7 @@ from sqlalchemy import insert, select
 from capandex.db.schema import exchange_keys, executions, new_id, orders, positions, utcnow
 from capandex.db.session import transaction
 from capandex.engine import BrokerState
-from capandex.live import webhooks, worker
+from capandex.live import intents, webhooks, worker
 from capandex.live.client_ids import client_order_id
 from capandex.live.executions import execution_status, start_execution
 from capandex.live.orders import LiveGateway, OrderIntent
@@ -49,7 +49,7 @@ def _harness(venue, monkeypatch):
         execution = start_execution(conn, user_id=user, flow_id=flow_id, mode="live", exchange_key_id=key_id,
                                     now_ms=int(CANDLES.time[40]))["executionId"]
     client = venue.client()
-    now = worker._now_ms
+    now = intents.now_ms
 
     class Harness:
         pass
@@ -62,7 +62,7 @@ def _harness(venue, monkeypatch):
                                               gateway=kw.get("gateway", h.gateway))
     h.tick = lambda i: worker.process_tick(execution, int(CANDLES.time[i]), candles=source_of(CANDLES),
                                            gateway=h.gateway)
-    h.later = lambda: monkeypatch.setattr(worker, "_now_ms", lambda: now() + 91_000)  # the lease expired
+    h.later = lambda: monkeypatch.setattr(intents, "now_ms", lambda: now() + 91_000)  # the lease expired
     return h
 
 
