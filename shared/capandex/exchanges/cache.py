@@ -28,7 +28,8 @@ class TTLCache:
         with self._lock:
             hit = self._items.get(key)
         if hit is not None and hit[0] > now:
-            return hit[1]
+            cached: T = hit[1]
+            return cached
         value = compute()
         with self._lock:
             if len(self._items) >= self.max_items:

@@ -96,7 +96,8 @@ class ExchangeClient:
             if not self.ccxt.markets:  # an unparseable answer leaves ccxt with no markets, silently
                 self.ccxt.markets = None
                 raise counted(self.id, UpstreamError(f"{self.id} sent no markets; it may be under maintenance."))
-            return self.ccxt.markets
+            markets: dict[str, Any] = self.ccxt.markets
+            return markets
 
     @retrier
     def reload_markets(self) -> None:
@@ -105,7 +106,7 @@ class ExchangeClient:
 
     def market(self, symbol: str) -> dict[str, Any]:
         """The ccxt market of a spot ``symbol``; :class:`BadRequest` when unknown or not spot."""
-        market = self._markets().get(symbol)
+        market: dict[str, Any] | None = self._markets().get(symbol)
         if market is None or not market.get("spot", True):
             raise BadRequest(f"{self.id} has no spot market '{symbol}'.",
                              details=[{"field": "symbol", "message": "unknown symbol on this exchange"}])

@@ -97,7 +97,7 @@ def backoff_s(attempt: int, exc: Exception, level: Patience = REQUEST) -> float:
     :data:`REQUEST`) — capped at ``level.max_wait_s``."""
     if isinstance(exc, RateLimited) and "Retry-After" in exc.headers:
         return min(level.max_wait_s, float(exc.headers["Retry-After"]))
-    return min(level.max_wait_s, level.base_s * 2 ** attempt)
+    return min(level.max_wait_s, level.base_s * 2.0 ** attempt)
 
 
 @overload

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
@@ -131,4 +131,4 @@ class WebhookFired(ResponseModel):
     accepted: bool
     duplicate: bool
     executionId: str
-    orders: list[dict]
+    orders: list[dict[str, Any]]

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from capandex.db.schema import executions
-from capandex.errors import CapandexError, UpstreamUnavailable
+from capandex.errors import CapandexError, UpstreamUnavailable, ValidationFailed, field_problem
 from capandex.exchanges.errors import OrderRejected
 from capandex.live.executions import broker_state, compiled_flow, flow_name, lock_execution
 from capandex.live.intents import (
@@ -85,7 +85,7 @@ class CandleNotReady(UpstreamUnavailable):
 
 def default_candles(exchange: str, symbol: str, timeframe: str, start_ms: int, end_ms: int) -> Candles:
     """Closed candles from the market-data layer (cached), as :class:`capandex.engine.Candles`."""
-    from capandex.marketdata import fetch_candles
+    from capandex.marketdata.candles import fetch_candles
 
     return fetch_candles(exchange, symbol, timeframe, start_ms, end_ms + 1)
 
@@ -129,6 +129,20 @@ def process_tick(execution_id: str, candle_ms: int, *, candles: CandleSource | N
         return TickOutcome(execution_id, candle_ms, "failed", error=reason)
 
 
+def _history(compiled: CompiledFlow) -> int:
+    """The trailing candles a tick passes the stepper (:attr:`capandex.engine.CompiledFlow.history`).
+
+    Raises:
+        ValidationFailed: the flow uses OBV, a running total since the first candle, which no
+            trailing window reproduces (a permanent failure of the tick, recorded).
+    """
+    if compiled.history is None:
+        raise ValidationFailed("The flow uses OBV, a running total since the first candle, which cannot be "
+                               "evaluated candle by candle; paper and live executions cannot run it.",
+                               details=[field_problem("nodes", "OBV cannot run in paper or live mode")])
+    return compiled.history
+
+
 def _fetch(row: Any, source: CandleSource, first_ms: int, last_ms: int, history: int) -> Candles:
     tf = timeframe_ms(row.timeframe)
     candles = source(row.exchange, row.symbol, row.timeframe, first_ms - history * tf, last_ms)
@@ -150,8 +164,8 @@ def _paper_tick(row: Any, candle_ms: int, source: CandleSource, engine: Engine |
     tf = timeframe_ms(row.timeframe)
     first = max(row.last_candle_ms + tf if row.last_candle_ms is not None else candle_ms,
                 candle_ms - (get_settings().live_max_catchup_candles - 1) * tf)
-    candles = _fetch(row, source, first, candle_ms, compiled.history)
-    window = compiled.history
+    window = _history(compiled)
+    candles = _fetch(row, source, first, candle_ms, window)
     gateway = PaperGateway(settings.fee)
     fills = 0
     with transaction(engine=engine) as conn:
@@ -200,7 +214,8 @@ def _intend(row: Any, candle_ms: int, source: CandleSource, engine: Engine | Non
     from capandex.engine import step
 
     compiled = compiled_flow(row)
-    candles = _fetch(row, source, candle_ms, candle_ms, compiled.history)
+    history = _history(compiled)
+    candles = _fetch(row, source, candle_ms, candle_ms, history)
     with transaction(engine=engine) as conn:
         row = lock_execution(conn, row.id)
         if row.status != "running" or pending_of(row) is not None or (
@@ -209,7 +224,7 @@ def _intend(row: Any, candle_ms: int, source: CandleSource, engine: Engine | Non
         if not claim(conn, row, candle_ms, "pending"):
             return None
         before = broker_state(row)
-        window = candles.slice(max(0, len(candles) - compiled.history), len(candles))
+        window = candles.slice(max(0, len(candles) - history), len(candles))
         result = step(compiled, window, before, compiled.flow.settings)
         close = float(candles.close[-1])
         orders = _decide(row.id, candle_ms, compiled, before, result, close)

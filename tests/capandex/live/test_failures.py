@@ -69,3 +69,22 @@ def test_a_candle_not_ready_is_raised_without_counting(execution):
         process_tick(execution, CANDLE, candles=failing(CandleNotReady("not yet")))
     row, messages = _recorded(execution)
     assert row.consecutive_failures == 0 and messages == []
+
+
+def test_a_flow_using_obv_fails_for_good_instead_of_crashing(configure, tmp_path):
+    """OBV is a running total since the first candle: no trailing window reproduces it, so a tick
+    cannot evaluate it (CompiledFlow.history is None). The tick is recorded as a permanent failure."""
+    configure(DATABASE_URL=f"sqlite:///{tmp_path / 'obv.db'}")
+    flow = price_rule_flow(0.0)
+    flow["nodes"].append({"id": "obv", "type": "indicator", "data": {"kind": "obv"}})
+    flow["nodes"][1]["data"].pop("value")
+    flow["edges"].append({"id": "e9", "source": "obv", "target": "hi", "targetHandle": "b"})
+    user = uuid.uuid4()
+    with transaction() as conn:
+        flow_id = make_flow(conn, user, flow)
+        execution = start_execution(conn, user_id=user, flow_id=flow_id, mode="paper",
+                                    now_ms=int(CANDLES.time[40]))["executionId"]
+    outcome = process_tick(execution, CANDLE, candles=failing(AssertionError("candles are never fetched")))
+    assert (outcome.status, outcome.error) == ("failed", "validation_error")
+    row, messages = _recorded(execution)
+    assert row.consecutive_failures == 1 and "OBV" in messages[0]
