@@ -29,19 +29,13 @@ class BinanceOrders(OrderBook):
     """Binance's order and account endpoints over an :class:`OrderBook`."""
 
     def serve(self) -> None:
-        self.server.route("POST", "/api/v3/order", self._signed(self._create))
-        self.server.route("GET", "/api/v3/order", self._signed(self._query))
-        self.server.route("GET", "/api/v3/account", self._signed(self._account))
+        self.server.route("POST", "/api/v3/order", self.signed(self._create))
+        self.server.route("GET", "/api/v3/order", self.signed(self._query))
+        self.server.route("GET", "/api/v3/account", self.signed(self._account))
 
-    def _signed(self, handler: Any) -> Any:
-        def serve(request: Request) -> Response:
-            problem = verify_signature(request, lambda key: self.secret if key == self.api_key else None,
-                                       now_ms=self.server.now())
-            if problem is not None:
-                return problem
-            self.verified.append(request.path)
-            return handler(request)
-        return serve
+    def refuse_unsigned(self, request: Request) -> Response | None:
+        return verify_signature(request, lambda key: self.secret if key == self.api_key else None,
+                                now_ms=self.server.now())
 
     def _create(self, request: Request) -> Response:
         params = {**request.query, **request.form}

@@ -42,16 +42,10 @@ class BybitOrders(OrderBook):
                 ("POST", "/v5/order/create", self._create), ("GET", "/v5/order/realtime", self._realtime),
                 ("GET", "/v5/order/history", self._history), ("GET", "/v5/account/wallet-balance", self._wallet),
                 ("GET", "/v5/user/query-api", self._api_key), ("GET", "/v5/account/info", self._account_info)):
-            self.server.route(method, path, self._signed(handler))
+            self.server.route(method, path, self.signed(handler))
 
-    def _signed(self, handler: Any) -> Any:
-        def serve(request: Request) -> Response:
-            problem = verify_signature(request, self.api_key, self.secret, self.server.now())
-            if problem is not None:
-                return problem
-            self.verified.append(request.path)
-            return handler(request)
-        return serve
+    def refuse_unsigned(self, request: Request) -> Response | None:
+        return verify_signature(request, self.api_key, self.secret, self.server.now())
 
     def _create(self, request: Request) -> Response:
         body, now = request.json(), self.server.now()

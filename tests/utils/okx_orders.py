@@ -41,18 +41,12 @@ class OkxOrders(OrderBook):
     """OKX's order and account endpoints over an :class:`OrderBook`."""
 
     def serve(self) -> None:
-        self.server.route("POST", "/api/v5/trade/order", self._signed(self._create))
-        self.server.route("GET", "/api/v5/trade/order", self._signed(self._query))
-        self.server.route("GET", "/api/v5/account/balance", self._signed(self._balance))
+        self.server.route("POST", "/api/v5/trade/order", self.signed(self._create))
+        self.server.route("GET", "/api/v5/trade/order", self.signed(self._query))
+        self.server.route("GET", "/api/v5/account/balance", self.signed(self._balance))
 
-    def _signed(self, handler: Any) -> Any:
-        def serve(request: Request) -> Response:
-            problem = verify_signature(request, self.api_key, self.secret, self.passphrase, self.server.now())
-            if problem is not None:
-                return problem
-            self.verified.append(request.path)
-            return handler(request)
-        return serve
+    def refuse_unsigned(self, request: Request) -> Response | None:
+        return verify_signature(request, self.api_key, self.secret, self.passphrase, self.server.now())
 
     def _create(self, request: Request) -> Response:
         body, now = request.json(), self.server.now()

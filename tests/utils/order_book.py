@@ -27,7 +27,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.utils.loopback_exchange import LoopbackExchange
+from tests.utils.loopback_exchange import Handler, LoopbackExchange, Request, Response
 
 #: the default test key pair (and OKX passphrase) the books accept
 API_KEY, SECRET, PASSPHRASE = "test-key", "test-secret", "test-pass"
@@ -96,8 +96,22 @@ class OrderBook:
         return book
 
     def serve(self) -> None:
-        """Register the exchange's order and account routes on :attr:`server`."""
+        """Register the exchange's order and account routes on :attr:`server` (through :meth:`signed`)."""
         raise NotImplementedError
+
+    def refuse_unsigned(self, request: Request) -> Response | None:
+        """The exchange's answer to a request not signed with :attr:`api_key`/:attr:`secret`, or None."""
+        raise NotImplementedError
+
+    def signed(self, handler: Handler) -> Handler:
+        """``handler`` behind the exchange's signature check; :attr:`verified` logs what passed."""
+        def serve(request: Request) -> Response:
+            refused = self.refuse_unsigned(request)
+            if refused is not None:
+                return refused
+            self.verified.append(request.path)
+            return handler(request)
+        return serve
 
     def fail_next(self, kind: str, times: int = 1) -> None:
         self.faults.extend([kind] * times)
