@@ -39,7 +39,7 @@ from capandex.errors import (
 from capandex.live.timeframes import last_closed_open
 from capandex.marketdata.chunks import TIMEFRAME_MS
 from capandex.notifications import notify
-from capandex.timeutil import iso_utc
+from capandex.timeutil import epoch_ms, iso_utc
 
 if TYPE_CHECKING:
     from capandex.engine import BrokerState, CompiledFlow
@@ -90,7 +90,7 @@ def check_market(*, user_id: uuid.UUID, flow_id: str, replay_from: dt.datetime |
         document = owned_row(conn, flows, flow_id, user_id=user_id, columns=(flows.c.document,)).document
     exchange, symbol, timeframe, tf_ms = _market(document)
     if replay_from is not None and _stored(exchange, symbol, timeframe, last_closed_open(
-            int(replay_from.timestamp() * 1000), tf_ms)):
+            epoch_ms(replay_from), tf_ms)):
         return exchange, symbol
     if symbol not in _listed_symbols(exchange):
         raise ValidationFailed(f"{exchange} does not list {symbol} (or has halted trading in it).", details=[
@@ -177,7 +177,7 @@ def start_execution(conn: Connection, *, user_id: uuid.UUID, flow_id: str, mode:
         raise ValidationFailed("Only a paper execution can replay the past.",
                                details=[field_problem("replayFrom", "only with mode 'paper'")])
     if replay_from is not None:  # a replay is driven by `capandex tick --at`, never by the clock's passes
-        now_ms = int(replay_from.timestamp() * 1000)
+        now_ms = epoch_ms(replay_from)
     flow = _flow(conn, user_id, flow_id)
     document = dict(flow.document)
     exchange, symbol, timeframe, tf_ms = _market(document)
@@ -191,7 +191,7 @@ def start_execution(conn: Connection, *, user_id: uuid.UUID, flow_id: str, mode:
                                                   executions.c.status == "running")).first():
         raise Conflict("The flow already has a running execution; stop it first.")
     now = utcnow()
-    now_ms = int(now.timestamp() * 1000) if now_ms is None else now_ms
+    now_ms = epoch_ms(now) if now_ms is None else now_ms
     execution_id = new_id("exec")
     row = {"id": execution_id, "user_id": user_id, "flow_id": flow_id, "mode": mode, "status": "running",
            "exchange": exchange, "symbol": symbol, "timeframe": timeframe,

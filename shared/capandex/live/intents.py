@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -58,6 +57,7 @@ from capandex.live.executions import flow_name, lock_execution
 from capandex.live.ledger import apply_fills, finish_tick, write_order
 from capandex.live.orders import Fill, GatewayFactory, OrderIntent
 from capandex.notifications import notify
+from capandex.timeutil import from_ms, now_ms  # tests move the lease clock by patching this module's now_ms
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -70,11 +70,6 @@ log = logging.getLogger("capandex.live")
 #: the message is consumed; any other :class:`CapandexError` is raised for SQS to redeliver
 PERMANENT_ERRORS: tuple[type[CapandexError], ...] = (OrderRejected, BadRequest, InvalidCredentials, NotFound,
                                                      ValidationFailed)
-
-
-def now_ms() -> int:
-    """The clock leases are measured with, in epoch ms (the one place tests move time)."""
-    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True)
@@ -311,7 +306,7 @@ def record_failure(execution_id: str, at_ms: int, exc: CapandexError, engine: En
         name = flow_name(conn, row)
         ended = " The execution stopped after repeated failures." if failures >= limit else ""
         title, what = _FAILED[source]
-        moment = dt.datetime.fromtimestamp(at_ms / 1000, dt.UTC)
+        moment = from_ms(at_ms)
         notify(conn, user_id=row.user_id, event="engine_error", title=f"{name}: {title}",
                message=f"{name} could not process {what} {moment:%Y-%m-%d %H:%M} UTC: {exc.message}{ended}",
                action_url=f"/flows/{row.flow_id}")

@@ -19,7 +19,6 @@ pnl is an estimate, as Capandex does not know what the user sold for. The user g
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +28,7 @@ from capandex.db.schema import executions, new_id, orders, positions, utcnow
 from capandex.live.executions import fee_rate, flow_name
 from capandex.live.orders import NOT_HELD, Fill, OrderIntent, PaperGateway
 from capandex.notifications import notify
+from capandex.timeutil import from_ms
 
 if TYPE_CHECKING:
     from capandex.engine import StepResult, Trade
@@ -36,10 +36,6 @@ if TYPE_CHECKING:
 
 #: ``positions.exit_reason`` of live units closed because the account no longer held them
 RECONCILED = "reconciled"
-
-
-def _ms_to_dt(ms: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
 
 
 # -- rows ------------------------------------------------------------------------------------------
@@ -62,7 +58,7 @@ def write_order(conn: Connection, row: Any, intent: OrderIntent, candle_ms: int,
 def _open_position(conn: Connection, row: Any, time_ms: int, fill: Fill, spent: float) -> None:
     conn.execute(insert(positions).values(
         id=new_id("pos"), user_id=row.user_id, flow_id=row.flow_id, execution_id=row.id, symbol=row.symbol,
-        status="open", units=fill.amount, entry_price=fill.price, entry_time=_ms_to_dt(time_ms),
+        status="open", units=fill.amount, entry_price=fill.price, entry_time=from_ms(time_ms),
         fees=spent - fill.cost))
 
 
@@ -72,7 +68,7 @@ def _close_position(conn: Connection, row: Any, trade: Trade, *, keep_open: floa
     open_row = conn.execute(select(positions).where(positions.c.execution_id == row.id,
                                                     positions.c.status == "open")).first()
     values: dict[str, Any] = {"status": "closed", "exit_price": trade.exit_price,
-                              "exit_time": _ms_to_dt(trade.exit_time), "pnl": trade.pnl,
+                              "exit_time": from_ms(trade.exit_time), "pnl": trade.pnl,
                               "pnl_percent": trade.pnl_percent, "fees": trade.fees, "exit_reason": trade.exit_reason}
     if keep_open > 0 and open_row is not None:
         values["units"] = trade.units
@@ -83,7 +79,7 @@ def _close_position(conn: Connection, row: Any, trade: Trade, *, keep_open: floa
     if open_row is None:  # the entry predates this record (should not happen): keep the trade anyway
         conn.execute(insert(positions).values(
             id=new_id("pos"), user_id=row.user_id, flow_id=row.flow_id, execution_id=row.id, symbol=row.symbol,
-            units=trade.units, entry_price=trade.entry_price, entry_time=_ms_to_dt(trade.entry_time), **values))
+            units=trade.units, entry_price=trade.entry_price, entry_time=from_ms(trade.entry_time), **values))
         return
     conn.execute(update(positions).where(positions.c.id == open_row.id).values(values))
 

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, select
 from capandex.db.owned import owned_row
 from capandex.db.schema import flows, positions
 from capandex.errors import ValidationFailed, field_problem
+from capandex.timeutil import epoch_ms
 
 
 def parse_bound(value: str | None, field: str) -> dt.datetime | None:
@@ -52,7 +53,8 @@ def flow_performance(conn: Connection, *, user_id: uuid.UUID, flow_id: str, star
     rows = conn.execute(select(positions.c.entry_time, positions.c.exit_time, positions.c.pnl)
                         .where(*where).order_by(positions.c.exit_time, positions.c.id)).all()
     pnl = np.array([float(r.pnl or 0.0) for r in rows])
-    times = np.array([_ms(rows[0].entry_time)] + [_ms(r.exit_time) for r in rows] if rows else [], dtype=np.int64)
+    moments = [rows[0].entry_time] + [r.exit_time for r in rows] if rows else []
+    times = np.array([epoch_ms(moment) for moment in moments], dtype=np.int64)
     equity = capital + np.r_[0.0, np.cumsum(pnl)] if rows else np.array([])
     if not rows:  # no closed trade: the metrics of a flat curve (compute_metrics needs >= 1 point)
         equity, times = np.array([capital]), np.array([0], dtype=np.int64)
@@ -64,7 +66,3 @@ def flow_performance(conn: Connection, *, user_id: uuid.UUID, flow_id: str, star
     out = {key: metrics[key] for key in keys}
     out["equityCurve"] = [{"timestamp": int(t), "equity": float(e)} for t, e in zip(times, equity, strict=True)]
     return out
-
-
-def _ms(value: dt.datetime) -> int:
-    return int(value.timestamp() * 1000)

@@ -15,10 +15,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import time
 from dataclasses import asdict
 from typing import Any
 
+from capandex import timeutil
 from capandex.errors import CapandexError
 from capandex.live.scheduler import due_ticks
 from capandex.live.worker import CandleSource, GatewayFactory, TickOutcome, process_tick
@@ -26,10 +26,6 @@ from capandex.logs import set_correlation_id
 from capandex.telemetry import Metric, count
 
 log = logging.getLogger("capandex.ticks")
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def schedule(*, now_ms: int | None = None, queue_url: str | None = None, sqs: Any = None) -> int:
@@ -41,7 +37,7 @@ def schedule(*, now_ms: int | None = None, queue_url: str | None = None, sqs: An
     if not queue_url:
         raise RuntimeError("CAPANDEX_TICK_QUEUE_URL is not set")
     with transaction() as conn:
-        messages = due_ticks(conn, _now_ms() if now_ms is None else now_ms)
+        messages = due_ticks(conn, timeutil.now_ms() if now_ms is None else now_ms)
     if sqs is None:
         import boto3
 
@@ -86,7 +82,7 @@ def run_pass(at: dt.datetime | None = None, *, candles: CandleSource | None = No
     executions tick, as if the clock read ``at``. Failed ticks are reported, not raised."""
     from capandex.db.session import transaction
 
-    now_ms = _now_ms() if at is None else int(at.timestamp() * 1000)
+    now_ms = timeutil.now_ms() if at is None else timeutil.epoch_ms(at)
     with transaction() as conn:
         messages = due_ticks(conn, now_ms, paper_only=at is not None)
     outcomes = []

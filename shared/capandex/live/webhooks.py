@@ -71,6 +71,7 @@ from capandex.live.intents import (
     record_pending,
 )
 from capandex.live.orders import GatewayFactory, OrderIntent, PaperGateway, default_gateway
+from capandex.timeutil import epoch_ms
 
 if TYPE_CHECKING:
     from capandex.engine import BrokerState
@@ -253,7 +254,7 @@ def _claim_and_intend(conn: Connection, execution_id: str, key: int, action: str
     orders = _decide(row, key, action, state, reference)
     if not orders:
         return _Claim("empty")
-    now_ms = int(now.timestamp() * 1000)
+    now_ms = epoch_ms(now)
     intent = PendingIntent(key, IntentSource.WEBHOOK, orders, state, replace(state, pending=None), reference,
                            now_ms, now_ms)
     if owner is not None:
