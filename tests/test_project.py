@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = sorted(p for p in (ROOT / "events").glob("*/*.json"))
-API_GROUPS = ("flows", "engine", "market", "keys", "account", "chat")
+API_GROUPS = ("flows", "engine", "market", "keys", "account", "chat", "report")
 
 
 def test_template_passes_cfn_lint() -> None:
@@ -83,7 +83,8 @@ def test_function_import_is_lean(group: str) -> None:
     if not (ROOT / "functions" / group / "app.py").exists():
         pytest.skip(f"{group} not built")
     code = (f"import sys; from capandex.api.functions import load_function; load_function({group!r}); "
-            "heavy = [m for m in ('ccxt', 'anthropic', 'numpy', 'boto3', 'pandas') if m in sys.modules]; "
+            "heavy = [m for m in ('ccxt', 'anthropic', 'numpy', 'boto3', 'pandas', 'bokeh', 'matplotlib') "
+            "if m in sys.modules]; "
             "print(','.join(heavy))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr

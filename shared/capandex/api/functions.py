@@ -13,8 +13,10 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-#: Function group → path prefixes it serves behind API Gateway.
+#: Function group → path prefixes it serves behind API Gateway. A path with ``{parameters}`` is a
+#: whole route, more specific than any prefix (API Gateway picks the most specific resource too).
 ROUTES: dict[str, tuple[str, ...]] = {
+    "report": ("/api/engine/backtest/{backtestId}/report",),
     "flows": ("/api/flows",),
     "engine": ("/api/engine", "/api/webhooks"),
     "market": ("/api/market", "/api/exchanges"),

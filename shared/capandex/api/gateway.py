@@ -8,6 +8,7 @@ document of all functions at ``/api/openapi.json``, and Swagger UI at ``/api/doc
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from fastapi import FastAPI
@@ -29,8 +30,9 @@ class Gateway:
 
     def __init__(self, groups: list[str] | None = None) -> None:
         self.apps = {g: load_function(g).app for g in (groups or available_groups())}
-        self.prefixes = sorted(((p, g) for g, ps in ROUTES.items() if g in self.apps for p in ps),
-                               key=lambda pg: -len(pg[0]))
+        owned = [(p, g) for g, ps in ROUTES.items() if g in self.apps for p in ps]
+        self.templates = [(re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", p) + "$"), g) for p, g in owned if "{" in p]
+        self.prefixes = sorted(((p, g) for p, g in owned if "{" not in p), key=lambda pg: -len(pg[0]))
         self._openapi: dict[str, Any] | None = None
 
     def openapi(self) -> dict[str, Any]:
@@ -50,6 +52,10 @@ class Gateway:
         if docs is not None:
             await docs(scope, receive, send)
             return
+        for pattern, group in self.templates:
+            if pattern.match(path):
+                await self.apps[group](scope, receive, send)
+                return
         for prefix, group in self.prefixes:
             if path == prefix or path.startswith(prefix + "/") or path.startswith(prefix + "?"):
                 await self.apps[group](scope, receive, send)

@@ -88,7 +88,7 @@ def _row(user_id: uuid.UUID, backtest_id: str) -> Any:
         return repo.get(conn, user_id=user_id, backtest_id=backtest_id)
 
 
-def _span(row: Any) -> CandleRange:
+def span_of(row: Any) -> CandleRange:
     """The row's candle range, as of the backtest's submission."""
     from capandex.marketdata import CandleRange
 
@@ -106,7 +106,7 @@ def snapshot(store: BlobStore, user_id: uuid.UUID, backtest_id: str, flow: dict[
     store.put(request_key(user_id, backtest_id), json.dumps({"flow": flow}).encode(), "application/json")
 
 
-def _snapshot(store: BlobStore, user_id: uuid.UUID, backtest_id: str) -> dict[str, Any]:
+def read_snapshot(store: BlobStore, user_id: uuid.UUID, backtest_id: str) -> dict[str, Any]:
     data = store.get(request_key(user_id, backtest_id))
     if data is None:
         raise ValidationFailed("The backtest's request snapshot is missing; submit it again.")
@@ -130,7 +130,7 @@ def plan_job(backtest_id: str, user_id: uuid.UUID, *, store: BlobStore | None = 
 
     row = _row(user_id, backtest_id)
     client = get_client(row.exchange)
-    missing = [p.start_ms for p in core.plan(_span(row), client, _store(store)) if not p.ready]
+    missing = [p.start_ms for p in core.plan(span_of(row), client, _store(store)) if not p.ready]
     step = (FETCHED - PLANNED) / len(missing) if missing else 0.0
     progress(user_id, backtest_id, PLANNED if missing else FETCHED)
     ids = {"backtestId": backtest_id, "userId": str(user_id)}
@@ -145,7 +145,7 @@ def fetch_chunk_job(backtest_id: str, user_id: uuid.UUID, start_ms: int, progres
     from capandex.exchanges import get_client
 
     row = _row(user_id, backtest_id)
-    pages = core.fetch_chunk(_span(row), start_ms, get_client(row.exchange), _store(store))
+    pages = core.fetch_chunk(span_of(row), start_ms, get_client(row.exchange), _store(store))
     if progress_step:
         progress(user_id, backtest_id, progress_step, increment=True)
     return {"start": start_ms, "pages": pages}
@@ -160,9 +160,9 @@ def run_job(backtest_id: str, user_id: uuid.UUID, *, store: BlobStore | None = N
 
     store = _store(store)
     row = _row(user_id, backtest_id)
-    span = _span(row)
+    span = span_of(row)
     candles = core.load_candles(span, core.plan(span, get_client(row.exchange), store), store)
-    result = core.run(_snapshot(store, user_id, backtest_id)["flow"], candles)
+    result = core.run(read_snapshot(store, user_id, backtest_id)["flow"], candles)
     return record_result(backtest_id, user_id, result, store)
 
 

@@ -170,11 +170,12 @@ def submit(user_id: uuid.UUID, body: BacktestCreate, *, store: BlobStore | None 
                           deadline_s=IN_REQUEST_DEADLINE_S if in_request else settings.backtest_deadline_s)
     backtest_id = row["id"]
     try:  # from here on the row exists: whatever fails must leave it failed, not running
+        # the flow as run, for the background tasks and for the report (GET …/report) either way
+        jobs.snapshot(store, user_id, backtest_id, document)
         if in_request:
             candles = core.load_candles(candle_range, plans, store, client)
             result = jobs.record_result(backtest_id, user_id, core.run(compiled, candles), store)
             return Submission(backtest_id, completed=True, body=result)
-        jobs.snapshot(store, user_id, backtest_id, document)
         start_async(backtest_id, user_id)
     except Exception as exc:
         jobs.fail_job(backtest_id, user_id, jobs.reason_of(exc))

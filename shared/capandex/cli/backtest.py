@@ -30,7 +30,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--fee", type=float, help="fee rate per side, e.g. 0.001 for 0.1 %%")
     parser.add_argument("--slippage", type=float, help="slippage fraction, e.g. 0.001")
     parser.add_argument("--json", action="store_true", help="print metrics, trades and equity as JSON")
-    parser.add_argument("--plot", metavar="FILE", help="write equity/drawdown/trades to FILE.png or FILE.html")
+    parser.add_argument("--plot", metavar="FILE", help="write the report: FILE.html (interactive, works offline) "
+                                                       "or FILE.png")
     parser.set_defaults(handler=run)
 
 
@@ -39,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from capandex.cli.common import announce_data_dir
     from capandex.engine.flow import validate_flow
 
-    announce_data_dir(quiet=args.json)  # where downloaded candles are cached
+    if args.exchange:  # downloads are cached in the data directory; --candles touches nothing there
+        announce_data_dir(quiet=args.json)
     _check_options(args)
     flow = _read_flow(Path(args.flow))
     validated = validate_flow(flow)
@@ -47,9 +49,12 @@ def run(args: argparse.Namespace) -> int:
     # the API's run: exchange gaps become a warning, said as the API says it
     result = core.run(validated, candles, capital=args.capital, fee=args.fee, slippage=args.slippage)
     if args.plot:
-        from capandex.engine.plot import write_plot
+        from capandex.report import write_report
 
-        write_plot(result, args.plot)
+        settings = flow.get("settings") or {}
+        write_report(result, candles, validated, args.plot, exchange=args.exchange or settings.get("exchange", ""),
+                     symbol=args.symbol or settings.get("symbol", ""),
+                     timeframe=args.timeframe or settings.get("timeframe", ""))
     if args.json:
         sys.stdout.write(result.to_json() + "\n")
     else:

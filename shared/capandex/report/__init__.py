@@ -1,0 +1,40 @@
+"""Backtest reports: an interactive HTML file (Bokeh, works offline) or a PNG (matplotlib).
+
+    from capandex.report import write_report
+    write_report(result, candles, flow, "report.html", exchange="binance", symbol="BTC/USDT", timeframe="1h")
+
+:func:`render_report` returns the HTML text (``GET /api/engine/backtest/{id}/report`` serves it).
+Both formats draw the same panes from :func:`capandex.report.data.report_data`. Plotting libraries
+are imported on first use only (the ``report`` extra installs Bokeh, ``plot`` matplotlib).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from capandex.errors import BadRequest
+
+
+def render_report(result: Any, candles: Any, flow: Any, **market: str) -> str:
+    """The interactive report of ``result`` (run on ``candles`` with ``flow``) as HTML text."""
+    from capandex.report.data import report_data
+
+    try:
+        from capandex.report.html import render_html
+    except ImportError as exc:  # bokeh is the `report` extra
+        raise BadRequest("HTML reports need Bokeh: pip install 'capandex[report]'.") from exc
+    return render_html(report_data(result, candles, flow, **market))
+
+
+def write_report(result: Any, candles: Any, flow: Any, path: str | Path, **market: str) -> None:
+    """Write the report to ``path``: ``.html``/``.htm`` interactive, ``.png`` static."""
+    from capandex.report.data import report_data
+
+    path = Path(path)
+    if path.suffix.lower() == ".png":
+        from capandex.report.png import write_png
+
+        write_png(report_data(result, candles, flow, **market), path)
+    else:
+        path.write_text(render_report(result, candles, flow, **market), encoding="utf-8")
