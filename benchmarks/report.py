@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "shared"))
 sys.path.insert(0, str(Path(__file__).parent))
-from engine_vs_peers import FLOW, candles  # noqa: E402
+from engine_vs_peers import FLOW, candles
 
-from capandex.engine import Candles, backtest  # noqa: E402
-from capandex.report import write_report  # noqa: E402
+from capandex.engine import Candles, backtest
+from capandex.report import write_report
 
 BOKEH_AND_DEPENDENCIES = ("bokeh", "contourpy", "PIL", "tornado", "xyzservices", "narwhals", "jinja2", "markupsafe",
                           "yaml")
