@@ -261,17 +261,23 @@ class LiveGateway:
         return intent.amount if free is None else min(intent.amount, free)
 
     def _resolve(self, intent: OrderIntent) -> Fill:
+        """After an ambiguous placement: look the id up until the exchange shows the order (a new
+        order can take a moment to appear). A lookup that fails is already retried by the client
+        (retries live in one layer); if it still fails, the outcome stays unknown."""
         for attempt in range(self.lookup_attempts):
             try:
                 found = self.lookup(intent)
-            except CapandexError:
-                found = None
+            except CapandexError as exc:
+                raise self._unknown(intent) from exc
             if found is not None:
                 return found
             if attempt + 1 < self.lookup_attempts:
                 time.sleep(self.lookup_pause)
-        raise OrderOutcomeUnknown(f"Placing order {intent.client_order_id} on {self.symbol} failed and the "
-                                  "exchange does not know it yet; the tick will be retried with the same id.")
+        raise self._unknown(intent)
+
+    def _unknown(self, intent: OrderIntent) -> OrderOutcomeUnknown:
+        return OrderOutcomeUnknown(f"Placing order {intent.client_order_id} on {self.symbol} failed and the "
+                                   "exchange does not know it yet; the tick will be retried with the same id.")
 
     def _fill(self, order: ExchangeOrder, intent: OrderIntent) -> Fill:
         """The exchange's order as a :class:`Fill`. A sell's ``unheld`` is the part of the intent's

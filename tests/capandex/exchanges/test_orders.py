@@ -23,8 +23,7 @@ from capandex.exchanges.orders import CLIENT_ORDER_IDS
 from tests.utils.fixtures import VENUES, Venue, open_venue
 from tests.utils.loopback_exchange import server_error
 
-CID = "cx" + "0123456789abcdef" * 2
-CID = CID[:32]
+CID = ("cx" + "0123456789abcdef" * 2)[:32]
 
 #: (order endpoint, lookup endpoints) per exchange
 PATHS = {"binance": ("/api/v3/order", ("/api/v3/order",)),
@@ -152,3 +151,29 @@ def test_an_exchange_without_client_id_lookups_is_refused(configure) -> None:
     with pytest.raises(BadRequest) as info:
         client.fetch_order_by_client_id("BTC/USDT", CID)
     assert "binance, okx, bybit" in info.value.message
+
+
+def test_an_ambiguous_placement_costs_bounded_lookups(venue: Venue) -> None:
+    """The placement fails with a 5xx and the lookups after it fail too: the client retries a
+    failed lookup (the one retry layer, 3 attempts) and the gateway does not loop over it again —
+    the outcome is unknown and the tick is retried later with the same id."""
+    from capandex.exchanges.retry import DEFAULT_RETRIES
+    from capandex.live.orders import LiveGateway, OrderIntent, OrderOutcomeUnknown
+
+    create, lookups = PATHS[venue.id]
+    gateway = LiveGateway(venue.client(), "BTC/USDT", 0.001, lookup_pause=0.0)
+    venue.client().symbols()
+    answer = lambda request, handler: handler(request)  # noqa: E731
+    if create == lookups[0]:  # one path: the lookup before placing, the placement, the lookups after it
+        venue.server.inject(create, answer)
+        venue.server.inject(create, server_error(503), times=20)
+    else:
+        venue.server.inject(lookups[0], answer)
+        venue.server.inject(lookups[0], server_error(503), times=20)
+        venue.server.inject(create, server_error(503))
+    venue.server.reset_log()
+    with pytest.raises(OrderOutcomeUnknown):
+        gateway.place(OrderIntent(CID, "buy", 0.01, 40_000.0, "signal", "buy"))
+    assert venue.book.placed == []
+    gets = sum(1 for r in venue.server.requests if r.path == lookups[0] and r.method == "GET")
+    assert gets == 1 + DEFAULT_RETRIES + 1  # before placing; then one retried lookup, not three
