@@ -10,5 +10,5 @@ from capandex.api.app import create_app, lambda_handler
 
 #: backtests keep candles and results in the bucket; larger ones run on the state machine
 app = create_app("engine", [backtest_routes.router, live_routes.router],
-                 requires=("data_bucket", "backtest_state_machine_arn"))
+                 requires=("data_bucket", "backtest_state_machine_arn", "supabase_anon_key"))
 handler = lambda_handler(app)

@@ -6,8 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 
-from capandex.api.deps import CurrentUser, Db
+from capandex.api.deps import CurrentUser, Db, SettingsDep, get_confirmed_user
 from capandex.api.openapi import errors
+from capandex.auth import AuthenticatedUser
 from capandex.live import executions
 from capandex.live.models import ExecutionStatus, Started, StartRequest, StopRequest, WebhookCall, WebhookFired
 
@@ -21,9 +22,14 @@ def listed_market(user: CurrentUser, body: StartRequest) -> tuple[str, str]:
     return executions.check_market(user_id=user.id, flow_id=body.flowId, replay_from=body.replayFrom)
 
 
+def confirmed_if_live(user: CurrentUser, body: StartRequest, settings: SettingsDep) -> AuthenticatedUser:
+    """A live start moves money: Supabase Auth confirms the session first (a paper start does not)."""
+    return get_confirmed_user(user, settings) if body.mode == "live" else user
+
+
 @router.post("/api/engine/start", response_model=Started, responses=errors(404, 409))
-def start(*, user: CurrentUser, body: StartRequest, market: Annotated[tuple[str, str], Depends(listed_market)],
-          db: Db) -> dict:
+def start(*, user: Annotated[AuthenticatedUser, Depends(confirmed_if_live)], body: StartRequest,
+          market: Annotated[tuple[str, str], Depends(listed_market)], db: Db) -> dict:
     return executions.start_execution(db, user_id=user.id, flow_id=body.flowId, mode=body.mode,
                                       exchange_key_id=body.exchangeKeyId, checked_market=market,
                                       replay_from=body.replayFrom)

@@ -71,5 +71,5 @@ def restore_version(*, user: CurrentUser, db: Db, flowId: str, versionId: str) -
     return {"restored": True, "version": version}
 
 
-app = create_app("flows", [router, performance_routes.router])
+app = create_app("flows", [router, performance_routes.router], requires=("supabase_anon_key",))
 handler = lambda_handler(app)

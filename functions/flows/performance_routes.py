@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from capandex.api.deps import CurrentUser, Db
+from capandex.api.deps import ConfirmedUser, CurrentUser, Db
 from capandex.api.openapi import errors
 from capandex.live.models import Performance, WebhookUrl
 from capandex.live.performance import flow_performance, parse_bound
@@ -23,7 +23,7 @@ def performance(*, user: CurrentUser, db: Db, flowId: str,
 
 
 @router.post("/api/flows/{flowId}/webhook", response_model=WebhookUrl, responses=errors(404))
-def rotate_webhook(*, user: CurrentUser, db: Db, flowId: str) -> dict:
+def rotate_webhook(*, user: ConfirmedUser, db: Db, flowId: str) -> dict:
     """Create or replace the flow's webhook token; the URL is shown this once (only a hash is kept)."""
     from capandex.live.webhooks import rotate_token
 

@@ -4,6 +4,8 @@ Secrets go in, never out: every response model lacks secret fields, and request 
 logged. ``POST /api/exchange-keys/validate`` takes the reference's unsaved credentials, or
 ``{"id"}`` to check a saved key (which updates its ``isValid``). Both validate endpoints share a
 per-user rate limit (429 with ``Retry-After``): a validation oracle must not test stolen keys.
+Saving, validating and deleting exchange keys and saving the Anthropic key also need Supabase
+Auth to confirm the session is live (``ConfirmedUser``): a signed-out session cannot act.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from capandex.api.app import create_app, lambda_handler
-from capandex.api.deps import CurrentUser, Db
+from capandex.api.deps import ConfirmedUser, CurrentUser, Db
 from capandex.api.models import Deleted, Success
 from capandex.api.openapi import errors
 from capandex.errors import ValidationFailed, field_problem
@@ -42,14 +44,14 @@ def list_exchange_keys(*, user: CurrentUser, db: Db) -> dict:
 
 
 @exchange_keys.post("", response_model=ExchangeKeyCreated, status_code=status.HTTP_201_CREATED)
-def create_exchange_key(*, user: CurrentUser, db: Db, body: ExchangeKeyCreate) -> dict:
+def create_exchange_key(*, user: ConfirmedUser, db: Db, body: ExchangeKeyCreate) -> dict:
     credentials = Credentials(body.apiKey, body.secret, body.passphrase or None)
     return exchange.create_exchange_key(db, user_id=user.id, exchange=body.exchange.lower(),
                                         credentials=credentials, label=body.label or None)
 
 
 @exchange_keys.delete("", response_model=Deleted, responses=errors(404))
-def delete_exchange_key(*, user: CurrentUser, db: Db, body: ExchangeKeyDelete | None = None,
+def delete_exchange_key(*, user: ConfirmedUser, db: Db, body: ExchangeKeyDelete | None = None,
                         key_id: Annotated[str | None, Query(alias="id", max_length=64)] = None) -> dict:
     """Delete permanently. The id comes in the JSON body (``{"id"}``, as the reference says) or,
     for clients that cannot send a DELETE body, as ``?id=``."""
@@ -61,7 +63,7 @@ def delete_exchange_key(*, user: CurrentUser, db: Db, body: ExchangeKeyDelete | 
 
 
 @exchange_keys.post("/validate", response_model=ExchangeKeyValidation, responses=errors(404, 429, 502))
-def validate_exchange_key(*, user: CurrentUser, body: ExchangeKeyValidate) -> dict:
+def validate_exchange_key(*, user: ConfirmedUser, body: ExchangeKeyValidate) -> dict:
     target = body.target()
     if isinstance(target, str):
         return exchange.validate_saved_key(user_id=user.id, key_id=target)
@@ -75,7 +77,7 @@ def ai_key_status(*, user: CurrentUser, db: Db) -> dict:
 
 
 @ai_keys.post("", response_model=AiKeySaved)
-def save_ai_key(*, user: CurrentUser, db: Db, body: AiKeySave) -> dict:
+def save_ai_key(*, user: ConfirmedUser, db: Db, body: AiKeySave) -> dict:
     return {"success": True, "hint": ai.save_ai_key(db, user_id=user.id, api_key=body.apiKey)}
 
 
@@ -90,5 +92,5 @@ def validate_ai_key(*, user: CurrentUser) -> dict:
     return ai.validate_saved_ai_key(user_id=user.id)
 
 
-app = create_app("keys", [exchange_keys, ai_keys])
+app = create_app("keys", [exchange_keys, ai_keys], requires=("supabase_anon_key",))
 handler = lambda_handler(app)

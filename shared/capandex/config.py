@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     supabase_jwks_url: str | None = None
     supabase_jwt_issuer: str | None = None
     jwt_audience: str = "authenticated"
+    #: the project's anon (publishable) key, which Supabase's API gateway wants on every Auth call
+    supabase_anon_key: SecretStr | None = None
+    #: confirm the session with Supabase Auth before actions that move money or secrets
+    #: (capandex.auth.sessions); unset: on in aws, off locally (``capandex token`` sessions exist
+    #: in no Auth server; set it true with ``supabase start``)
+    confirm_sessions: bool | None = Field(None, alias="CAPANDEX_CONFIRM_SESSIONS")
 
     # HTTP edge.
     max_body_bytes: int = Field(1_048_576, alias="CAPANDEX_MAX_BODY_BYTES")
@@ -187,6 +193,11 @@ class Settings(BaseSettings):
         from capandex.secretstore import reveal
 
         return reveal(self.supabase_jwt_secret.get_secret_value(), setting="SUPABASE_JWT_SECRET")
+
+    @property
+    def sessions_confirmed(self) -> bool:
+        """Whether money- and secret-moving actions ask Supabase Auth (``CAPANDEX_CONFIRM_SESSIONS``)."""
+        return self.env == "aws" if self.confirm_sessions is None else self.confirm_sessions
 
     @property
     def auth_cookie_name(self) -> str:

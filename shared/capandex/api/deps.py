@@ -1,8 +1,9 @@
 """Request-scoped dependencies, declared once and named as typed parameters in every route.
 
 ``CurrentUser`` decides every authentication question (cookie or bearer, signature, expiry,
-audience); ``Db`` is one transaction per request, scoped to that user (see
-:mod:`capandex.db.session`). Routes never parse credentials or open connections themselves.
+audience); ``ConfirmedUser`` adds Supabase Auth's word that the session is still live (for the
+routes that move money or secrets); ``Db`` is one transaction per request, scoped to that user
+(see :mod:`capandex.db.session`). Routes never parse credentials or open connections themselves.
 """
 
 from __future__ import annotations
@@ -54,6 +55,20 @@ def get_current_user(request: Request, settings: SettingsDep,
 
 
 CurrentUser = Annotated[AuthenticatedUser, Depends(get_current_user)]
+
+
+def get_confirmed_user(user: CurrentUser, settings: SettingsDep) -> AuthenticatedUser:
+    """The signed-in user, whose session Supabase Auth has also just confirmed is live (cached
+    30 s): for actions that move money or secrets (:mod:`capandex.auth.sessions`)."""
+    from capandex.auth.sessions import confirm_session
+
+    confirm_session(user, settings)
+    return user
+
+
+#: ``CurrentUser`` for money- and secret-moving routes: a signed-out session cannot act (401),
+#: and an unreachable Supabase Auth is a 503 for these routes only
+ConfirmedUser = Annotated[AuthenticatedUser, Depends(get_confirmed_user)]
 
 
 def get_db(user: CurrentUser) -> Iterator[Connection]:

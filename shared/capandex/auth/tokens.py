@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
@@ -36,10 +36,13 @@ clock = time.monotonic
 
 @dataclass(frozen=True)
 class AuthenticatedUser:
-    """Who made the request: Supabase's user id (``sub``) and the verified claims."""
+    """Who made the request: Supabase's user id (``sub``), the verified claims, and the access
+    token itself (to confirm the session with Supabase Auth: :mod:`capandex.auth.sessions`;
+    never shown in a repr)."""
 
     id: uuid.UUID
     claims: dict[str, Any]
+    token: str = field(default="", repr=False)
 
 
 class JwksCache:
@@ -155,7 +158,7 @@ def verify_token(token: str, settings: Settings) -> AuthenticatedUser:
         user_id = uuid.UUID(str(claims["sub"]))
     except ValueError as exc:
         raise Unauthorized("The access token names no valid user; sign in again.") from exc
-    return AuthenticatedUser(id=user_id, claims=claims)
+    return AuthenticatedUser(id=user_id, claims=claims, token=token)
 
 
 def issue_dev_token(user_id: uuid.UUID, secret: str, *, ttl_seconds: int = 3600,
