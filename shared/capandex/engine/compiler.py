@@ -3,12 +3,17 @@
 :func:`compile_flow` returns a :class:`CompiledFlow`; ``signals(candles)`` evaluates every node in
 topological order, once per node, and returns the buy/sell trigger of every bar (the value at bar
 t uses bars 0..t only: the evaluation is causal, so no lookahead can enter through it).
+
+Each node also gets a structural key (``CompiledFlow.keys``): its type, kind, parameters and the keys
+of its inputs. Two nodes with equal keys compute equal arrays on the same candles, so a caller that
+evaluates many variants of one flow over the same candles (parameter research) passes one
+``cache`` mapping to :meth:`CompiledFlow.signals` and every distinct indicator is computed once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Hashable, Mapping, MutableMapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,6 +25,10 @@ from capandex.engine.flow import Flow, Node, validate_flow
 #: the recursive indicators and their smoothing factor, for the live history length
 _ALPHA = {"ema": lambda p: 2.0 / (p["period"] + 1), "rsi": lambda p: 1.0 / p["period"],
           "atr": lambda p: 1.0 / p["period"], "macd": lambda p: 2.0 / (max(p["fast"], p["slow"]) + 1)}
+
+
+#: node outputs by structural key (see :meth:`CompiledFlow.evaluate`)
+NodeCache = MutableMapping[Hashable, dict[str, np.ndarray]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,19 +55,32 @@ class CompiledFlow:
     flow: Flow
     warmup: int
     history: int | None
+    keys: Mapping[str, Hashable] = field(default_factory=dict)
 
-    def evaluate(self, candles: Candles) -> dict[tuple[str, str], np.ndarray]:
-        """Every node's outputs, keyed ``(node id, output handle)``."""
+    def evaluate(self, candles: Candles, cache: NodeCache | None = None) -> dict[tuple[str, str], np.ndarray]:
+        """Every node's outputs, keyed ``(node id, output handle)``.
+
+        ``cache`` maps a node's structural key (:attr:`keys`) to its outputs on these same
+        ``candles``: found keys are reused, computed ones offered to it (the mapping decides what it
+        keeps). Never share one cache between different candles.
+        """
         values: dict[tuple[str, str], np.ndarray] = {}
         for node_id in self.flow.order:
             node = self.flow.nodes[node_id]
-            for handle, array in _evaluate_node(node, candles, values).items():
+            key = self.keys.get(node_id) if cache is not None else None
+            outputs = cache.get(key) if cache is not None and key is not None else None
+            if outputs is None:
+                outputs = _evaluate_node(node, candles, values)
+                if cache is not None and key is not None:
+                    cache[key] = outputs
+            for handle, array in outputs.items():
                 values[(node_id, handle)] = array
         return values
 
-    def signals(self, candles: Candles) -> Signals:
-        """Buy and sell triggers at every close of ``candles`` (all bars evaluated at once)."""
-        values = self.evaluate(candles)
+    def signals(self, candles: Candles, cache: NodeCache | None = None) -> Signals:
+        """Buy and sell triggers at every close of ``candles`` (all bars evaluated at once);
+        ``cache`` as in :meth:`evaluate`."""
+        values = self.evaluate(candles, cache)
         n = len(candles)
 
         def fired(node_id: str) -> np.ndarray:
@@ -102,7 +124,22 @@ def compile_flow(flow: Flow | Mapping[str, Any]) -> CompiledFlow:
     # OBV is a running total from the first bar: no trailing window reproduces it
     cumulative = any(node.type == "indicator" and node.kind == "obv" for node in flow.nodes.values())
     return CompiledFlow(flow=flow, warmup=max((warmup[a] for a in actions), default=0),
-                        history=None if cumulative else max((history[a] for a in actions), default=0) + 2)
+                        history=None if cumulative else max((history[a] for a in actions), default=0) + 2,
+                        keys=node_keys(flow))
+
+
+def node_keys(flow: Flow) -> dict[str, Hashable]:
+    """A structural key per node: type, kind, parameters (with their Python types, so 2 and 2.0
+    stay apart) and, per input handle, the keys and handles of its sources. Equal keys mean equal
+    outputs on the same candles, whatever the node ids."""
+    keys: dict[str, Hashable] = {}
+    for node_id in flow.order:
+        node = flow.nodes[node_id]
+        params = tuple(sorted((name, type(value).__name__, value) for name, value in node.params.items()))
+        inputs = tuple((handle, tuple((keys[source], out) for source, out in wires))
+                       for handle, wires in sorted(node.inputs.items()))
+        keys[node_id] = (node.type, node.kind, params, inputs)
+    return keys
 
 
 def _lookback(node: Node) -> int:

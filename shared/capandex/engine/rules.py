@@ -56,14 +56,24 @@ def trailing_level(entry, highest_before, percent):
     return np.maximum(entry, highest_before) * (1.0 - percent / 100.0)
 
 
+def stop_threshold(level):
+    """The highest low that reaches a stop level: ``level`` widened by :data:`REACH_TOLERANCE`."""
+    return level * (1.0 + REACH_TOLERANCE)
+
+
+def take_profit_threshold(level):
+    """The lowest high that reaches a take-profit level: ``level`` less :data:`REACH_TOLERANCE`."""
+    return level * (1.0 - REACH_TOLERANCE)
+
+
 def stop_reached(low, level):
     """The bar's low reaches a stop(-loss or trailing) level: ``low <= level`` (a touch counts)."""
-    return low <= level * (1.0 + REACH_TOLERANCE)
+    return low <= stop_threshold(level)
 
 
 def take_profit_reached(high, level):
     """The bar's high reaches the take-profit level: ``high >= level`` (a touch counts)."""
-    return high >= level * (1.0 - REACH_TOLERANCE)
+    return high >= take_profit_threshold(level)
 
 
 def stop_exit_price(open_, level, slippage):
@@ -206,6 +216,35 @@ def settle_fractions(cash, fractions, entry_fills, exit_fills, fee):
         units_out.append(units)
         proceeds_out.append(proceeds)
         cash_out.append(cash)
+    return spent_out, units_out, proceeds_out, cash_out
+
+
+def settle_fraction_runs(capital, fractions, entry_fills, exit_fills, counts, fee):
+    """:func:`settle_fractions` for many runs at once, one loop over the trade index.
+
+    The runs' trades lie back to back in the flat arrays ``fractions``, ``entry_fills`` and
+    ``exit_fills``, run r holding ``counts[r]`` of them, runs sorted by ``counts`` descending (so the
+    runs still trading at index k are a prefix). Step k settles trade k of every such run with
+    numpy: the same operations, in the same order, as the float loop — IEEE float64 arithmetic
+    rounds identically element-wise, so every number equals what :func:`settle_fractions` gives
+    for that run alone. Returns flat arrays ``(spent, units, proceeds, cash after each trade)``.
+    """
+    starts = np.cumsum(counts) - counts
+    entry_cost_per_unit = entry_fills * (1.0 + fee)
+    keep = 1.0 - fee
+    spent_out, units_out, proceeds_out, cash_out = (np.empty(len(fractions)) for _ in range(4))
+    cash = np.full(len(counts), float(capital))
+    active = len(counts)
+    for k in range(int(counts[0]) if len(counts) else 0):
+        while counts[active - 1] <= k:
+            active -= 1
+        at = starts[:active] + k
+        held_cash = cash[:active]
+        spent = held_cash * fractions[at]
+        units = spent / entry_cost_per_unit[at]
+        proceeds = units * exit_fills[at] * keep
+        cash[:active] = (held_cash - spent) + proceeds
+        spent_out[at], units_out[at], proceeds_out[at], cash_out[at] = spent, units, proceeds, cash[:active]
     return spent_out, units_out, proceeds_out, cash_out
 
 
