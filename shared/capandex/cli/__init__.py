@@ -15,7 +15,7 @@ import sys
 from capandex.errors import CapandexError
 
 #: subcommand modules, in ``--help`` order
-COMMANDS = ("serve", "token", "backtest", "candles", "tick", "vault", "db")
+COMMANDS = ("serve", "token", "backtest", "optimize", "candles", "tick", "vault", "db")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,7 +41,8 @@ class RangeExtremes:
         """Per range ``first..last`` (inclusive), the first bar with ``low <= low_at_most`` or
         ``high >= high_at_least``; ``last + 1`` where no bar does."""
         position = first.astype(np.int64, copy=True)
-        for k in reversed(range(len(self.low_min))):
+        longest = int((last - first).max()) + 1 if len(first) else 0
+        for k in reversed(range(min(len(self.low_min), longest.bit_length()))):  # no step longer than a range
             size = 1 << k
             lows, highs = self.low_min[k], self.high_max[k]
             fits = position + size - 1 <= last

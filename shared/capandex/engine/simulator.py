@@ -146,7 +146,7 @@ def _schedule(candles: Candles, buy: np.ndarray, sell: np.ndarray, risk: Risk, s
     """Entry signal bars, exit bars, exit reasons and exit fill prices of every trade."""
     n = len(buy)
     events = np.flatnonzero(buy | sell)
-    buy_bars = np.r_[np.flatnonzero(buy), n]  # n: no buy from there on
+    buy_bars = np.append(np.flatnonzero(buy), n)  # n: no buy from there on
     has_stops = any(v is not None for v in (risk.stop_loss, risk.take_profit, risk.trailing_stop))
     parts: list[tuple[np.ndarray, ...]] = []
     pos, window = 0, n
@@ -160,12 +160,14 @@ def _schedule(candles: Candles, buy: np.ndarray, sell: np.ndarray, risk: Risk, s
                 continue
             resume, entries = int(entries[-1]), entries[:-1]
         open_at_end = len(entries) - len(exits)  # 0, or 1 when that trade runs to the last bar
-        x_bar = np.r_[exits + 1, np.full(open_at_end, n - 1)].astype(np.int64)
-        reason = np.r_[np.full(len(exits), rules.SIGNAL), np.full(open_at_end, rules.END_OF_DATA)]
-        price = np.r_[rules.sell_fill(candles.open[exits + 1], slippage),
-                      np.full(open_at_end, rules.sell_fill(candles.close[-1], slippage))]
+        # (np.concatenate, not np.r_: this runs once per pass of every backtest, and np.r_ is slow)
+        last_bar = np.full(open_at_end, n - 1, dtype=np.int64)
+        x_bar = np.concatenate((exits + 1, last_bar)).astype(np.int64)
+        reason = np.concatenate((np.full(len(exits), rules.SIGNAL), np.full(open_at_end, rules.END_OF_DATA)))
+        price = np.concatenate((rules.sell_fill(candles.open[exits + 1], slippage),
+                                np.full(open_at_end, rules.sell_fill(candles.close[-1], slippage))))
         # stops are checked from the entry bar through the signal bar (the exit fills after it)
-        check_end = np.r_[exits, np.full(open_at_end, n - 1)].astype(np.int64)
+        check_end = np.concatenate((exits, last_bar)).astype(np.int64)
         if has_stops and len(entries):
             hit_bar, hit_reason, hit_price = _stops(candles, entries + 1, check_end, risk, slippage, extremes)
             stopped = hit_bar >= 0
@@ -173,7 +175,7 @@ def _schedule(candles: Candles, buy: np.ndarray, sell: np.ndarray, risk: Risk, s
             reason = np.where(stopped, hit_reason, reason)
             price = np.where(stopped, hit_price, price)
             # flat from the stop bar on: the next entry is the first buy at or after it
-            next_entry = np.r_[entries[1:], resume]
+            next_entry = np.append(entries[1:], resume)
             next_buy = buy_bars[np.searchsorted(buy_bars, np.maximum(hit_bar, 0))]
             changed = np.flatnonzero(stopped & (next_buy < next_entry))
             if len(changed):
@@ -211,7 +213,7 @@ def _signal_trades(buy: np.ndarray, sell: np.ndarray, events: np.ndarray, start:
         flips = np.cumsum(both)
         parity = (flips - np.where(known, flips[anchor], 0)) & 1
         state ^= parity.astype(bool)
-    before = np.r_[False, state[:-1]]
+    before = np.concatenate(([False], state[:-1]))
     return bars[state & ~before], bars[~state & before]
 
 
@@ -361,5 +363,5 @@ def equity_curve(candles: Candles, plan: Schedule, money: Money) -> np.ndarray:
     cash[1::2] = rules.cash_after_entry(money.cash_before[:-1], money.spent)
     held = np.zeros(2 * m + 1)
     held[1::2] = money.units
-    counts = np.diff(np.r_[starts, n])
+    counts = np.diff(np.append(starts, n))
     return rules.equity(np.repeat(cash, counts), np.repeat(held, counts), candles.close)

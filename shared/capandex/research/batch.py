@@ -28,14 +28,13 @@ from typing import Any
 import numpy as np
 
 from capandex.engine import Candles, CompiledFlow, compile_flow, resolve_settings, validate_flow
-from capandex.engine.metrics import compute_metrics
+from capandex.engine.metrics import compute_metrics, last_bar_of_day
 from capandex.engine.ranges import RangeExtremes
 from capandex.engine.simulator import Money, Schedule, Simulation, equity_curve, schedule, settle_many, simulate
 from capandex.errors import ValidationFailed
 from capandex.research.objective import added_metrics, daily_returns, range_days
 from capandex.research.space import Params, apply_params
 
-_MS_PER_DAY = 86_400_000
 #: bytes of node outputs one runner keeps between trials (beyond that, outputs are recomputed)
 CACHE_BYTES = 256 * 2**20
 
@@ -126,8 +125,7 @@ class TrialRunner:
                  fee: float | None = None, slippage: float | None = None, blocks: int | None = None) -> None:
         self.document = document
         self.candles = Candles.from_any(candles)
-        day = self.candles.time // _MS_PER_DAY
-        self._last_of_day = np.r_[day[1:] != day[:-1], True]
+        self._last_of_day = last_bar_of_day(self.candles.time)
         self._days = range_days(self.candles.time)
         self._extremes = RangeExtremes.of(self.candles)
         # parameters live on nodes, so every trial runs under the flow's own settings
@@ -171,7 +169,7 @@ class TrialRunner:
         else:
             equity, pnl = run.equity, run.proceeds - run.spent
         capital = self._settings.capital
-        metrics = compute_metrics(equity, self.candles.time, pnl, capital)
+        metrics = compute_metrics(equity, self.candles.time, pnl, capital, self._last_of_day)
         returns = daily_returns(equity[self._last_of_day])
         metrics.update(added_metrics(returns, float(equity[-1]), capital, self._days, metrics["maxDrawdownPercent"]))
         blocks = None if self._block_starts is None else block_stats(returns, self._block_starts)

@@ -83,7 +83,8 @@ def added_metrics(daily_returns: np.ndarray, final_equity: float, capital: float
 
 def daily_returns(daily_equity: np.ndarray) -> np.ndarray:
     """Returns between consecutive daily equities (the series ``sharpeRatio`` uses)."""
-    return daily_equity[1:] / daily_equity[:-1] - 1.0
+    returns: np.ndarray = daily_equity[1:] / daily_equity[:-1] - 1.0
+    return returns
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ import math
 import operator
 import re
 from collections.abc import Callable, Iterator, Mapping
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,13 +53,15 @@ _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
 class Parameter:
     """One varying node parameter: ``name`` is ``NODE_ID.FIELD``; ``values`` its candidates in
     order (ints for whole-number fields); ``ordered`` is True for a ``min``/``max``/``step`` range
-    (a sampler may treat neighbours as similar), False for explicit ``values``."""
+    (a sampler may treat neighbours as similar), False for explicit ``values``; ``source`` is the
+    spec as given."""
 
     name: str
     node_id: str
     field: str
     values: tuple[Number, ...]
     ordered: bool
+    source: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)  # the spec as given, for to_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,11 @@ class SearchSpace:
         return tuple(p.name for p in self.parameters)
 
     @property
+    def whole(self) -> tuple[bool, ...]:
+        """Per parameter: True when every candidate is a whole number (an int)."""
+        return tuple(all(isinstance(v, int) for v in p.values) for p in self.parameters)
+
+    @property
     def size(self) -> int:
         """Combinations before the relations are applied (the number :func:`parse_space` caps)."""
         return math.prod(len(p.values) for p in self.parameters)
@@ -108,8 +116,8 @@ class SearchSpace:
                 yield params
 
     def to_json(self) -> dict[str, Any]:
-        """The space as :func:`parse_space` accepts it (explicit values; ``where`` when set)."""
-        out: dict[str, Any] = {p.name: {"values": list(p.values)} for p in self.parameters}
+        """The space as :func:`parse_space` accepts it (each parameter as given; ``where`` when set)."""
+        out: dict[str, Any] = {p.name: dict(p.source) or {"values": list(p.values)} for p in self.parameters}
         if self.relations:
             out["where"] = [str(r) for r in self.relations]
         return out
@@ -133,7 +141,7 @@ def apply_params(document: Mapping[str, Any], params: Mapping[str, Number]) -> d
     out = dict(document)
     nodes = []
     for node in document.get("nodes", []):
-        changes = by_node.get(node.get("id")) if isinstance(node, Mapping) else None
+        changes = by_node.get(str(node.get("id"))) if isinstance(node, Mapping) else None
         if changes:
             node = {**node, "data": {**(node.get("data") or {}), **changes}}
         nodes.append(node)
@@ -223,7 +231,7 @@ def _parameter(name: str, spec: Any, flow: Flow, where: str, problems: list[dict
         return None
     if rule.integer:
         values = [int(v) for v in values]
-    return Parameter(name, node_id, field, tuple(values), ordered="values" not in spec)
+    return Parameter(name, node_id, field, tuple(values), ordered="values" not in spec, source=dict(spec))
 
 
 def _candidates(spec: Any, rule: Param, where: str, problems: list[dict[str, Any]]) -> list[Number] | None:

@@ -144,8 +144,8 @@ def test_cli_invalid_flow_and_missing_marketdata(tmp_path, capsys):
     with pytest.raises(BadRequest, match="needs --symbol"):
         import argparse
 
-        from capandex.cli.backtest import _candles
+        from capandex.cli.backtest import load_candles
 
-        _candles(argparse.Namespace(candles=None, exchange="binance", symbol=None, timeframe=None,
-                                    start=None, end=None))
+        load_candles(argparse.Namespace(candles=None, exchange="binance", symbol=None, timeframe=None,
+                                        start=None, end=None))
     assert good
