@@ -24,7 +24,7 @@ from pathlib import Path
 LAZY_IMPORTS = (
     "ccxt", "ccxt.binance", "ccxt.okx", "ccxt.bybit", "ccxt.mexc", "ccxt.coinbase", "ccxt.kraken",
     "numpy", "anthropic", "mangum", "uvicorn", "psycopg", "sqlalchemy.dialects.postgresql.psycopg",
-    "sqlalchemy.dialects.sqlite.pysqlite", "aws_lambda_powertools.logging.formatter",
+    "sqlalchemy.dialects.sqlite.pysqlite", "aws_lambda_powertools.logging.formatter", "optuna.samplers",
 )
 
 

@@ -17,6 +17,15 @@ def register(subparsers: Any) -> None:
         "backtest", help="backtest a flow on a candle CSV or on exchange data",
         description="Backtest FLOW.json. Unset options take the flow's settings, then the defaults "
                     "(capital 10000, fee 0.001, slippage 0.001).")
+    add_run_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print metrics, trades and equity as JSON")
+    parser.add_argument("--plot", metavar="FILE", help="write the report: FILE.html (interactive, works offline) "
+                                                       "or FILE.png")
+    parser.set_defaults(handler=run)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """FLOW.json, where the candles come from, and the costs: shared by ``backtest`` and ``optimize``."""
     parser.add_argument("flow", metavar="FLOW.json", help="the flow document")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--candles", metavar="FILE.csv", help="candles: header row, time + OHLCV columns")
@@ -29,10 +38,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--capital", type=float, help="initial capital in quote currency")
     parser.add_argument("--fee", type=float, help="fee rate per side, e.g. 0.001 for 0.1 %%")
     parser.add_argument("--slippage", type=float, help="slippage fraction, e.g. 0.001")
-    parser.add_argument("--json", action="store_true", help="print metrics, trades and equity as JSON")
-    parser.add_argument("--plot", metavar="FILE", help="write the report: FILE.html (interactive, works offline) "
-                                                       "or FILE.png")
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,10 +47,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.exchange:  # downloads are cached in the data directory; --candles touches nothing there
         announce_data_dir(quiet=args.json)
-    _check_options(args)
-    flow = _read_flow(Path(args.flow))
+    check_options(args)
+    flow = read_flow(Path(args.flow))
     validated = validate_flow(flow)
-    candles = _candles(args)
+    candles = load_candles(args)
     # the API's run: exchange gaps become a warning, said as the API says it
     result = core.run(validated, candles, capital=args.capital, fee=args.fee, slippage=args.slippage)
     if args.plot:
@@ -62,8 +67,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_options(args: argparse.Namespace) -> None:
-    """Every bad money option at once (the engine would name the flow's setting instead)."""
+def check_options(args: argparse.Namespace) -> None:
+    """Every bad money option (and a --plot of the wrong kind) at once; the engine would name the
+    flow's setting instead."""
     from capandex.errors import ValidationFailed, field_problem
 
     problems = []
@@ -79,7 +85,8 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ValidationFailed("Invalid options: " + ", ".join(p["field"] for p in problems) + ".", details=problems)
 
 
-def _read_flow(path: Path) -> dict[str, Any]:
+def read_flow(path: Path) -> dict[str, Any]:
+    """A flow document from a JSON file; BadRequest naming the file and line when it is not one."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -88,7 +95,9 @@ def _read_flow(path: Path) -> dict[str, Any]:
         raise BadRequest(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from exc
 
 
-def _candles(args: argparse.Namespace) -> Any:
+def load_candles(args: argparse.Namespace) -> Any:
+    """The candles of --candles FILE.csv, or downloaded for --exchange/--symbol/--timeframe/--start/--end
+    (cached like the API's, with a progress bar)."""
     if args.candles:
         from capandex.engine.csvio import read_candles_csv
 

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from capandex.cli.backtest import add_run_arguments
 from capandex.errors import BadRequest
 
 #: below this many candle-trials a process pool costs more than it saves (its start-up is ~1 s)
@@ -29,14 +30,7 @@ def register(subparsers: Any) -> None:
         "optimize", help="optimise a flow's parameters (grid, random or TPE), walk forward, test robustness",
         description="Search FLOW.json's node parameters over candles and test the winner (walk-forward, Monte "
                     "Carlo, cost stress, PBO, Deflated Sharpe Ratio). Unset costs take the flow's settings.")
-    parser.add_argument("flow", metavar="FLOW.json", help="the flow document")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--candles", metavar="FILE.csv", help="candles: header row, time + OHLCV columns")
-    source.add_argument("--exchange", help="download candles from this exchange (cached like the API's)")
-    parser.add_argument("--symbol", help="trading pair, e.g. BTC/USDT (with --exchange)")
-    parser.add_argument("--timeframe", help="candle timeframe, e.g. 1h (with --exchange)")
-    parser.add_argument("--start", help="start date, ISO 8601 (with --exchange)")
-    parser.add_argument("--end", help="end date, ISO 8601 (with --exchange)")
+    add_run_arguments(parser)
     parser.add_argument("--param", action="append", required=True, metavar="NODE.FIELD=START:STOP:STEP",
                         help="a parameter to vary (repeat for more); also a,b,c or one value")
     parser.add_argument("--where", action="append", metavar='"A < B"', help="a relation between parameters")
@@ -49,9 +43,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--walk-forward", metavar="TRAIN:TEST", help="walk-forward windows, e.g. 90d:30d")
     parser.add_argument("--anchored", action="store_true", help="anchored walk-forward (train from the start)")
     parser.add_argument("--monte-carlo", type=int, metavar="N", help="Monte Carlo resamples of the winner's trades")
-    parser.add_argument("--capital", type=float, help="initial capital in quote currency")
-    parser.add_argument("--fee", type=float, help="fee rate per side, e.g. 0.001 for 0.1 %%")
-    parser.add_argument("--slippage", type=float, help="slippage fraction, e.g. 0.001")
     parser.add_argument("--workers", type=int, help="processes (default: every core for large runs, else 1)")
     parser.add_argument("--json", action="store_true", help="print every trial, the winner and the tests as JSON")
     parser.add_argument("--plot", metavar="FILE", help="objective heatmap/line and walk-forward equity to "
@@ -60,15 +51,17 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from capandex.cli.backtest import load_candles, read_flow
+    from capandex.cli.backtest import check_options, load_candles, read_flow
+    from capandex.cli.common import announce_data_dir
     from capandex.engine import Candles, validate_flow
     from capandex.marketdata.progress import progress_bar
     from capandex.research.optimize import optimize
     from capandex.research.request import parse_request
     from capandex.research.runner import default_workers
 
-    if args.plot and Path(args.plot).suffix.lower() not in (".png", ".html", ".htm"):
-        raise BadRequest(f"--plot: {args.plot} must end in .png or .html")
+    if args.exchange:  # downloads are cached in the data directory; --candles touches nothing there
+        announce_data_dir(quiet=args.json)
+    check_options(args)
     flow = read_flow(Path(args.flow))
     spec = parse_request(request_from_args(args), validate_flow(flow))
     candles = Candles.from_any(load_candles(args))
