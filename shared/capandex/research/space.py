@@ -23,12 +23,12 @@ that is not numeric, a value the node would refuse, a range with no values, more
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import operator
 import re
 from collections.abc import Callable, Iterator, Mapping
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 

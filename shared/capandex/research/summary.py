@@ -32,6 +32,7 @@ from capandex.research.walkforward import (
     run_out_of_sample,
     stitch,
 )
+from capandex.timeutil import iso_utc_array
 
 #: trials listed in the result (the whole table is in ``trials`` of the CLI, and in the store)
 TOP_TRIALS = 20
@@ -147,7 +148,5 @@ def _walk_forward(study: Study, document: Mapping[str, Any], candles: Candles, c
 
 
 def _bounds(window: Window) -> dict[str, str]:
-    from capandex.engine.candles import iso_utc
-
-    stamps = iso_utc(np.array([window.train_start, window.train_end, window.test_start, window.test_end]))
+    stamps = iso_utc_array(np.array([window.train_start, window.train_end, window.test_start, window.test_end]))
     return dict(zip(("trainStart", "trainEnd", "testStart", "testEnd"), stamps, strict=True))
