@@ -7,7 +7,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import Connection, insert, update
+from sqlalchemy import Connection, insert, select, update
 
 from capandex.db.owned import owned_row
 from capandex.db.schema import backtests, new_id, utcnow
@@ -66,3 +66,11 @@ def is_stale(row: Any, default_deadline_s: int, now: dt.datetime | None = None) 
     now = now or utcnow()
     deadline = row.deadline_at or row.created_at + dt.timedelta(seconds=default_deadline_s)
     return row.status == RUNNING and deadline < now
+
+
+def running_in_background(conn: Connection, *, user_id: uuid.UUID, now: dt.datetime, longer_than_s: float) -> int:
+    """The user's backtests still running (and not past their deadline) that were given more than
+    ``longer_than_s`` seconds: the background ones (an in-request run gets a short deadline)."""
+    rows = conn.execute(select(backtests.c.created_at, backtests.c.deadline_at).where(
+        backtests.c.user_id == user_id, backtests.c.status == RUNNING, backtests.c.deadline_at > now)).all()
+    return sum(1 for r in rows if (r.deadline_at - r.created_at).total_seconds() > longer_than_s)

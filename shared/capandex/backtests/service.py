@@ -11,6 +11,11 @@ started in the background (a thread pool under ``capandex serve``, the Step Func
 machine in AWS: :mod:`capandex.backtests.jobs`) and returned as running. The route chooses the HTTP
 status (200 or 202) from the :class:`Submission`.
 
+A user may have :data:`MAX_RUNNING_PER_USER` backtests running in the background at once; one
+more is a 429 with ``Retry-After`` (in-request runs need no slot: the request budget bounds them).
+Under ``capandex serve`` the background pool takes users in turn
+(:mod:`capandex.backtests.fairpool`), so nobody's backtest waits behind another user's queue.
+
 A ``running`` backtest older than its deadline is reported (and stored) as failed by :func:`get`,
 so nothing stays ``running`` forever even if its worker died.
 
@@ -26,7 +31,7 @@ import json
 import logging
 import threading
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,10 +39,13 @@ from sqlalchemy import Connection
 
 from capandex.backtests import core, jobs
 from capandex.backtests import repository as repo
+from capandex.backtests.fairpool import FairPool
 from capandex.backtests.models import BacktestCreate
 from capandex.config import get_settings
+from capandex.db.quota import lock_owner
+from capandex.db.schema import backtests
 from capandex.db.session import transaction
-from capandex.errors import UpstreamUnavailable, ValidationFailed, field_problem
+from capandex.errors import RateLimited, UpstreamUnavailable, ValidationFailed, field_problem
 from capandex.marketdata.chunks import timeframe_ms
 from capandex.timeutil import epoch_ms, utcnow
 
@@ -67,6 +75,12 @@ class Submission:
     completed: bool
     body: dict[str, Any]
 
+
+#: background backtests one user may have running (queued or computing) at once; a third is a 429
+MAX_RUNNING_PER_USER = 2
+#: the ``Retry-After`` of that 429, in seconds (a background year of minutes takes about this long
+#: once its candles are cached)
+BUSY_RETRY_AFTER_S = 30
 
 #: A run inside the request dies with it (API Gateway gives up at 29 s, the function's timeout
 #: follows): still ``running`` after this many seconds, it is reported failed, not left hanging.
@@ -165,6 +179,8 @@ def submit(user_id: uuid.UUID, body: BacktestCreate, *, store: BlobStore | None 
     settings = get_settings()
     in_request = seconds <= settings.backtest_sync_budget_s
     with transaction(user_id) as conn:
+        if not in_request:
+            _claim_background_slot(conn, user_id, now)
         row = repo.create(conn, user_id=user_id, flow_id=body.flowId, exchange=body.exchange, symbol=body.symbol,
                           timeframe=body.timeframe, start_ms=span.start_ms, end_ms=span.end_ms,
                           deadline_s=IN_REQUEST_DEADLINE_S if in_request else settings.backtest_deadline_s)
@@ -182,6 +198,18 @@ def submit(user_id: uuid.UUID, body: BacktestCreate, *, store: BlobStore | None 
         raise
     return Submission(backtest_id, completed=False,
                       body={"backtestId": backtest_id, "status": repo.RUNNING, "progress": 0})
+
+
+def _claim_background_slot(conn: Connection, user_id: uuid.UUID, now: dt.datetime) -> None:
+    """:class:`RateLimited` (429, ``Retry-After``) when the user already has
+    :data:`MAX_RUNNING_PER_USER` backtests running in the background. Counted under the user's
+    lock in the transaction that adds the row, so concurrent submissions cannot both pass."""
+    lock_owner(conn, backtests, user_id)
+    running = repo.running_in_background(conn, user_id=user_id, now=now, longer_than_s=IN_REQUEST_DEADLINE_S)
+    if running >= MAX_RUNNING_PER_USER:
+        raise RateLimited(f"You have {running} backtests running in the background; at most {MAX_RUNNING_PER_USER} "
+                          "may run at once. Wait for one to finish (GET /api/engine/backtest/{backtestId}) "
+                          "or use a shorter range, which runs in the request.", retry_after=BUSY_RETRY_AFTER_S)
 
 
 def get(conn: Connection, user_id: uuid.UUID, backtest_id: str, *, store: BlobStore | None = None) -> dict[str, Any]:
@@ -207,23 +235,24 @@ def get(conn: Connection, user_id: uuid.UUID, backtest_id: str, *, store: BlobSt
 
 
 # -- background runs ------------------------------------------------------------------------------
-_executor: ThreadPoolExecutor | None = None
+_pool: FairPool | None = None
 _futures: dict[str, Future[None]] = {}
 _lock = threading.Lock()
 
 
 def start_async(backtest_id: str, user_id: uuid.UUID) -> None:
     """Run the backtest past the request: a Step Functions execution when a state machine is
-    configured (AWS), else the in-process pool (bounded by ``CAPANDEX_BACKTEST_WORKERS``)."""
-    global _executor
+    configured (AWS), else the in-process pool (``CAPANDEX_BACKTEST_WORKERS`` threads serving
+    users in turn: :class:`~capandex.backtests.fairpool.FairPool`)."""
+    global _pool
     settings = get_settings()
     if settings.backtest_state_machine_arn:
         start_execution(settings.backtest_state_machine_arn, backtest_id, user_id)
         return
     with _lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=settings.backtest_workers, thread_name_prefix="backtest")
-        _futures[backtest_id] = _executor.submit(jobs.run_local, backtest_id, user_id)
+        if _pool is None:
+            _pool = FairPool(settings.backtest_workers)
+        _futures[backtest_id] = _pool.submit(user_id, lambda: jobs.run_local(backtest_id, user_id))
 
 
 def start_execution(state_machine_arn: str, backtest_id: str, user_id: uuid.UUID, client: Any = None) -> str:

@@ -15,6 +15,14 @@ from sqlalchemy import Connection, Table, func, select, text
 from capandex.errors import QuotaExceeded
 
 
+def lock_owner(conn: Connection, table: Table, user_id: uuid.UUID) -> None:
+    """Serialise, until ``conn``'s transaction ends, every transaction that counts ``user_id``'s
+    rows of ``table`` before adding one (Postgres advisory lock; SQLite transactions are serial)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("select pg_advisory_xact_lock(hashtext(:table), hashtext(:user))"),
+                     {"table": table.name, "user": str(user_id)})
+
+
 def enforce_quota(conn: Connection, table: Table, *, user_id: uuid.UUID, limit: int, what: str,
                   remedy: str) -> None:
     """Raise :class:`QuotaExceeded` (409) when the user already has ``limit`` rows in ``table``.
@@ -23,9 +31,7 @@ def enforce_quota(conn: Connection, table: Table, *, user_id: uuid.UUID, limit: 
         what: the rows, plural, for the message ("saved exchange keys").
         remedy: what to do about it ("delete one you no longer use").
     """
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("select pg_advisory_xact_lock(hashtext(:table), hashtext(:user))"),
-                     {"table": table.name, "user": str(user_id)})
+    lock_owner(conn, table, user_id)
     count = conn.execute(select(func.count()).select_from(table).where(table.c.user_id == user_id)).scalar_one()
     if count >= limit:
         raise QuotaExceeded(f"You have {count} {what}; the limit is {limit}. To add another, {remedy}.")

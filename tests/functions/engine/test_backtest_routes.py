@@ -185,3 +185,30 @@ def test_state_machine_that_cannot_start_leaves_the_backtest_failed(user, config
 
 def test_requires_authentication(api) -> None:
     assert api.client.post("/api/engine/backtest", json={}).status_code == 401
+
+
+def test_at_most_two_background_backtests_per_user(user, api, configure, monkeypatch) -> None:
+    """The reproduction: one user queued 8 background backtests in a second and another user's
+    waited behind them. Now the third running one is a 429 with Retry-After; other users are
+    unaffected; a finished one frees its slot."""
+    from capandex.backtests import service
+
+    started: list[str] = []
+    monkeypatch.setattr(service, "start_async", lambda backtest_id, _user: started.append(backtest_id))
+    configure(CAPANDEX_BACKTEST_SYNC_BUDGET_S="0")  # everything runs in the background
+    answers = [user.post("/api/engine/backtest", json=body(user.flow_id)) for _ in range(8)]
+    assert [a.status_code for a in answers] == [202, 202] + [429] * 6
+    refused = answers[2]
+    assert refused.headers["retry-after"] == "30"
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert "at most 2 may run at once" in refused.json()["error"]["message"]
+    assert len(started) == 2  # the refused ones created nothing and started nothing
+    other = api.as_user()
+    flow_id = other.post("/api/flows", json={"name": "SMA", **sma_cross_flow(5, 20)}).json()["id"]
+    assert other.post("/api/engine/backtest", json=body(flow_id)).status_code == 202
+    from capandex.backtests import jobs
+
+    jobs.fail_job(started[0], user.id, "stopped by the test")  # one of the two ends
+    assert user.post("/api/engine/backtest", json=body(user.flow_id)).status_code == 202
+    configure(CAPANDEX_BACKTEST_SYNC_BUDGET_S="10")
+    assert user.post("/api/engine/backtest", json=body(user.flow_id)).status_code == 200  # in-request: no slot
