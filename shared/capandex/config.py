@@ -95,9 +95,13 @@ class Settings(BaseSettings):
     #: paper executions step at most this many missed candles in one tick (older ones are skipped)
     live_max_catchup_candles: int = Field(500, ge=1, alias="CAPANDEX_LIVE_MAX_CATCHUP")
     #: seconds a worker holds a live order intent while it places it; no other worker places (or
-    #: looks up and re-places) those orders meanwhile. Must exceed the worker's Lambda timeout (60 s)
-    #: and stay below the queue's visibility timeout (360 s), so a retry after a crash resumes it.
+    #: looks up and re-places) those orders meanwhile. A worker that gives up releases it at once
+    #: (capandex.live.intents); this bound only matters when a worker dies holding it, so it must
+    #: exceed the worker's Lambda timeout (60 s) and stay below the visibility timeout (360 s).
     live_order_lease_seconds: int = Field(90, ge=0, alias="CAPANDEX_LIVE_ORDER_LEASE_SECONDS")
+    #: seconds an intent released after an ambiguous failure (timeout, 5xx, rate limit) waits
+    #: before another worker looks its ids up: an order the exchange accepted shows up by then
+    live_order_settle_seconds: int = Field(5, ge=0, alias="CAPANDEX_LIVE_ORDER_SETTLE_SECONDS")
     #: webhook calls accepted per flow per minute, and the largest webhook body in bytes
     webhook_calls_per_minute: int = Field(30, ge=1, alias="CAPANDEX_WEBHOOK_CALLS_PER_MINUTE")
     webhook_max_body_bytes: int = Field(8192, ge=1, alias="CAPANDEX_WEBHOOK_MAX_BODY_BYTES")

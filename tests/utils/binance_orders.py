@@ -9,7 +9,9 @@ requests are verified as Binance does (:func:`tests.utils.binance_signed.verify_
 
 Faults (:class:`~tests.utils.order_book.OrderBook`) as Binance answers them: ``server_error`` →
 503 text; ``insufficient_balance`` → ``-2010 "Account has insufficient balance for requested
-action."``; ``delisted`` → ``-1121 "Invalid symbol."``; ``partial_fill`` → ``EXPIRED`` after half.
+action."``; ``delisted`` → ``-1121 "Invalid symbol."``; ``partial_fill`` → ``EXPIRED`` after half;
+``rate_limited`` → 429 ``-1003`` with ``Retry-After``; ``ip_banned`` → 418 ``-1003`` "IP banned" with
+``Retry-After`` (Binance's "HTTP return codes": 418 once an IP keeps sending after 429s).
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ class BinanceOrders(OrderBook):
             return 503, "Service Unavailable", {"Content-Type": "text/plain"}
         if fault == "delisted":
             return error(400, -1121, "Invalid symbol.")
+        if fault == "rate_limited":
+            return error(429, -1003, "Too many requests; current limit of IP(127.0.0.1) is 6000 requests per minute.",
+                         {"Retry-After": "1"})
+        if fault == "ip_banned":
+            return error(418, -1003, f"Way too many requests; IP(127.0.0.1) banned until {self.server.now() + 2000}.",
+                         {"Retry-After": "2"})
         if fault == "insufficient_balance":
             return error(400, -2010, "Account has insufficient balance for requested action.")
         symbol = params["symbol"][:-4] + "/" + params["symbol"][-4:]

@@ -8,7 +8,9 @@ request signed (:func:`tests.utils.bybit_server.verify_signature`):
   "orderType": "Market", "qty", "marketUnit", "orderLinkId"}``. As on Bybit, a market buy's
   ``qty`` is in the quote coin unless ``marketUnit`` is ``baseCoin``. The answer acknowledges
   only (``result: {"orderId", "orderLinkId"}``); refusals are ``retCode`` with HTTP 200:
-  170131 insufficient balance, 170121 invalid symbol, 170141 duplicate ``orderLinkId``.
+  170131 insufficient balance, 170121 invalid symbol, 170141 duplicate ``orderLinkId``. Faults:
+  ``rate_limited`` → retCode 10006 "Too many visits!" (HTTP 200, as Bybit answers a per-UID limit);
+  ``ip_banned`` → HTTP 403 "access too frequent" (Bybit's IP ban, at least 10 minutes).
 * ``GET /v5/order/realtime?category=spot&orderLinkId=`` — open orders and recent closed ones
   (``openOnly`` is ignored for an id), and ``GET /v5/order/history`` (closed orders); both answer
   ``result.list`` (empty when the id is unknown). ``orderStatus`` ``Filled``, or
@@ -54,6 +56,10 @@ class BybitOrders(OrderBook):
         fault = self.placement_fault()
         if fault == "server_error":
             return 503, "Service Unavailable", {"Content-Type": "text/plain"}
+        if fault == "rate_limited":
+            return answer({}, now, 10006, "Too many visits!")
+        if fault == "ip_banned":
+            return 403, "access too frequent", {"Content-Type": "text/plain"}
         if fault == "delisted":
             return answer({}, now, 170121, "Invalid symbol.")
         if fault == "insufficient_balance":

@@ -8,7 +8,9 @@ signed (:func:`tests.utils.okx_server.verify_signature`):
   ``tgtCcy`` is ``base_ccy``. The answer acknowledges only: ``{"code": "0", "data": [{"clOrdId",
   "ordId", "sCode": "0", "sMsg": "Order placed", …}]}``; a refusal is ``{"code": "1", "msg": "All
   operations failed", "data": [{"sCode", "sMsg", …}]}`` with HTTP 200: 51008 insufficient
-  balance, 51001 unknown instrument, 51016 duplicated ``clOrdId``.
+  balance, 51001 unknown instrument, 51016 duplicated ``clOrdId``. Faults ``rate_limited`` and
+  ``ip_banned`` answer HTTP 429 ``{"code": "50011", "msg": "Too Many Requests"}`` (OKX has no
+  separate ban answer: its rate limits are per endpoint and user id).
 * ``GET /api/v5/trade/order?instId=&clOrdId=`` (or ``ordId``) — the order (``state`` ``filled`` or
   ``canceled`` after a partial fill; ``accFillSz``, ``avgPx``, ``fee`` negative in ``feeCcy``);
   unknown → ``{"code": "51603", "msg": "Order does not exist"}``.
@@ -56,6 +58,8 @@ class OkxOrders(OrderBook):
         fault = self.placement_fault()
         if fault == "server_error":
             return 503, "Service Unavailable", {"Content-Type": "text/plain"}
+        if fault in ("rate_limited", "ip_banned"):
+            return 429, {"code": "50011", "msg": "Too Many Requests", "data": []}, {}
         if fault == "delisted":
             return refused(client_id, "51001", "Instrument ID or Spread ID doesn't exist.", now)
         base, quote = body["instId"].split("-")

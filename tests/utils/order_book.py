@@ -11,6 +11,8 @@ Faults (one-shot, consumed in order by the next order placement; ``lookup_miss``
     book.fail_next("delisted")              # the exchange's "unknown symbol" answer
     book.fail_next("partial_fill")          # fills half, then the market order ends (out of liquidity)
     book.fail_next("lookup_miss")           # the next lookup does not see the order yet
+    book.fail_next("rate_limited")          # the exchange's rate-limit answer (Binance 429)
+    book.fail_next("ip_banned")             # the exchange's "stop, or be banned" answer (Binance 418)
 
 By default a reused client id is refused as a duplicate only while the earlier order is still
 open, as on Binance — a filled market order's id is accepted again, the worst case for
@@ -32,7 +34,8 @@ from tests.utils.loopback_exchange import Handler, LoopbackExchange, Request, Re
 #: the default test key pair (and OKX passphrase) the books accept
 API_KEY, SECRET, PASSPHRASE = "test-key", "test-secret", "test-pass"
 
-PLACEMENT_FAULTS = ("accept_then_timeout", "server_error", "insufficient_balance", "delisted", "partial_fill")
+PLACEMENT_FAULTS = ("accept_then_timeout", "server_error", "insufficient_balance", "delisted", "partial_fill",
+                    "rate_limited", "ip_banned")
 
 
 @dataclass

@@ -26,7 +26,7 @@ from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from capandex.db.owned import owned_row
-from capandex.db.schema import exchange_keys, executions, flows, new_id, positions, utcnow
+from capandex.db.schema import exchange_keys, executions, flows, new_id, positions
 from capandex.errors import (
     BadRequest,
     Conflict,
@@ -39,7 +39,7 @@ from capandex.errors import (
 from capandex.live.timeframes import last_closed_open
 from capandex.marketdata.chunks import TIMEFRAME_MS
 from capandex.notifications import notify
-from capandex.timeutil import epoch_ms, iso_utc
+from capandex.timeutil import epoch_ms, iso_utc, utcnow
 
 if TYPE_CHECKING:
     from capandex.engine import BrokerState, CompiledFlow

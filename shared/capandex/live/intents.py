@@ -11,11 +11,23 @@ completes any pending intent first, also after a stop (the intent predates it).
 not stop two *concurrent* placements, because Binance accepts a reused ``newClientOrderId`` once
 the earlier order has filled, which a market order does at once — two workers looking the id up at
 the same moment would both place it. While one worker holds the lease no other one places the
-intent's orders; a worker that died leaves the lease to expire
-(``CAPANDEX_LIVE_ORDER_LEASE_SECONDS``); the retry then looks each id up and places only what the
-exchange does not know. The life cycle (hummingbot's ``InFlightOrder``/``OrderState`` plays this
-part for an order) is :class:`IntentState`: ``intended`` → ``acting`` → recorded (the slot is
-emptied) — or failed, when an order was refused for good.
+intent's orders. The lease bounds only a worker that is alive and acting:
+
+* a worker that **gives up** (an order's outcome is unknown after a timeout, a 5xx, a 429/418, or
+  any other error) releases it before it raises (:func:`complete_pending`); the intent goes back
+  to ``intended`` behind a short settle hold (``CAPANDEX_LIVE_ORDER_SETTLE_SECONDS``, 5 s, so an
+  order the exchange did accept is visible to the next lookup), and the next delivery — the
+  scheduler's next pass, a minute later — resumes it at once with the same client ids. Keeping the
+  full lease after giving up once made every tick of the next minute answer ``in_progress`` while
+  a stop-loss went unchecked;
+* a worker that **dies** (the Lambda is killed: nothing after the kill runs) leaves its lease to
+  expire (``CAPANDEX_LIVE_ORDER_LEASE_SECONDS``, above the worker's 60 s timeout), so no second
+  worker acts while the first might still be sending; the retry then looks each id up and places
+  only what the exchange does not know.
+
+The life cycle (hummingbot's ``InFlightOrder``/``OrderState`` plays this part for an order) is
+:class:`IntentState`: ``intended`` → ``acting`` → recorded (the slot is emptied), ``acting`` →
+``intended`` when the acting worker gives up, or failed, when an order was refused for good.
 
 **Failures** (:func:`record_failure`). Both kinds write an ``engine_error`` notification and count
 towards ``consecutive_failures``; at ``CAPANDEX_LIVE_MAX_FAILURES`` (default 3) the execution ends
@@ -50,14 +62,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, insert, update
 from sqlalchemy.exc import IntegrityError
 
-from capandex.db.schema import executions, tick_records, utcnow
+from capandex.db.schema import executions, tick_records
 from capandex.errors import BadRequest, CapandexError, InvalidCredentials, NotFound, ValidationFailed
 from capandex.exchanges.errors import OrderRejected
 from capandex.live.executions import flow_name, lock_execution
 from capandex.live.ledger import apply_fills, finish_tick, write_order
 from capandex.live.orders import Fill, GatewayFactory, OrderIntent
 from capandex.notifications import notify
-from capandex.timeutil import from_ms, now_ms  # tests move the lease clock by patching this module's now_ms
+from capandex.timeutil import from_ms, now_ms, utcnow  # tests move the lease clock by patching this module's now_ms
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -102,6 +114,10 @@ class IntentState(StrEnum):
 
     INTENDED = "intended"
     ACTING = "acting"
+
+
+#: :attr:`Lease.owner` of the settle hold of a released intent: no worker owns it
+RELEASED = "released"
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +166,15 @@ class PendingIntent:
 
         until = now_ms() + get_settings().live_order_lease_seconds * 1000
         return replace(self, state=IntentState.ACTING, lease=Lease(owner, until))
+
+    def released(self) -> PendingIntent:
+        """This intent given back by the worker acting on it: ``intended`` again, held only for
+        the settle time (``CAPANDEX_LIVE_ORDER_SETTLE_SECONDS``; no hold when it is 0)."""
+        from capandex.config import get_settings
+
+        settle_ms = get_settings().live_order_settle_seconds * 1000
+        hold = Lease(RELEASED, now_ms() + settle_ms) if settle_ms > 0 else None
+        return replace(self, state=IntentState.INTENDED, lease=hold)
 
     def to_dict(self) -> dict[str, Any]:
         """The persisted JSON (see the module docstring)."""
@@ -234,20 +259,17 @@ def complete_pending(row: Any, pending: PendingIntent, gateway_for: GatewayFacto
     """
     from capandex.db.session import transaction
 
-    taken = _take_lease(row.id, pending.key, owner or uuid.uuid4().hex, engine)
+    owner = owner or uuid.uuid4().hex
+    taken = _take_lease(row.id, pending.key, owner, engine)
     if taken != "ok":
         return TickOutcome(row.id, pending.key, taken)
-    gateway = gateway_for(row)
-    fills: list[tuple[OrderIntent, Fill]] = []
-    rejected: OrderRejected | None = None
-    for order in pending.orders:
-        try:
-            fills.append((order, gateway.place(order)))
-        except OrderRejected as exc:
-            rejected = exc
-            with transaction(engine=engine) as conn:
-                write_order(conn, row, order, pending.order_candle_ms, None, "rejected")
-            break
+    try:
+        fills, rejected = _act(row, pending, gateway_for, engine)
+    except Exception:
+        # giving up: release the intent for the next delivery (a dead worker never gets here; its
+        # lease expires instead)
+        _give_back(row.id, pending.key, owner, engine)
+        raise
     with transaction(engine=engine) as conn:
         locked = lock_execution(conn, row.id)
         current = pending_of(locked)
@@ -257,6 +279,38 @@ def complete_pending(row: Any, pending: PendingIntent, gateway_for: GatewayFacto
     if rejected is not None:
         raise rejected
     return TickOutcome(row.id, pending.key, "done", fills=len(fills), orders=tuple(f.to_dict() for _, f in fills))
+
+
+def _act(row: Any, pending: PendingIntent, gateway_for: GatewayFactory, engine: Engine | None
+         ) -> tuple[list[tuple[OrderIntent, Fill]], OrderRejected | None]:
+    """Phase 2: place (or find) each order in turn; stop at the first one refused for good
+    (written ``rejected``), which is returned with the fills before it."""
+    from capandex.db.session import transaction
+
+    gateway = gateway_for(row)
+    fills: list[tuple[OrderIntent, Fill]] = []
+    for order in pending.orders:
+        try:
+            fills.append((order, gateway.place(order)))
+        except OrderRejected as exc:
+            with transaction(engine=engine) as conn:
+                write_order(conn, row, order, pending.order_candle_ms, None, "rejected")
+            return fills, exc
+    return fills, None
+
+
+def _give_back(execution_id: str, key: int, owner: str, engine: Engine | None) -> None:
+    """Release ``owner``'s lease on the intent ``key`` (:meth:`PendingIntent.released`), unless
+    the intent was recorded or taken over meanwhile."""
+    from capandex.db.session import transaction
+
+    with transaction(engine=engine) as conn:
+        row = lock_execution(conn, execution_id)
+        pending = pending_of(row)
+        if pending is None or pending.key != key or pending.lease is None or pending.lease.owner != owner:
+            return
+        conn.execute(update(executions).where(executions.c.id == execution_id)
+                     .values(state={**row.state, "pending_tick": pending.released().to_dict()}))
 
 
 def record_pending(conn: Connection, row: Any, pending: PendingIntent, fills: list[tuple[OrderIntent, Fill]],

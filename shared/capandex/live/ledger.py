@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from capandex.db.schema import executions, new_id, orders, positions, utcnow
+from capandex.db.schema import executions, new_id, orders, positions
 from capandex.live.executions import fee_rate, flow_name
 from capandex.live.orders import NOT_HELD, Fill, OrderIntent, PaperGateway
 from capandex.notifications import notify
-from capandex.timeutil import from_ms
+from capandex.timeutil import from_ms, utcnow
 
 if TYPE_CHECKING:
     from capandex.engine import StepResult, Trade

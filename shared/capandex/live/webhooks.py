@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, func, select, update
 
 from capandex.db.owned import owned_row
-from capandex.db.schema import executions, flows, tick_records, utcnow
+from capandex.db.schema import executions, flows, tick_records
 from capandex.errors import (
     BadRequest,
     Conflict,
@@ -71,7 +71,7 @@ from capandex.live.intents import (
     record_pending,
 )
 from capandex.live.orders import GatewayFactory, OrderIntent, PaperGateway, default_gateway
-from capandex.timeutil import epoch_ms
+from capandex.timeutil import epoch_ms, utcnow
 
 if TYPE_CHECKING:
     from capandex.engine import BrokerState

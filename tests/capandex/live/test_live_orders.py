@@ -67,8 +67,8 @@ def later(monkeypatch):
     visibility timeout) comes after the dead worker's lease (90 s) has expired."""
     now = intents.now_ms
 
-    def advance() -> None:
-        monkeypatch.setattr(intents, "now_ms", lambda: now() + 91_000)
+    def advance(ms: int = 91_000) -> None:
+        monkeypatch.setattr(intents, "now_ms", lambda: now() + ms)
 
     return advance
 
@@ -142,14 +142,18 @@ def test_worker_dies_between_order_and_database_write(live, later):
     assert [r.status for r in _orders(live.execution)] == ["filled"]
 
 
-def test_server_error_is_retried_with_the_same_id_and_counted(live, later):
-    live.book.fail_next("server_error")
+@pytest.mark.parametrize("fault", ["server_error", "rate_limited", "ip_banned"])
+def test_a_refused_placement_is_retried_with_the_same_id_and_counted(live, later, fault):
+    live.book.fail_next(fault)
     with pytest.raises(UpstreamUnavailable):
         live.tick(40)
     assert live.book.placed == []
     assert len(_errors(live.user)) == 1
-    later()  # the order may still surface on the exchange: the lease holds until it expires
-    assert live.tick(40).status == "done"  # the redelivery places it, once
+    intent = _execution(live.execution).state["pending_tick"]
+    assert intent["state"] == "intended" and intent["lease"]["owner"] == "released"  # given back
+    assert live.tick(40).status == "in_progress"  # held only while an accepted order would surface
+    later(6_000)  # past the settle hold (5 s), far inside the 90 s lease
+    assert live.tick(40).status == "done"  # the next delivery places it, once
     assert live.book.placed == [client_order_id(live.execution, int(CANDLES.time[40]), "buy")]
     with transaction() as conn:
         row = conn.execute(select(executions).where(executions.c.id == live.execution)).one()

@@ -1,0 +1,130 @@
+"""A pass that gives up releases the intent it holds; a worker that dies holding it still keeps
+every other worker off it until its lease expires.
+
+The scenario of issue 12, with the real ccxt client against the loopback Binance: a 1m SMA 2/3
+cross with a 2 % stop-loss. The buy for candle A is refused with a 429 (or a 418 IP ban); the
+pass gives up. The next minute's pass completes the buy and checks candle B, which dipped 4 %:
+the stop fires. A later cross buys again. Keeping the lease after giving up made every pass of
+the next minute answer ``in_progress``, lost candle B and with it the stop.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+from sqlalchemy import insert, select
+
+from capandex.db.schema import exchange_keys, new_id, notifications, orders, positions, utcnow
+from capandex.db.session import transaction
+from capandex.engine import Candles
+from capandex.errors import UpstreamUnavailable
+from capandex.live import intents
+from capandex.live.executions import execution_status, start_execution
+from capandex.live.orders import LiveGateway
+from capandex.live.worker import process_tick
+from tests.capandex.engine.factories import START_MS, sma_cross_flow
+from tests.capandex.live.helpers import DiesAfterPlacing, make_flow, source_of
+from tests.utils.fixtures import open_venue
+
+MINUTE_MS = 60_000
+#: closes: falling, a cross up at A (index 5), B dips 4 % below A's close, a cross down at C, a
+#: cross up again at E (index 9)
+CLOSES = [100.0, 99.0, 98.0, 97.0, 96.0, 99.0, 98.0, 94.0, 93.0, 99.0, 99.5]
+A, B, E = 5, 6, 9
+
+
+def _candles() -> Candles:
+    close = np.array(CLOSES)
+    open_ = np.r_[close[0], close[:-1]]
+    high = np.maximum(open_, close) * 1.001
+    low = np.minimum(open_, close) * 0.999
+    low[B] = CLOSES[A] * 0.96  # the dip inside candle B
+    return Candles.from_arrays(START_MS + np.arange(len(close), dtype=np.int64) * MINUTE_MS, open_, high, low, close,
+                               np.ones(len(close)))
+
+
+CANDLES = _candles()
+
+
+class Clock:
+    """The lease clock (``intents.now_ms``), moved by hand: each pass is a minute after the last."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = int(CANDLES.time[A]) + 2 * MINUTE_MS
+        monkeypatch.setattr(intents, "now_ms", lambda: self.now)
+
+    def advance(self, ms: int) -> None:
+        self.now += ms
+
+
+@pytest.fixture
+def binance_live(configure, postgres_url, monkeypatch):
+    configure(DATABASE_URL=postgres_url)
+    with open_venue("binance", configure) as venue:
+        user = uuid.uuid4()
+        with transaction() as conn:
+            key_id = new_id("key")
+            conn.execute(insert(exchange_keys).values(id=key_id, user_id=user, exchange="binance", label="test",
+                                                      api_key_hint="k…", sealed={}, is_valid=True,
+                                                      created_at=utcnow()))
+            flow_id = make_flow(conn, user, sma_cross_flow(2, 3, ("stop_loss", 2.0)), timeframe="1m")
+            execution = start_execution(conn, user_id=user, flow_id=flow_id, mode="live", exchange_key_id=key_id,
+                                        now_ms=int(CANDLES.time[A]))["executionId"]
+        client = venue.client()
+        yield venue, user, execution, (lambda row: LiveGateway(client, row.symbol, 0.001, lookup_pause=0.01))
+
+
+def _tick(execution, i, gateway, book, **kw):
+    book.prices["BTC/USDT"] = CANDLES.close[i]  # the market trades at the last close when the pass runs
+    return process_tick(execution, int(CANDLES.time[i]), candles=source_of(CANDLES), gateway=kw.get("via", gateway))
+
+
+@pytest.mark.parametrize("fault", ["rate_limited", "ip_banned"])
+def test_a_pass_that_gives_up_releases_the_intent_and_no_stop_is_missed(binance_live, monkeypatch, fault):
+    venue, user, execution, gateway = binance_live
+    clock = Clock(monkeypatch)
+    venue.book.fail_next(fault)
+    with pytest.raises(UpstreamUnavailable):  # the buy's outcome is unknown: retried by the next pass
+        _tick(execution, A, gateway, venue.book)
+    assert venue.book.placed == []
+    clock.advance(MINUTE_MS)  # the next minute's pass, well inside the 90 s lease
+    outcome = _tick(execution, B, gateway, venue.book)
+    assert (outcome.status, outcome.fills) == ("done", 1)
+    for i in range(B + 1, len(CANDLES)):
+        clock.advance(MINUTE_MS)
+        assert _tick(execution, i, gateway, venue.book).status == "done"
+    assert [venue.book.orders[c].side for c in venue.book.placed] == ["buy", "sell", "buy"]
+    with transaction() as conn:
+        rows = conn.execute(select(positions).where(positions.c.execution_id == execution)
+                            .order_by(positions.c.entry_time)).all()
+        status = execution_status(conn, user_id=user, execution_id=execution)
+        errors = conn.execute(select(notifications.c.message).where(notifications.c.user_id == user,
+                                                                    notifications.c.event == "engine_error")).all()
+        order_rows = conn.execute(select(orders.c.side, orders.c.status).where(orders.c.execution_id == execution)
+                                  .order_by(orders.c.created_at)).all()
+    assert [(r.status, r.exit_reason) for r in rows] == [("closed", "stop_loss"), ("open", None)]
+    assert rows[0].exit_price == pytest.approx(CANDLES.close[B] * 1.0)  # the real fill, not the level
+    assert [tuple(r) for r in order_rows] == [("buy", "filled"), ("sell", "filled"), ("buy", "filled")]
+    assert len(errors) == 1 and "could not process the candle of" in errors[0].message  # the give-up, told
+    assert status["currentTick"] == len(CANDLES) - A and status["errorCount"] == 1
+    assert status["status"] == "running" and status["lastError"]
+
+
+def test_a_lease_held_by_a_dead_worker_keeps_every_other_worker_off(binance_live, monkeypatch):
+    """The worker is killed after the exchange accepted the buy: its lease stays until it expires, so
+    concurrent deliveries place nothing; after the expiry one delivery records the order it finds."""
+    venue, _user, execution, gateway = binance_live
+    clock = Clock(monkeypatch)
+    with pytest.raises(SystemExit):
+        _tick(execution, A, gateway, venue.book, via=lambda row: DiesAfterPlacing(gateway(row)))
+    assert len(venue.book.placed) == 1
+    for _ in range(3):  # duplicate and next-minute deliveries while the dead worker's lease runs
+        clock.advance(20_000)
+        assert _tick(execution, A, gateway, venue.book).status == "in_progress"
+    assert len(venue.book.placed) == 1
+    clock.advance(31_000)  # 91 s after the lease was taken: expired
+    outcome = _tick(execution, A, gateway, venue.book)
+    assert (outcome.status, outcome.fills) == ("done", 1)
+    assert len(venue.book.placed) == 1  # found by its id, not placed again
