@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, select, update
 
 from capandex.db.schema import rate_limits, utcnow
+from capandex.db.session import upsert_insert
 from capandex.errors import RateLimited
 
 if TYPE_CHECKING:
@@ -113,9 +114,5 @@ def consume(name: str, *, user_id: uuid.UUID, settings: Settings | None = None) 
 
 
 def _ensure_row(conn: Connection, user_id: uuid.UUID, name: str, tokens: float, now: object) -> None:
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    conn.execute(insert(rate_limits).values(user_id=user_id, bucket=name, tokens=tokens, updated_at=now)
+    conn.execute(upsert_insert(conn, rate_limits).values(user_id=user_id, bucket=name, tokens=tokens, updated_at=now)
                  .on_conflict_do_nothing(index_elements=["user_id", "bucket"]))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import TYPE_CHECKING, overload
+from typing import TYPE_CHECKING, Literal, overload
 
 if TYPE_CHECKING:  # numpy only where arrays are formatted: the API's cold start does not need it
     import numpy as np
@@ -66,7 +66,8 @@ def iso_utc_array(epoch_ms: npt.ArrayLike) -> list[str]:
     any instant has milliseconds, then all get milliseconds (candle times from user CSVs may)."""
     import numpy as np
 
-    values: np.ndarray = np.asarray(epoch_ms, dtype=np.int64)
-    unit = "s" if np.all(values % 1000 == 0) else "ms"
-    stamps: list[str] = np.datetime_as_string(values.astype("datetime64[ms]"), unit=unit).tolist()
+    values = np.asarray(epoch_ms, dtype=np.int64)
+    unit: Literal["s", "ms"] = "s" if np.all(values % 1000 == 0) else "ms"
+    moments: npt.NDArray[np.datetime64] = values.astype("datetime64[ms]")
+    stamps: list[str] = np.datetime_as_string(moments, unit=unit).tolist()
     return [s + "Z" for s in stamps]

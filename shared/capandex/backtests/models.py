@@ -76,7 +76,7 @@ class BacktestPublic(ResponseModel):
     error: str | None = None
 
     @model_serializer(mode="wrap")
-    def _absent_rather_than_null(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
+    def _absent_rather_than_null(self, handler: SerializerFunctionWrapHandler):
         """Fields that do not apply to the status are left out (``profitFactor: null`` inside the
         metrics stays: it means "no losing trade"). No return annotation: pydantic would document
         that type instead of the fields."""

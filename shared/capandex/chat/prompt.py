@@ -148,7 +148,8 @@ def render_flow(flow: Mapping[str, Any], *, max_chars: int = MAX_CONTEXT_CHARS) 
 
 def node_line(node: Mapping[str, Any]) -> str:
     """``id: type variant key=value …`` (the variant is kind/operator/action/field)."""
-    data = node.get("data") if isinstance(node.get("data"), Mapping) else {}
+    raw = node.get("data")
+    data: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
     variant_key = next((k for k in VARIANT_KEYS if k in data), None)
     parts = [f"{_short(node.get('id'))}:", _short(node.get("type"))]
     if variant_key is not None:

@@ -26,11 +26,11 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 
@@ -49,6 +49,9 @@ from capandex.chat.upstream import (
 from capandex.config import Settings, get_settings
 from capandex.errors import BadRequest, ValidationFailed
 from capandex.ratelimit import CHAT, consume
+
+if TYPE_CHECKING:
+    from anthropic.types import MessageParam, ToolParam
 
 logger = logging.getLogger("capandex.chat")
 
@@ -90,7 +93,7 @@ async def start_chat(*, user_id: uuid.UUID, request: ChatRequest,
     await relay.open()
     if turn.flow_id is not None:
         try:
-            await anyio.to_thread.run_sync(partial(_save, turn, "user", request.messages[-1].content))
+            await anyio.to_thread.run_sync(partial(_save, turn, turn.flow_id, "user", request.messages[-1].content))
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await relay.close()
@@ -134,12 +137,13 @@ def _prepare(user_id: uuid.UUID, request: ChatRequest, settings: Settings) -> Tu
                 messages=[{"role": m.role, "content": m.content} for m in request.messages])
 
 
-def _save(turn: Turn, role: str, content: str, *, partial: bool = False,
+def _save(turn: Turn, flow_id: str, role: str, content: str, *, partial: bool = False,
           flow_patch: dict[str, Any] | None = None) -> None:
+    """Keep one message of the flow's chat (a chat about no saved flow keeps none)."""
     from capandex.db.session import transaction
 
     with transaction(turn.user_id) as conn:
-        repository.add_message(conn, user_id=turn.user_id, flow_id=turn.flow_id, role=role, content=content,
+        repository.add_message(conn, user_id=turn.user_id, flow_id=flow_id, role=role, content=content,
                                partial=partial, flow_patch=flow_patch)
 
 
@@ -179,9 +183,11 @@ class Relay:
             raise
 
     async def _request(self, messages: list[dict[str, Any]]) -> tuple[Any, Any]:
+        # our messages and tool are the API's JSON shapes, built and checked here as plain dicts
         stream = await self.client.messages.create(
             model=self.settings.anthropic_model, max_tokens=self.settings.anthropic_max_tokens,
-            system=self.turn.system, messages=messages, tools=[TOOL], stream=True)
+            system=self.turn.system, messages=cast("list[MessageParam]", messages),
+            tools=[cast("ToolParam", TOOL)], stream=True)
         try:
             first = await anext(stream)
         except StopAsyncIteration:
@@ -192,7 +198,7 @@ class Relay:
             raise
         return stream, first
 
-    async def sse(self) -> AsyncIterator[str]:
+    async def sse(self) -> AsyncGenerator[str, None]:
         """The response body; saves the answer however it ends."""
         try:
             try:
@@ -228,12 +234,12 @@ class Relay:
             return
         try:
             await anyio.to_thread.run_sync(partial(
-                _save, self.turn, "assistant", "".join(self.answer.text),
+                _save, self.turn, self.turn.flow_id, "assistant", "".join(self.answer.text),
                 partial=not self.answer.complete, flow_patch=self.answer.flow_patch))
         except Exception:  # the client has its answer; a lost save is logged, not raised into the stream
             logger.exception("saving the assistant message failed")
 
-    async def _rounds(self) -> AsyncIterator[dict[str, Any]]:
+    async def _rounds(self) -> AsyncGenerator[dict[str, Any], None]:
         messages = list(self.turn.messages)
         for round_number in range(MAX_TOOL_ROUNDS + 1):
             response = Response()
@@ -250,7 +256,7 @@ class Relay:
             except Exception as exc:
                 raise stream_error(exc) from exc
 
-    async def _relay_one(self, response: Response) -> AsyncIterator[dict[str, Any]]:
+    async def _relay_one(self, response: Response) -> AsyncGenerator[dict[str, Any], None]:
         """Relay one Anthropic response (starting at ``self.first``)."""
         event = self.first
         while True:

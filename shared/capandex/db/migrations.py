@@ -16,6 +16,9 @@ its per-request transactions still run as ``authenticated`` so RLS applies to th
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy import ColumnDefault
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -48,7 +51,8 @@ def _literal(value: object) -> str:
 def seed_rows() -> list[dict[str, object]]:
     """The exchange seed with every column filled (column defaults where a row is silent)."""
     table = metadata.tables["exchanges"]
-    return [{c.name: row.get(c.name, c.default.arg if c.default is not None else None) for c in table.columns}
+    return [{c.name: row.get(c.name, c.default.arg if isinstance(c.default, ColumnDefault) else None)
+             for c in table.columns}
             for row in SEED_EXCHANGES]
 
 
@@ -86,7 +90,7 @@ def _rls_statements() -> list[str]:
 def render_postgres() -> str:
     """The whole migration as SQL text (deterministic: same schema, same text)."""
     dialect = postgresql.dialect()
-    in_schema = {"schema_translate_map": {None: POSTGRES_SCHEMA}, "render_schema_translate": True}
+    in_schema: dict[str, Any] = {"schema_translate_map": {None: POSTGRES_SCHEMA}, "render_schema_translate": True}
     parts = [HEADER]
     for table in metadata.sorted_tables:
         parts.append(str(CreateTable(table).compile(dialect=dialect, **in_schema)).strip() + ";")

@@ -21,12 +21,16 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Engine, create_engine, event, insert, select, text
+from sqlalchemy import Connection, Engine, Table, create_engine, event, insert, select, text
 from sqlalchemy.pool import NullPool
 
 from capandex.db.migrations import seed_rows
 from capandex.db.schema import POSTGRES_SCHEMA, exchanges, metadata
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects import postgresql, sqlite
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -69,7 +73,7 @@ def _create_sqlite(url: str) -> Engine:
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_conn, _record):
         # pysqlite's own transaction handling defers BEGIN; take control so that every
         # transaction starts with BEGIN IMMEDIATE and concurrent writers serialise cleanly
         # (read-modify-write such as "next version number" stays correct).
@@ -114,3 +118,15 @@ def transaction(user_id: uuid.UUID | None = None, *, engine: Engine | None = Non
             conn.execute(text("select set_config('request.jwt.claims', :c, true)"), {"c": claims})
             conn.execute(text("set local role authenticated"))
         yield conn
+
+
+def upsert_insert(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """``INSERT`` into ``table`` in the connection's dialect, so ``on_conflict_do_nothing`` /
+    ``on_conflict_do_update`` (the same call on Postgres and SQLite) can follow."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgres_insert
+
+        return postgres_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)

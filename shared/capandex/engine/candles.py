@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from capandex.errors import ValidationFailed, field_problem
 from capandex.timeutil import iso_utc_array
@@ -31,12 +32,12 @@ class Candles:
     arrays; call :meth:`validate` before trusting data that came from outside.
     """
 
-    time: np.ndarray
-    open: np.ndarray
-    high: np.ndarray
-    low: np.ndarray
-    close: np.ndarray
-    volume: np.ndarray
+    time: npt.NDArray[np.int64]
+    open: npt.NDArray[np.float64]
+    high: npt.NDArray[np.float64]
+    low: npt.NDArray[np.float64]
+    close: npt.NDArray[np.float64]
+    volume: npt.NDArray[np.float64]
 
     def __len__(self) -> int:
         return int(self.time.shape[0])

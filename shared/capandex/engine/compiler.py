@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from capandex.engine import indicators as ta
 from capandex.engine.candles import Candles
@@ -146,15 +147,18 @@ def _lookback(node: Node) -> int:
     """TA-Lib's lookback: the index of an indicator's first value on a clean input."""
     if node.type != "indicator":
         return 0
-    p = node.params
-    return {
-        "sma": lambda: p["period"] - 1, "ema": lambda: p["period"] - 1, "wma": lambda: p["period"] - 1,
-        "rsi": lambda: p["period"], "roc": lambda: p["period"], "highest": lambda: p["period"] - 1,
-        "lowest": lambda: p["period"] - 1, "obv": lambda: 0, "vwap": lambda: p["period"] - 1,
-        "bollinger": lambda: p["period"] - 1, "atr": lambda: p["period"],
-        "macd": lambda: max(p["fast"], p["slow"]) + p["signal"] - 2,
-        "stochastic": lambda: p["kPeriod"] + p["kSmooth"] + p["dPeriod"] - 3,
-    }[node.kind]()
+    p, kind = node.params, node.kind
+    if kind in ("sma", "ema", "wma", "highest", "lowest", "vwap", "bollinger"):
+        return int(p["period"]) - 1
+    if kind in ("rsi", "roc", "atr"):
+        return int(p["period"])
+    if kind == "obv":
+        return 0
+    if kind == "macd":
+        return int(max(p["fast"], p["slow"]) + p["signal"] - 2)
+    if kind == "stochastic":
+        return int(p["kPeriod"] + p["kSmooth"] + p["dPeriod"] - 3)
+    raise ValueError(f"no lookback known for indicator {kind!r}")
 
 
 def price_field(candles: Candles, name: str) -> np.ndarray:
@@ -165,7 +169,8 @@ def price_field(candles: Candles, name: str) -> np.ndarray:
         return (candles.high + candles.low + candles.close) / 3.0
     if name == "ohlc4":
         return (candles.open + candles.high + candles.low + candles.close) / 4.0
-    return getattr(candles, name)
+    series: npt.NDArray[np.float64] = getattr(candles, name)
+    return series
 
 
 def _input(node: Node, handle: str, values: dict[tuple[str, str], np.ndarray]) -> np.ndarray | None:
@@ -185,6 +190,8 @@ def _evaluate_node(node: Node, candles: Candles,
     if node.type == "condition":
         a = _input(node, "a", values)
         b = _input(node, "b", values)
+        if a is None:  # validation requires it
+            raise ValueError(f"condition {node.id} has no input a")
         if b is None:
             b = np.full(n, float(node.params["value"]))
         return {"value": _compare(node.kind, a, b)}

@@ -39,7 +39,7 @@ def read_candles_csv(path: str | Path) -> Candles:
     if time_col is None and header and header[0] == "":
         time_col = 0
     missing = ([] if time_col is not None else ["time"]) + [f for f in FIELDS if f not in header]
-    if missing:
+    if missing or time_col is None:  # (no time column is in missing)
         raise BadRequest(f"{path}: line 1: missing column(s) {', '.join(missing)}")
     cols = [header.index(f) for f in FIELDS]
     body = [(number, row) for number, row in enumerate(rows[1:], start=2) if any(c.strip() for c in row)]
@@ -61,10 +61,10 @@ def read_candles_csv(path: str | Path) -> Candles:
                 "negative" if name == "volume" else "not positive")
             raise BadRequest(f"{path}: line {body[bad[0]][0]}: {name} is {what} ({column[bad[0]]:g})")
     step = np.diff(times)
-    for bad, what in ((step == 0, "duplicates the previous timestamp"),
-                      (step < 0, "is earlier than the previous row (rows must be sorted by time)")):
-        if bad.any():
-            raise BadRequest(f"{path}: line {body[int(np.argmax(bad)) + 1][0]}: time {what}")
+    for out_of_order, what in ((step == 0, "duplicates the previous timestamp"),
+                               (step < 0, "is earlier than the previous row (rows must be sorted by time)")):
+        if out_of_order.any():
+            raise BadRequest(f"{path}: line {body[int(np.argmax(out_of_order)) + 1][0]}: time {what}")
     candles = Candles.from_arrays(times, *values.T)
     try:
         candles.validate()

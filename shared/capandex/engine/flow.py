@@ -178,7 +178,7 @@ def output_handles(node: Node) -> tuple[str, ...]:
     return ("value",) if output_type(node) else ()
 
 
-class _Problems(list):
+class _Problems(list[dict[str, Any]]):
     def add(self, node_id: str | None, field_name: str, message: str) -> None:
         self.append({"nodeId": node_id, "field": field_name, "message": message})
 
@@ -254,7 +254,7 @@ class _NodeData:
         if value not in allowed:
             self.problem(f"data.{name}", f"must be one of {', '.join(allowed)} (got {value!r})")
             return None
-        return value
+        return str(value)
 
     def numbers(self, spec: Mapping[str, Param], only_given: bool = False) -> dict[str, Any]:
         """The parameters of ``spec``, defaults filled in (``only_given``: just those present);
@@ -364,7 +364,10 @@ def _parse_edges(raw: Any, nodes: dict[str, Node], problems: _Problems) -> None:
             problems.add(None, label, "must be an object")
             continue
         edge_id = edge.get("id", label)
-        source, target = nodes.get(edge.get("source")), nodes.get(edge.get("target"))
+        # an id that is not a string (a list, an object) names no node (and is unhashable for dict.get)
+        source_id, target_id = edge.get("source"), edge.get("target")
+        source = nodes.get(source_id) if isinstance(source_id, str) else None
+        target = nodes.get(target_id) if isinstance(target_id, str) else None
         for end, node in (("source", source), ("target", target)):
             if node is None:
                 problems.add(edge.get(end) if isinstance(edge.get(end), str) else None,
@@ -474,17 +477,16 @@ def _parse_settings(raw: Any, problems: _Problems) -> RunSettings:
     if not isinstance(raw, Mapping):
         problems.add(None, "settings", "must be an object")
         return RunSettings()
-    specs = {"initialCapital": Param(False, DEFAULT_CAPITAL, 0, math.inf, False),
-             "feeRate": Param(False, DEFAULT_FEE, 0, 0.5), "slippage": Param(False, DEFAULT_SLIPPAGE, 0, 0.5)}
-    values = {}
-    for name, spec in specs.items():
+    specs = {"initialCapital": (DEFAULT_CAPITAL, Param(False, DEFAULT_CAPITAL, 0, math.inf, False)),
+             "feeRate": (DEFAULT_FEE, Param(False, DEFAULT_FEE, 0, 0.5)),
+             "slippage": (DEFAULT_SLIPPAGE, Param(False, DEFAULT_SLIPPAGE, 0, 0.5))}
+    values: dict[str, float] = {}
+    for name, (default, spec) in specs.items():
         value = raw.get(name)
-        value = spec.default if value is None else value
-        why = spec.check(value)
+        why = None if value is None else spec.check(value)
         if why:
             problems.add(None, f"settings.{name}", why)
-            value = spec.default
-        values[name] = float(value)
+        values[name] = default if value is None or why else float(value)
     return RunSettings(values["initialCapital"], values["feeRate"], values["slippage"])
 
 

@@ -298,7 +298,7 @@ def macd(x: np.ndarray, fast: int, slow: int, signal: int) -> dict[str, np.ndarr
 def true_range(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
     """TA-Lib ``TRANGE``: max(high-low, |high-prev close|, |low-prev close|); NaN at index 0."""
     prev = np.r_[np.nan, close[:-1]]
-    tr = np.maximum(high - low, np.maximum(np.abs(high - prev), np.abs(low - prev)))
+    tr: np.ndarray = np.maximum(high - low, np.maximum(np.abs(high - prev), np.abs(low - prev)))
     tr[0] = np.nan
     return tr
 

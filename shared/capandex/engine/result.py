@@ -7,6 +7,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from capandex.engine.rules import REASONS
 from capandex.timeutil import iso_utc_array
@@ -53,14 +54,14 @@ def make_trade(entry_time: int, exit_time: int, entry_price: float, exit_price: 
 class TradeTable:
     """Closed trades as parallel arrays (times epoch ms; money in quote currency)."""
 
-    entry_time: np.ndarray
-    exit_time: np.ndarray
-    entry_price: np.ndarray
-    exit_price: np.ndarray
-    units: np.ndarray
-    spent: np.ndarray
-    proceeds: np.ndarray
-    reason: np.ndarray
+    entry_time: npt.NDArray[np.int64]
+    exit_time: npt.NDArray[np.int64]
+    entry_price: npt.NDArray[np.float64]
+    exit_price: npt.NDArray[np.float64]
+    units: npt.NDArray[np.float64]
+    spent: npt.NDArray[np.float64]
+    proceeds: npt.NDArray[np.float64]
+    reason: npt.NDArray[np.int64]
     fee: float
 
     @property

@@ -4,17 +4,28 @@ Every function here is pure and works on Python floats and on numpy arrays alike
 vectorised simulator (:mod:`.simulator`) and the bar-by-bar stepper (:mod:`.stepper`) call the very
 same expressions and get the same floating-point results. Percent arguments are in percent
 (2 = 2 %); ``fee`` and ``slippage`` are fractions (0.001 = 0.1 %).
+
+Types: a price, amount or level is :data:`Real`, a float or a float64 array, and comes back as
+the same kind. numpy types its ufuncs (``np.maximum``, ``np.where``…) as returning Any for
+scalars, so those few results are annotated with the kind they are (``np.float64`` is a float).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar, overload
 
 import numpy as np
+import numpy.typing as npt
 
 if TYPE_CHECKING:
     from capandex.engine.flow import BuyAction, Risk, RunSettings
+
+#: one bar's value (the stepper's Python floats) or every bar's (the simulator's float64 arrays)
+Real = TypeVar("Real", float, npt.NDArray[np.float64])
+Floats = npt.NDArray[np.float64]
+Bools = npt.NDArray[np.bool_]
 
 #: exit reasons, in the order of their integer codes inside the simulator
 REASONS = ("signal", "stop_loss", "take_profit", "trailing_stop", "kill_switch", "end_of_data")
@@ -28,68 +39,84 @@ SIGNAL, STOP_LOSS, TAKE_PROFIT, TRAILING_STOP, KILL_SWITCH, END_OF_DATA = range(
 REACH_TOLERANCE = 1e-12
 
 
-def buy_fill(open_, slippage):
+def buy_fill(open_: Real, slippage: float) -> Real:
     """Market buy at the bar's open: ``open * (1 + slippage)``."""
     return open_ * (1.0 + slippage)
 
 
-def sell_fill(price, slippage):
+def sell_fill(price: Real, slippage: float) -> Real:
     """Market sell (signal, kill switch, stop, end of data): ``price * (1 - slippage)``."""
     return price * (1.0 - slippage)
 
 
-def stop_loss_level(entry, percent):
+def stop_loss_level(entry: Real, percent: float) -> Real:
     """Stop-loss trigger level: ``entry * (1 - percent / 100)``."""
     return entry * (1.0 - percent / 100.0)
 
 
-def take_profit_level(entry, percent):
+def take_profit_level(entry: Real, percent: float) -> Real:
     """Take-profit limit level: ``entry * (1 + percent / 100)``."""
     return entry * (1.0 + percent / 100.0)
 
 
-def trailing_level(entry, highest_before, percent):
+def trailing_level(entry: Real, highest_before: Real, percent: float) -> Real:
     """Trailing stop at bar k: ``max(entry, highest high of bars entry..k-1) * (1 - percent / 100)``.
 
     ``highest_before`` is -inf (or anything below ``entry``) on the entry bar itself.
     """
-    return np.maximum(entry, highest_before) * (1.0 - percent / 100.0)
+    level: Real = np.maximum(entry, highest_before) * (1.0 - percent / 100.0)
+    return level
 
 
-def stop_threshold(level):
+def stop_threshold(level: Real) -> Real:
     """The highest low that reaches a stop level: ``level`` widened by :data:`REACH_TOLERANCE`."""
     return level * (1.0 + REACH_TOLERANCE)
 
 
-def take_profit_threshold(level):
+def take_profit_threshold(level: Real) -> Real:
     """The lowest high that reaches a take-profit level: ``level`` less :data:`REACH_TOLERANCE`."""
     return level * (1.0 - REACH_TOLERANCE)
 
 
-def stop_reached(low, level):
+@overload
+def stop_reached(low: float, level: float) -> bool: ...
+@overload
+def stop_reached(low: Floats, level: Floats) -> Bools: ...
+
+
+def stop_reached(low: float | Floats, level: float | Floats) -> bool | Bools:
     """The bar's low reaches a stop(-loss or trailing) level: ``low <= level`` (a touch counts)."""
     return low <= stop_threshold(level)
 
 
-def take_profit_reached(high, level):
+@overload
+def take_profit_reached(high: float, level: float) -> bool: ...
+@overload
+def take_profit_reached(high: Floats, level: Floats) -> Bools: ...
+
+
+def take_profit_reached(high: float | Floats, level: float | Floats) -> bool | Bools:
     """The bar's high reaches the take-profit level: ``high >= level`` (a touch counts)."""
     return high >= take_profit_threshold(level)
 
 
-def stop_exit_price(open_, level, slippage):
+def stop_exit_price(open_: Real, level: Real, slippage: float) -> Real:
     """Stop-market exit once the low reaches ``level``: the level, or the open if it gapped below."""
-    return sell_fill(np.minimum(open_, level), slippage)
+    worst: Real = np.minimum(open_, level)
+    return sell_fill(worst, slippage)
 
 
-def take_profit_exit_price(open_, level):
+def take_profit_exit_price(open_: Real, level: Real) -> Real:
     """Limit exit once the high reaches ``level``: the level, or the open if it gapped above.
 
     A limit order gets no slippage.
     """
-    return np.maximum(open_, level)
+    best: Real = np.maximum(open_, level)
+    return best
 
 
-def buy_fraction(fee, slippage, size_percent=None, risk_percent=None, stop_loss=None):
+def buy_fraction(fee: float, slippage: float, size_percent: float | None = None, risk_percent: float | None = None,
+                 stop_loss: float | None = None) -> float:
     """Fraction of equity a buy spends (fee included) for ``sizePercent`` or ``riskPercent``.
 
     ``sizePercent``: ``size_percent / 100``. ``riskPercent``: the spend for which hitting the
@@ -98,9 +125,17 @@ def buy_fraction(fee, slippage, size_percent=None, risk_percent=None, stop_loss=
     ``F * (1 + fee) - F * (1 - stop/100) * (1 - slippage) * (1 - fee)``, so the fraction does not
     depend on F. Capped at 1 (100 % of equity). A gap through the stop loses more: that is the
     risk the trader accepts.
+
+    Raises:
+        ValueError: neither ``size_percent`` nor ``risk_percent`` with ``stop_loss`` (a validated
+            flow never asks that).
     """
     if risk_percent is None:
+        if size_percent is None:
+            raise ValueError("a fraction needs sizePercent, or riskPercent and a stop-loss")
         return size_percent / 100.0
+    if stop_loss is None:
+        raise ValueError("riskPercent needs a stop-loss")
     loss_per_spent = 1.0 - (1.0 - stop_loss / 100.0) * (1.0 - slippage) * (1.0 - fee) / (1.0 + fee)
     return min(1.0, (risk_percent / 100.0) / loss_per_spent)
 
@@ -121,29 +156,38 @@ def sizing_for(action: BuyAction, risk: Risk, settings: RunSettings) -> Sizing:
                                          action.risk_percent, risk.stop_loss))
 
 
-def spend(cash, fraction=None, amount=None):
+def spend(cash: Real, fraction: float | None = None, amount: float | None = None) -> Real:
     """Quote currency a buy spends, fee included: ``cash * fraction``, or ``min(amount, cash)``."""
     if amount is not None:
-        return np.minimum(amount, cash)
+        capped: Real = np.minimum(amount, cash)
+        return capped
+    if fraction is None:
+        raise ValueError("a buy spends a fraction or an amount")
     return cash * fraction
 
 
-def units_for(spent, fill, fee):
+def units_for(spent: Real, fill: Real, fee: float) -> Real:
     """Units bought for ``spent`` quote (fee included): ``spent / (fill * (1 + fee))``."""
     return spent / (fill * (1.0 + fee))
 
 
-def entry_cost(units, fill, fee):
+def entry_cost(units: Real, fill: Real, fee: float) -> Real:
     """Cash paid for a buy: ``units * fill * (1 + fee)``."""
     return units * fill * (1.0 + fee)
 
 
-def exit_proceeds(units, fill, fee):
+def exit_proceeds(units: Real, fill: Real, fee: float) -> Real:
     """Cash received for a sell: ``units * fill * (1 - fee)``."""
     return units * fill * (1.0 - fee)
 
 
-def kill_switch_hit(equity, peak, percent):
+@overload
+def kill_switch_hit(equity: float, peak: float, percent: float) -> bool: ...
+@overload
+def kill_switch_hit(equity: Floats, peak: Floats, percent: float) -> Bools: ...
+
+
+def kill_switch_hit(equity: float | Floats, peak: float | Floats, percent: float) -> bool | Bools:
     """True when ``(1 - equity / peak) * 100 >= percent`` (drawdown from the peak, at a close).
 
     A drawdown of exactly ``percent`` counts (see :data:`REACH_TOLERANCE`).
@@ -151,22 +195,23 @@ def kill_switch_hit(equity, peak, percent):
     return (1.0 - equity / peak) * 100.0 >= percent - 100.0 * REACH_TOLERANCE
 
 
-def cash_after_entry(cash, spent):
+def cash_after_entry(cash: Real, spent: Real) -> Real:
     """Cash left after a buy that spent ``spent`` (fee included)."""
     return cash - spent
 
 
-def cash_after_exit(cash, proceeds):
+def cash_after_exit(cash: Real, proceeds: Real) -> Real:
     """Cash after a sell that received ``proceeds`` (fee deducted)."""
     return cash + proceeds
 
 
-def equity(cash, units, close):
+def equity(cash: Real, units: Real, close: Real) -> Real:
     """Equity at a close: ``cash + units * close`` (units 0 when flat)."""
     return cash + units * close
 
 
-def stop_exit(open_, high, low, stop_loss, trailing, take_profit, slippage):
+def stop_exit(open_: Real, high: Real, low: Real, stop_loss: Real, trailing: Real, take_profit: Real,
+              slippage: float) -> tuple[npt.NDArray[np.int64], Floats]:
     """Which stop fires inside a bar, and at what price (element-wise over arrays).
 
     Levels are prices; pass -inf for an unset stop-loss/trailing stop and +inf for an unset
@@ -175,27 +220,29 @@ def stop_exit(open_, high, low, stop_loss, trailing, take_profit, slippage):
     came first, so assume the worse) — except when the bar *opens* at or above the take-profit:
     then the limit order filled at the open, before any later low (DESIGN.md §5 read literally
     would book the stop for a trade the exchange had already closed in profit).
-    Returns ``(reason code or -1, exit fill price)``.
+    Returns ``(reason code or -1, exit fill price)`` as arrays (0-dimensional for floats).
     """
-    stop = np.maximum(stop_loss, trailing)
-    tp_at_open = take_profit_reached(open_, take_profit)
-    stop_hit = stop_reached(low, stop) & ~tp_at_open
-    tp_hit = take_profit_reached(high, take_profit)
+    stop: Floats = np.maximum(stop_loss, trailing)
+    tp_at_open = np.asarray(take_profit_reached(np.asarray(open_), np.asarray(take_profit)))
+    stop_hit = stop_reached(np.asarray(low), stop) & ~tp_at_open
+    tp_hit = take_profit_reached(np.asarray(high), np.asarray(take_profit))
     stop_reason = np.where(trailing > stop_loss, TRAILING_STOP, STOP_LOSS)
-    code = np.where(stop_hit, stop_reason, np.where(tp_hit, TAKE_PROFIT, -1))
+    code: npt.NDArray[np.int64] = np.where(stop_hit, stop_reason, np.where(tp_hit, TAKE_PROFIT, -1))
     with np.errstate(invalid="ignore", over="ignore"):
-        price = np.where(stop_hit, stop_exit_price(open_, stop, slippage),
-                         take_profit_exit_price(open_, take_profit))
+        price: Floats = np.where(stop_hit, stop_exit_price(np.asarray(open_), stop, slippage),
+                                 take_profit_exit_price(np.asarray(open_), np.asarray(take_profit)))
     return code, price
 
 
-def open_position(cash, fill, fee, fraction=None, amount=None):
+def open_position(cash: Real, fill: Real, fee: float, fraction: float | None = None,
+                  amount: float | None = None) -> tuple[Real, Real, Real]:
     """A buy at ``fill``: returns ``(spent, units, cash left)``; see :func:`spend`, :func:`units_for`."""
     spent = spend(cash, fraction, amount)
     return spent, units_for(spent, fill, fee), cash_after_entry(cash, spent)
 
 
-def settle_fractions(cash, fractions, entry_fills, exit_fills, fee):
+def settle_fractions(cash: float, fractions: Sequence[float], entry_fills: Floats, exit_fills: Floats,
+                     fee: float) -> tuple[list[float], list[float], list[float], list[float]]:
     """Carry cash through consecutive round trips that each spend a fraction of it.
 
     The same arithmetic, in the same order, as :func:`open_position` then :func:`close_position`
@@ -204,10 +251,11 @@ def settle_fractions(cash, fractions, entry_fills, exit_fills, fee):
     (tens of thousands on a million candles). Returns lists ``(spent, units, proceeds, cash
     after each trade)``.
     """
-    entry_cost_per_unit = (entry_fills * (1.0 + fee)).tolist()  # units_for's denominator
+    entry_cost_per_unit: list[float] = (entry_fills * (1.0 + fee)).tolist()  # units_for's denominator
+    exits: list[float] = exit_fills.tolist()
     keep = 1.0 - fee
     spent_out, units_out, proceeds_out, cash_out = [], [], [], []
-    for fraction, per_unit, fill in zip(fractions, entry_cost_per_unit, exit_fills.tolist(), strict=True):
+    for fraction, per_unit, fill in zip(fractions, entry_cost_per_unit, exits, strict=True):
         spent = cash * fraction
         units = spent / per_unit
         proceeds = units * fill * keep
@@ -219,7 +267,8 @@ def settle_fractions(cash, fractions, entry_fills, exit_fills, fee):
     return spent_out, units_out, proceeds_out, cash_out
 
 
-def settle_fraction_runs(capital, fractions, entry_fills, exit_fills, counts, fee):
+def settle_fraction_runs(capital: float, fractions: Floats, entry_fills: Floats, exit_fills: Floats,
+                         counts: npt.NDArray[np.int64], fee: float) -> tuple[Floats, Floats, Floats, Floats]:
     """:func:`settle_fractions` for many runs at once, one loop over the trade index.
 
     The runs' trades lie back to back in the flat arrays ``fractions``, ``entry_fills`` and
@@ -248,7 +297,7 @@ def settle_fraction_runs(capital, fractions, entry_fills, exit_fills, counts, fe
     return spent_out, units_out, proceeds_out, cash_out
 
 
-def close_position(cash, units, fill, fee):
+def close_position(cash: Real, units: Real, fill: Real, fee: float) -> tuple[Real, Real]:
     """A sell of ``units`` at ``fill``: returns ``(proceeds, cash after)``."""
     proceeds = exit_proceeds(units, fill, fee)
     return proceeds, cash_after_exit(cash, proceeds)

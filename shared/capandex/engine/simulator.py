@@ -309,14 +309,20 @@ def settle(plan: Schedule, settings: RunSettings) -> Money:
     operations, so both give identical numbers.
     """
     cash, fee, sizing = settings.capital, settings.fee, plan.sizing
-    if all(size.amount is None for size in sizing):  # the common case: a tight float loop
-        spent, units, proceeds, after = rules.settle_fractions(cash, [size.fraction for size in sizing],
-                                                               plan.entry_price, plan.exit_price, fee)
+    fractions = [size.fraction for size in sizing if size.amount is None and size.fraction is not None]
+    spent: list[float]
+    units: list[float]
+    proceeds: list[float]
+    if len(fractions) == len(sizing):  # the common case, every buy sizes by fraction: a tight float loop
+        spent, units, proceeds, after = rules.settle_fractions(cash, fractions, plan.entry_price, plan.exit_price,
+                                                               fee)
         cash_before = [cash, *after]
     else:
         spent, units, proceeds, cash_before = [], [], [], [cash]
         open_position, close_position = rules.open_position, rules.close_position  # hot loop: locals
-        for entry, exit_, size in zip(plan.entry_price.tolist(), plan.exit_price.tolist(), sizing, strict=True):
+        entries: list[float] = plan.entry_price.tolist()
+        exits: list[float] = plan.exit_price.tolist()
+        for entry, exit_, size in zip(entries, exits, sizing, strict=True):
             paid, bought, cash = open_position(cash, entry, fee, size.fraction, size.amount)
             got, cash = close_position(cash, bought, exit_, fee)
             spent.append(paid)

@@ -78,6 +78,12 @@ class BrokerState:
     def long(self) -> bool:
         return self.entry_time is not None
 
+    def position(self) -> tuple[int, float]:
+        """The open position's entry time and fill price; :class:`ValueError` when flat."""
+        if self.entry_time is None or self.entry_price is None:
+            raise ValueError("the broker state holds no open position")
+        return self.entry_time, self.entry_price
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -175,7 +181,7 @@ def _stops_inside(state: BrokerState, time: int, o: float, h: float, lo: float, 
     """The open position's stop-loss, trailing stop and take-profit against one bar's open, high
     and low: the position closed at the level :func:`rules.stop_exit` picks, or (none crossed)
     the trailing high raised to the bar's high."""
-    entry = state.entry_price
+    _, entry = state.position()
     code, price = rules.stop_exit(
         o, h, lo,
         rules.stop_loss_level(entry, risk.stop_loss) if risk.stop_loss is not None else -math.inf,
@@ -196,8 +202,9 @@ def _open(state: BrokerState, time: int, fill: float, sizing: rules.Sizing, fee:
 
 def _close(state: BrokerState, time: int, fill: float, reason: str, fee: float,
            ) -> tuple[BrokerState, Trade]:
+    entry_time, entry_price = state.position()
     proceeds, cash = rules.close_position(state.cash, state.units, fill, fee)
-    trade = make_trade(state.entry_time, time, state.entry_price, fill, state.units, state.entry_spent,
+    trade = make_trade(entry_time, time, entry_price, fill, state.units, state.entry_spent,
                        proceeds, fee, rules.REASONS.index(reason))
     return replace(state, cash=float(cash), units=0.0, entry_time=None,
                    entry_price=None, entry_spent=0.0, highest=None), trade

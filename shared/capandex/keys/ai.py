@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, select, update
 
 from capandex.db.schema import ai_keys, new_id, utcnow
+from capandex.db.session import upsert_insert
 from capandex.errors import BadRequest, NotFound, RateLimited, UpstreamError, UpstreamUnavailable
 from capandex.ratelimit import KEY_VALIDATION, consume
 from capandex.vault import PURPOSE_AI_KEY, VaultContext, get_vault
@@ -68,11 +69,7 @@ def save_ai_key(conn: Connection, *, user_id: uuid.UUID, api_key: str) -> str:
 
 
 def _upsert(conn: Connection, values: dict[str, Any]) -> Any:
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(ai_keys).values(values)
+    stmt = upsert_insert(conn, ai_keys).values(values)
     return stmt.on_conflict_do_update(index_elements=[ai_keys.c.user_id],
                                       set_={k: stmt.excluded[k] for k in values if k != "user_id"})
 

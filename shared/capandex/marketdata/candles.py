@@ -247,9 +247,10 @@ def assemble(chunks: list[Chunk], timeframe: str, start_ms: int, end_ms: int, *,
         columns.append(np.concatenate(parts) if parts else np.zeros(0, np.int64 if name == "time" else np.float64))
     time = columns[0]
     lo, hi = np.searchsorted(time, start_ms, "left"), np.searchsorted(time, bound, "left")
-    columns = [np.ascontiguousarray(c[lo:hi]) for c in columns]
-    gaps = find_gaps(columns[0], timeframe_ms(timeframe), start_ms, bound)
-    return FetchedCandles(*columns, exchange=exchange, gaps=tuple(gaps), pages_fetched=pages, chunks_cached=cached,
+    time, open_, high, low, close, volume = (np.ascontiguousarray(c[lo:hi]) for c in columns)
+    gaps = find_gaps(time, timeframe_ms(timeframe), start_ms, bound)
+    return FetchedCandles(time=time, open=open_, high=high, low=low, close=close, volume=volume, exchange=exchange,
+                          gaps=tuple(gaps), pages_fetched=pages, chunks_cached=cached,
                           chunks_fetched=len(chunks) - cached)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from capandex.db.schema import profiles, utcnow
+from capandex.db.session import upsert_insert
 from capandex.errors import ValidationFailed, field_problem
 
 #: every preference key, each a boolean (the events of :mod:`capandex.notifications`)
@@ -31,12 +32,8 @@ def _merged(stored: Mapping[str, Any] | None) -> dict[str, bool]:
 
 def _insert_if_missing(conn: Connection, user_id: uuid.UUID, prefs: dict[str, bool]) -> None:
     """Create the profile row unless it exists (concurrent first writes must not fail)."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
     now = utcnow()
-    conn.execute(insert(profiles).values(user_id=user_id, notification_preferences=prefs,
+    conn.execute(upsert_insert(conn, profiles).values(user_id=user_id, notification_preferences=prefs,
                                          created_at=now, updated_at=now)
                  .on_conflict_do_nothing(index_elements=["user_id"]))
 

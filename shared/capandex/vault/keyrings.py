@@ -314,7 +314,7 @@ class KmsKeyring:
         # KeyId pins the key we expect, so a ciphertext of another key in the account is refused.
         out = self._call("decrypt", CiphertextBlob=wrapped, KeyId=str(wrap.get("key")),
                          EncryptionContext=ctx.encryption_context())
-        data_key = out["Plaintext"]
+        data_key: bytes = out["Plaintext"]
         if len(data_key) != KEY_BYTES:
             raise VaultError(TAMPERED)
         return data_key

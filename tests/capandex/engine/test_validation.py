@@ -93,3 +93,12 @@ def test_a_constant_no_float_can_hold_is_a_problem():
     found = problems(flow)
     assert {"nodeId": "k", "field": "data.value", "message": "must be a finite number"} in found
     assert {"nodeId": "r", "field": "data.percent", "message": "must be in (0, 100]"} in found
+
+
+def test_an_edge_end_that_is_not_a_string_is_a_problem_not_a_crash():
+    """A list or object as an edge's source/target names no node (it used to reach dict.get and
+    raise TypeError: unhashable type, a 500)."""
+    flow = sma_cross_flow()
+    flow["edges"] = [*flow["edges"], {"id": "odd", "source": ["fast"], "target": {"id": "up"}}]
+    fields = {p["field"] for p in problems(flow)}
+    assert {"edge odd.source", "edge odd.target"} <= fields
