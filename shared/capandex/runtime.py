@@ -101,7 +101,7 @@ def lambda_entry(service: str, *, correlation: Callable[[Event], str | None] = l
     start(service, requires=requires)
 
     def decorate(fn: Handler) -> Handler:
-        inner = fn
+        inner: Callable[..., Any] = fn
         if traced:
             from aws_lambda_powertools import Tracer
 

@@ -67,9 +67,8 @@ def recording(service: str) -> Iterator[Counter[Key]]:
     global _counts
     with _lock:
         outer = _counts
-        if outer is None:
-            _counts = Counter()
-        counts = _counts
+        counts = outer if outer is not None else Counter()
+        _counts = counts
     try:
         yield counts
     finally:
@@ -89,8 +88,8 @@ def _flush(service: str, counts: Counter[Key]) -> None:
         by_dimensions.setdefault(dimensions, []).append((metric, value))
     for dimensions, values in sorted(by_dimensions.items()):
         metrics = EphemeralMetrics(namespace=NAMESPACE, service=service)
-        for name, value in dimensions:
-            metrics.add_dimension(name=name, value=value)
+        for name, label in dimensions:
+            metrics.add_dimension(name=name, value=label)
         for metric, value in values:
             metrics.add_metric(name=metric.value, unit=MetricUnit.Count, value=value)
         metrics.flush_metrics()
