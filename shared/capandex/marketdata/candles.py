@@ -215,13 +215,11 @@ def fill_chunk(item: ChunkPlan, candles: CandleRange, *, client: ExchangeClient 
         head_rows, head_pages = fetch_rows(client, candles.symbol, timeframe, item.start_ms, head, on_page)
         rows, pages = np.concatenate([head_rows, rows]), pages + head_pages
     if cached is not None and len(cached):
-        old = np.column_stack([cached.time.astype(np.float64), cached.open, cached.high, cached.low,
-                               cached.close, cached.volume])
+        old = cached.rows()
         # inside its coverage the store's candles stay (an import is the user's own data)
         fresh = rows[(rows[:, 0] < head) | (rows[:, 0] >= have)]
         rows = sorted_unique(np.concatenate([fresh, old[(old[:, 0] >= head) & (old[:, 0] < have)]]))
-    chunk = Chunk(item.start_ms, end, item.target_ms, rows[:, 0].astype(np.int64),
-                  *(np.ascontiguousarray(rows[:, i]) for i in range(1, 6)))
+    chunk = Chunk.from_rows(item.start_ms, end, item.target_ms, rows)
     store.put(chunk_key(candles.exchange, candles.symbol, timeframe, item.start_ms), encode(chunk))
     return chunk, pages
 

@@ -99,6 +99,23 @@ class Chunk:
     volume: Any
     covered_from_ms: int | None = None
 
+    @classmethod
+    def from_rows(cls, start_ms: int, end_ms: int, covered_until_ms: int, rows: Any,
+                  covered_from_ms: int | None = None) -> Chunk:
+        """A chunk holding ``rows`` (float64 ``[time, open, high, low, close, volume]``, sorted by time)."""
+        import numpy as np
+
+        open_, high, low, close, volume = (np.ascontiguousarray(rows[:, i]) for i in range(1, 6))
+        return cls(start_ms, end_ms, covered_until_ms, rows[:, 0].astype(np.int64), open_, high, low, close,
+                   volume, covered_from_ms=covered_from_ms)
+
+    def rows(self) -> Any:
+        """The candles as float64 rows ``[time, open, high, low, close, volume]`` (a copy)."""
+        import numpy as np
+
+        return np.column_stack([self.time.astype(np.float64), self.open, self.high, self.low, self.close,
+                                self.volume])
+
     @property
     def covered_from(self) -> int:
         return self.start_ms if self.covered_from_ms is None else self.covered_from_ms
@@ -139,5 +156,7 @@ def decode(data: bytes, timeframe: str) -> Chunk:
     if len(data) != offset + 48 * n:
         raise ValueError("not a candle chunk (bad length)")
     time = np.frombuffer(data, dtype="<i8", count=n, offset=offset)
-    values = [np.frombuffer(data, dtype="<f8", count=n, offset=offset + 8 * n * (i + 1)) for i in range(5)]
-    return Chunk(start, start + chunk_span_ms(timeframe), covered, time, *values, covered_from_ms=covered_from)
+    open_, high, low, close, volume = (np.frombuffer(data, dtype="<f8", count=n, offset=offset + 8 * n * (i + 1))
+                                       for i in range(5))
+    return Chunk(start, start + chunk_span_ms(timeframe), covered, time, open_, high, low, close, volume,
+                 covered_from_ms=covered_from)

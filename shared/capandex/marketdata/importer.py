@@ -287,12 +287,10 @@ def store_rows(exchange: str, symbol: str, timeframe: str, rows: np.ndarray, *,
         key = chunk_key(exchange, symbol, timeframe, start)
         existing = load_chunk(store, key, timeframe)
         if existing is not None and existing.covered_from <= hi and lo <= existing.covered_until_ms:
-            old = np.column_stack([existing.time.astype(np.float64), existing.open, existing.high, existing.low,
-                                   existing.close, existing.volume])
+            old = existing.rows()
             part = sorted_unique(np.concatenate([old[(old[:, 0] < lo) | (old[:, 0] >= hi)], part]))
             lo, hi = min(lo, existing.covered_from), max(hi, existing.covered_until_ms)
-        chunk = Chunk(start, chunk_end, hi, part[:, 0].astype(np.int64),
-                      *(np.ascontiguousarray(part[:, i]) for i in range(1, 6)), covered_from_ms=lo)
+        chunk = Chunk.from_rows(start, chunk_end, hi, part, covered_from_ms=lo)
         store.put(key, encode(chunk))
         written += 1
     gaps = find_gaps(rows[:, 0].astype(np.int64), step, first, end)
