@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, field_validator
 
 from capandex.api.models import RequestModel, ResponseModel
+from capandex.timeutil import utcnow
 
 
 class StartRequest(RequestModel):
@@ -28,7 +29,7 @@ class StartRequest(RequestModel):
         if value is None:
             return None
         value = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-        if value >= dt.datetime.now(dt.UTC):
+        if value >= utcnow():
             raise ValueError("must be in the past")
         return value
 
