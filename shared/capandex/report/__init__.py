@@ -16,18 +16,21 @@ from typing import Any
 from capandex.errors import BadRequest
 
 
-def render_report(result: Any, candles: Any, flow: Any, **market: str) -> str:
-    """The interactive report of ``result`` (run on ``candles`` with ``flow``) as HTML text."""
+def render_report(result: Any, candles: Any, flow: Any, *, exchange: str = "", symbol: str = "",
+                  timeframe: str = "") -> str:
+    """The interactive report of ``result`` (run on ``candles`` with ``flow``) as HTML text; the
+    market names, when given, title it."""
     from capandex.report.data import report_data
 
     try:
         from capandex.report.html import render_html
     except ImportError as exc:  # bokeh is the `report` extra
         raise BadRequest("HTML reports need Bokeh: pip install 'capandex[report]'.") from exc
-    return render_html(report_data(result, candles, flow, **market))
+    return render_html(report_data(result, candles, flow, exchange=exchange, symbol=symbol, timeframe=timeframe))
 
 
-def write_report(result: Any, candles: Any, flow: Any, path: str | Path, **market: str) -> None:
+def write_report(result: Any, candles: Any, flow: Any, path: str | Path, *, exchange: str = "", symbol: str = "",
+                 timeframe: str = "") -> None:
     """Write the report to ``path``: ``.html``/``.htm`` interactive, ``.png`` static."""
     from capandex.report.data import report_data
 
@@ -35,6 +38,7 @@ def write_report(result: Any, candles: Any, flow: Any, path: str | Path, **marke
     if path.suffix.lower() == ".png":
         from capandex.report.png import write_png
 
-        write_png(report_data(result, candles, flow, **market), path)
+        write_png(report_data(result, candles, flow, exchange=exchange, symbol=symbol, timeframe=timeframe), path)
     else:
-        path.write_text(render_report(result, candles, flow, **market), encoding="utf-8")
+        path.write_text(render_report(result, candles, flow, exchange=exchange, symbol=symbol, timeframe=timeframe),
+                        encoding="utf-8")

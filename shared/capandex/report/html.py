@@ -32,7 +32,7 @@ def render_html(data: ReportData) -> str:
     """The report as one HTML document (BokehJS inlined)."""
     from bokeh.embed import file_html
     from bokeh.layouts import column
-    from bokeh.models import Div
+    from bokeh.models.widgets.markups import Div  # bokeh.models re-exports it by star import, which mypy cannot see
     from bokeh.resources import INLINE
 
     price = _price_pane(data)
@@ -157,7 +157,8 @@ def _drawdown_pane(data: ReportData, price: Figure) -> Figure:
 
 
 def _trade_table(data: ReportData) -> Any:
-    from bokeh.models import ColumnDataSource, DataTable, TableColumn
+    from bokeh.models import ColumnDataSource
+    from bokeh.models.widgets.tables import DataTable, TableColumn
 
     t = data.trades
     source = ColumnDataSource({"n": [x["number"] for x in t], "entry": [x["entry"] for x in t],
