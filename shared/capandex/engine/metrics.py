@@ -63,7 +63,8 @@ def last_bar_of_day(time_ms: np.ndarray) -> np.ndarray:
 
 def daily_equity(equity: np.ndarray, time_ms: np.ndarray, last_of_day: np.ndarray | None = None) -> np.ndarray:
     """The last equity of every UTC day that has at least one bar, in time order."""
-    return equity[last_bar_of_day(time_ms) if last_of_day is None else last_of_day]
+    daily: np.ndarray = equity[last_bar_of_day(time_ms) if last_of_day is None else last_of_day]
+    return daily
 
 
 def sharpe_ratio(equity: np.ndarray, time_ms: np.ndarray, last_of_day: np.ndarray | None = None) -> float:

@@ -84,7 +84,7 @@ def stop_reached(low: float, level: float) -> bool: ...
 def stop_reached(low: Floats, level: Floats) -> Bools: ...
 
 
-def stop_reached(low: float | Floats, level: float | Floats) -> bool | Bools:
+def stop_reached(low: Real, level: Real) -> bool | Bools:
     """The bar's low reaches a stop(-loss or trailing) level: ``low <= level`` (a touch counts)."""
     return low <= stop_threshold(level)
 
@@ -95,7 +95,7 @@ def take_profit_reached(high: float, level: float) -> bool: ...
 def take_profit_reached(high: Floats, level: Floats) -> Bools: ...
 
 
-def take_profit_reached(high: float | Floats, level: float | Floats) -> bool | Bools:
+def take_profit_reached(high: Real, level: Real) -> bool | Bools:
     """The bar's high reaches the take-profit level: ``high >= level`` (a touch counts)."""
     return high >= take_profit_threshold(level)
 
