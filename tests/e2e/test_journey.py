@@ -42,6 +42,7 @@ from tests.utils.anthropic_server import AnthropicServer, text_reply
 from tests.utils.binance_server import BinanceServer
 from tests.utils.binance_signed import SignedBinance
 from tests.utils.chat import sse_payloads
+from tests.utils.serve import wait_until_serving
 
 HOUR_MS = 3_600_000
 SLOW = 30  # the slow SMA's period
@@ -135,15 +136,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                                         "--no-ticks"], env=env, stdout=out, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 30
-            while True:  # bounded polling until the server answers
-                try:
-                    httpx.get(f"{url}/api/openapi.json", timeout=1).raise_for_status()
-                    break
-                except httpx.TransportError:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        pytest.fail(f"capandex serve did not come up: {log.read_text()}")
-                    time.sleep(0.1)
+            wait_until_serving(url, process, log)
             yield Stack(url, env, data_dir, log, binance, SignedBinance(binance), anthropic)
         finally:
             process.terminate()

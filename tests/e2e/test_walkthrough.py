@@ -12,12 +12,12 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.utils.serve import wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,15 +76,7 @@ def server(tmp_path: Path) -> Iterator[tuple[dict[str, str], CountingListener]]:
     process = subprocess.Popen([sys.executable, "-m", "capandex.cli", "serve", "--port", str(port), "--no-ticks"],
                                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/api/openapi.json", timeout=1).raise_for_status()
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"capandex serve did not come up: {(tmp_path / 'serve.log').read_text()}")
-                time.sleep(0.1)
+        wait_until_serving(f"http://127.0.0.1:{port}", process, tmp_path / "serve.log")
         yield env, exchange
     finally:
         process.terminate()
