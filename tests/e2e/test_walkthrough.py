@@ -105,4 +105,7 @@ def test_the_readme_walkthrough_runs_offline(server, tmp_path: Path) -> None:
     assert stopped == {"status": "stopped", "openPositions": 0,
                        "totalTrades": status["totalTrades"] + status["openPositions"]}
     assert performance["totalTrades"] == stopped["totalTrades"]
+    optimised = "\n".join(out[10:])
+    assert re.search(r"^best: fast\.period=\d+ slow\.period=\d+ ", optimised, re.M), optimised
+    assert "walk-forward 60d/30d: efficiency" in optimised and "stitched out of sample" in optimised
     assert exchange.connections == 0  # offline: no exchange was asked anything
