@@ -92,7 +92,8 @@ class Settings(BaseSettings):
     tick_queue_url: str | None = Field(None, alias="CAPANDEX_TICK_QUEUE_URL")
     #: consecutive failed ticks after which an execution ends in status "error"
     live_max_consecutive_failures: int = Field(3, ge=1, alias="CAPANDEX_LIVE_MAX_FAILURES")
-    #: paper executions step at most this many missed candles in one tick (older ones are skipped)
+    #: one tick processes at most this many unprocessed candles, oldest first; the rest wait for the
+    #: next tick, never skipped (capandex.live.catchup: beyond it the user is told it is behind)
     live_max_catchup_candles: int = Field(500, ge=1, alias="CAPANDEX_LIVE_MAX_CATCHUP")
     #: seconds a worker holds a live order intent while it places it; no other worker places (or
     #: looks up and re-places) those orders meanwhile. A worker that gives up releases it at once

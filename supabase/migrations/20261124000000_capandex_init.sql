@@ -223,6 +223,7 @@ CREATE TABLE capandex.positions (
 	pnl FLOAT, 
 	pnl_percent FLOAT, 
 	exit_reason VARCHAR(16), 
+	note TEXT, 
 	PRIMARY KEY (id), 
 	FOREIGN KEY(flow_id) REFERENCES capandex.flows (id) ON DELETE CASCADE, 
 	FOREIGN KEY(execution_id) REFERENCES capandex.executions (id) ON DELETE CASCADE

@@ -191,6 +191,8 @@ positions = Table(
     Column("pnl", Float),
     Column("pnl_percent", Float),
     Column("exit_reason", String(16)),
+    #: why the exit differs from the rule's (e.g. a stop crossed in a candle processed late)
+    Column("note", Text),
 )
 
 orders = Table(

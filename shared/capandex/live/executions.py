@@ -43,6 +43,7 @@ from capandex.timeutil import epoch_ms, iso_utc, utcnow
 
 if TYPE_CHECKING:
     from capandex.engine import BrokerState, CompiledFlow
+    from capandex.engine.flow import Flow
 
 MODES = ("paper", "live")
 
@@ -126,6 +127,24 @@ def _listed_symbols(exchange: str) -> list[str]:
                                   "not started; retry in a minute.") from exc
 
 
+def _check_candle_by_candle(flow: Flow) -> None:
+    """Refuse a flow the live engine cannot evaluate candle by candle.
+
+    OBV is a running total since the first candle of whatever series it is given: a backtest's
+    OBV depends on where its range starts, and no trailing window of candles (what each tick
+    evaluates) reproduces it. Rather than trade on values no backtest shows, the start is refused
+    (422 naming each OBV node); a backtest of the flow still runs.
+    """
+    obv = [node.id for node in flow.nodes.values() if node.type == "indicator" and node.kind == "obv"]
+    if obv:
+        raise ValidationFailed(
+            "The flow uses OBV, a running total since the first candle of the series: paper and live executions "
+            "evaluate a trailing window of candles each tick, which cannot reproduce it. Backtest the flow, or "
+            "replace the OBV node to run it.",
+            details=[field_problem("data.kind", "OBV cannot run in paper or live mode", nodeId=node_id)
+                     for node_id in obv])
+
+
 def _check_live_exchange(conn: Connection, exchange: str) -> None:
     from capandex.exchanges.orders import CLIENT_ORDER_IDS
     from capandex.exchanges.registry import active_ccxt_ids
@@ -163,9 +182,9 @@ def start_execution(conn: Connection, *, user_id: uuid.UUID, flow_id: str, mode:
 
     Raises:
         NotFound: no such flow (or key) for this user.
-        ValidationFailed: the flow does not validate, lacks exchange/symbol/timeframe, or live mode
-            lacks a valid key of the flow's exchange or runs on an exchange without client-order-id
-            lookups (``settings.exchange``).
+        ValidationFailed: the flow does not validate, lacks exchange/symbol/timeframe, uses OBV
+            (:func:`_check_candle_by_candle`), or live mode lacks a valid key of the flow's
+            exchange or runs on an exchange without client-order-id lookups (``settings.exchange``).
         Conflict: the flow already has a running execution, or its exchange/symbol changed since
             ``checked_market`` was checked.
     """
@@ -184,6 +203,7 @@ def start_execution(conn: Connection, *, user_id: uuid.UUID, flow_id: str, mode:
     if checked_market is not None and checked_market != (exchange, symbol):
         raise Conflict("The flow's exchange or symbol changed while it was being started; start it again.")
     validated = validate_flow(document)
+    _check_candle_by_candle(validated)
     if mode == "live":
         _check_live_exchange(conn, exchange)
         _check_key(conn, user_id, exchange_key_id, exchange)
@@ -322,7 +342,10 @@ def pnl_of(row: Any) -> tuple[float, float]:
 
 
 def execution_status(conn: Connection, *, user_id: uuid.UUID, execution_id: str) -> dict[str, Any]:
-    """The reference's status object plus ``mode``, ``errorCount`` and ``lastError``."""
+    """The reference's status object plus ``mode``, ``errorCount``, ``lastError`` and ``lagCandles``
+    (settled candles not processed yet: :func:`capandex.live.catchup.lag_candles`)."""
+    from capandex.live.catchup import lag_candles
+
     row = _execution(conn, user_id, execution_id)
     counts = position_counts(conn, [row.id])[row.id]
     pnl, pnl_percent = pnl_of(row)
@@ -330,4 +353,4 @@ def execution_status(conn: Connection, *, user_id: uuid.UUID, execution_id: str)
             "startedAt": iso_utc(row.started_at), "stoppedAt": iso_utc(row.stopped_at),
             "currentTick": row.current_tick, "pnl": round(pnl, 8), "pnlPercent": round(pnl_percent, 8),
             "openPositions": counts["open"], "totalTrades": counts["closed"],
-            "errorCount": row.error_count, "lastError": row.last_error}
+            "errorCount": row.error_count, "lastError": row.last_error, "lagCandles": lag_candles(row)}

@@ -62,14 +62,16 @@ def _open_position(conn: Connection, row: Any, time_ms: int, fill: Fill, spent: 
         fees=spent - fill.cost))
 
 
-def _close_position(conn: Connection, row: Any, trade: Trade, *, keep_open: float = 0.0) -> None:
-    """Close the open position with ``trade``; with ``keep_open`` > 0 (a partial sell) the trade
-    closes ``trade.units`` of it and a new open position keeps the other ``keep_open`` units."""
+def _close_position(conn: Connection, row: Any, trade: Trade, *, keep_open: float = 0.0,
+                    note: str | None = None) -> None:
+    """Close the open position with ``trade`` (and ``note``); with ``keep_open`` > 0 (a partial
+    sell) the trade closes ``trade.units`` of it and a new open position keeps the other ``keep_open`` units."""
     open_row = conn.execute(select(positions).where(positions.c.execution_id == row.id,
                                                     positions.c.status == "open")).first()
     values: dict[str, Any] = {"status": "closed", "exit_price": trade.exit_price,
                               "exit_time": from_ms(trade.exit_time), "pnl": trade.pnl,
-                              "pnl_percent": trade.pnl_percent, "fees": trade.fees, "exit_reason": trade.exit_reason}
+                              "pnl_percent": trade.pnl_percent, "fees": trade.fees, "exit_reason": trade.exit_reason,
+                              "note": note}
     if keep_open > 0 and open_row is not None:
         values["units"] = trade.units
         conn.execute(insert(positions).values(
@@ -151,10 +153,11 @@ class _Book:
     entry_spent: float
     highest: float | None
 
-    def sell(self, units: float, price: float, proceeds: float, reason: str, *, whole: bool) -> None:
-        """Close ``units`` of the open position at ``price`` for ``proceeds`` (after fees). With
-        ``whole`` the position closes entirely (a complete sell: any remainder is dust); otherwise
-        the rest stays open, carrying its share of the entry cost."""
+    def sell(self, units: float, price: float, proceeds: float, reason: str, *, whole: bool,
+             note: str | None = None) -> None:
+        """Close ``units`` of the open position at ``price`` for ``proceeds`` (after fees), the trade
+        carrying ``note``. With ``whole`` the position closes entirely (a complete sell: any
+        remainder is dust); otherwise the rest stays open, carrying its share of the entry cost."""
         from capandex.engine.result import make_trade
 
         assert self.entry_time is not None and self.entry_price is not None
@@ -162,7 +165,7 @@ class _Book:
         trade = replace(make_trade(self.entry_time, self.at_ms, self.entry_price, price, units,
                                    self.entry_spent * share, proceeds, self.fee_rate, 0), exit_reason=reason)
         rest = self.units - units if share < 1.0 else 0.0
-        _close_position(self.conn, self.row, trade, keep_open=rest)
+        _close_position(self.conn, self.row, trade, keep_open=rest, note=note)
         self.cash += proceeds
         if rest > 0:
             self.units, self.entry_spent = rest, self.entry_spent * (1.0 - share)
@@ -199,7 +202,7 @@ def apply_fills(conn: Connection, row: Any, pending: PendingIntent,
             _reconcile(book, name, min(fill.unheld, book.units), pending.close)
         if fill.side == "sell" and book.units > 0 and fill.amount > 0:
             reason = intent.reason if intent.reason in rules.REASONS else "signal"
-            book.sell(fill.amount, fill.price, fill.cost - fill.fee, reason, whole=not fill.partial)
+            book.sell(fill.amount, fill.price, fill.cost - fill.fee, reason, whole=not fill.partial, note=intent.note)
         elif fill.side == "buy" and fill.amount > 0:
             book.buy(fill)
         if fill.status != NOT_HELD:

@@ -15,7 +15,8 @@ class StartRequest(RequestModel):
     """``replayFrom`` (paper only, beyond the reference): start as if at that past instant, so
     the ticks replay what the flow would have done since then. A replay is driven only by
     ``capandex tick --at`` (candle by candle, or up to ``CAPANDEX_LIVE_MAX_CATCHUP`` candles per
-    pass); the scheduled passes on the real clock leave it alone. When the candle store holds
+    pass, oldest first: a longer replay takes several passes); the scheduled passes on the real
+    clock leave it alone. When the candle store holds
     the replay's candles (``capandex candles import``) the exchange is not asked at all."""
 
     flowId: str = Field(min_length=1, max_length=64)
@@ -63,6 +64,8 @@ class ExecutionStatus(ResponseModel):
     totalTrades: int
     errorCount: int
     lastError: str | None
+    lagCandles: int = Field(description="closed candles not processed yet (0 or 1 while on time); see "
+                                        "CAPANDEX_LIVE_MAX_CATCHUP")
 
 
 class FlowRow(ResponseModel):

@@ -55,7 +55,8 @@ class OrderIntent:
     """A market order to place: ``amount`` in base units; ``reference_price`` is the engine's fill
     price (paper) or the last close (live: used only for estimates); ``reason`` is the exit reason
     or ``signal``; ``action`` is what the client id was derived from (``buy``, ``exit:stop_loss``,
-    ``webhook:sell`` …)."""
+    ``webhook:sell`` …); ``note`` is written on the trade it closes (e.g. a stop crossed inside a
+    candle processed late, :func:`capandex.live.catchup.late_exit_note`)."""
 
     client_order_id: str
     side: str
@@ -63,17 +64,22 @@ class OrderIntent:
     reference_price: float
     reason: str
     action: str
+    note: str | None = None
 
     @classmethod
     def for_action(cls, execution_id: str, key: int, action: str, side: str, amount: float, price: float,
-                   reason: str) -> OrderIntent:
+                   reason: str, *, note: str | None = None) -> OrderIntent:
         """The intent of ``action`` of ``execution_id`` for ``key`` (a candle's open time or a
         webhook call's key), its client id derived from the three: the same on every retry of the
         same decision (:mod:`.client_ids`)."""
-        return cls(client_order_id(execution_id, key, action), side, amount, price, reason, action)
+        return cls(client_order_id(execution_id, key, action), side, amount, price, reason, action, note)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The persisted JSON; ``note`` only when there is one (what earlier releases read)."""
+        data = asdict(self)
+        if self.note is None:
+            del data["note"]
+        return data
 
 
 #: :attr:`Fill.status` (and ``orders.status``) of a sell that placed no order: nothing was held

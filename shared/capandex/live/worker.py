@@ -32,6 +32,10 @@ right after the close. Exchange-side stop orders were not used: one code path fo
 exchange and for stop-loss, take-profit and trailing stop together (which would need OCO and
 trailing orders that only some exchanges have), at the cost of up to one candle of delay.
 
+**Catching up.** A tick processes every unprocessed closed candle up to its own, oldest first
+(:mod:`.catchup`): paper in one transaction, live one intend → act → record per candle, each
+decided from the real fills of the one before.
+
 **Failures** are recorded and sorted into permanent (consumed) and transient (raised for SQS to
 redeliver) as :mod:`.intents` describes; a candle the exchange has not published yet
 (:class:`CandleNotReady`) is raised without counting as a failure.
@@ -44,11 +48,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from capandex.db.schema import executions
 from capandex.errors import CapandexError, UpstreamUnavailable, ValidationFailed, field_problem
 from capandex.exchanges.errors import OrderRejected
+from capandex.live import catchup
 from capandex.live.executions import broker_state, compiled_flow, flow_name, lock_execution
 from capandex.live.intents import (
     PERMANENT_ERRORS,
@@ -155,96 +160,141 @@ def _fetch(row: Any, source: CandleSource, first_ms: int, last_ms: int, history:
 
 # -- paper ----------------------------------------------------------------------------------------------
 def _paper_tick(row: Any, candle_ms: int, source: CandleSource, engine: Engine | None) -> TickOutcome:
-    from capandex.config import get_settings
+    """Every unprocessed candle up to ``candle_ms`` (at most :func:`.catchup.bound`), stepped and
+    filled in one transaction."""
     from capandex.db.session import transaction
     from capandex.engine import step
 
     compiled = compiled_flow(row)
     settings = compiled.flow.settings
-    tf = timeframe_ms(row.timeframe)
-    first = max(row.last_candle_ms + tf if row.last_candle_ms is not None else candle_ms,
-                candle_ms - (get_settings().live_max_catchup_candles - 1) * tf)
+    span = catchup.plan(row.last_candle_ms, candle_ms, timeframe_ms(row.timeframe))
+    if span is None:
+        return TickOutcome(row.id, candle_ms, "duplicate")
     window = _history(compiled)
-    candles = _fetch(row, source, first, candle_ms, window)
+    candles = _fetch(row, source, span.first_ms, span.last_ms, window)
     gateway = PaperGateway(settings.fee)
     fills = 0
     with transaction(engine=engine) as conn:
         row = lock_execution(conn, row.id)
-        if row.status != "running" or (row.last_candle_ms is not None and row.last_candle_ms >= candle_ms):
+        if row.status != "running" or (row.last_candle_ms is not None and row.last_candle_ms >= span.last_ms):
             return TickOutcome(row.id, candle_ms, "duplicate")
         state = broker_state(row)
         name, equity, ticks = flow_name(conn, row), row.state.get("equity", row.initial_capital), 0
         for index in range(len(candles)):
             t_ms = int(candles.time[index])
-            if t_ms < first or (state.last_time is not None and t_ms <= state.last_time):
+            if t_ms < span.first_ms or (state.last_time is not None and t_ms <= state.last_time):
                 continue
             if not claim(conn, row, t_ms, "done"):
                 continue
             result = step(compiled, candles.slice(max(0, index + 1 - window), index + 1), state, settings)
             state, equity, ticks = result.state, result.equity, ticks + 1
             fills += record_paper_fills(conn, row, name, gateway, t_ms, result)
-        finish_tick(conn, row, candle_ms, {**row.state, "broker": state.to_dict(), "equity": equity}, ticks)
+        lag = catchup.record_lag(conn, row, span.left)
+        finish_tick(conn, row, span.last_ms, {**row.state, "broker": state.to_dict(), "equity": equity, **lag}, ticks)
     return TickOutcome(row.id, candle_ms, "done", fills=fills)
 
 
 # -- live -------------------------------------------------------------------------------------------------
 def _live_tick(row: Any, candle_ms: int, pending: PendingIntent | None, source: CandleSource,
                gateway_for: GatewayFactory, engine: Engine | None) -> TickOutcome:
-    """Finish a pending intent (this candle's, an older candle's or a webhook call's) first; then,
-    while the execution runs, intend, act on and record this candle."""
-    resumed = None
+    """Finish a pending intent (an older candle's or a webhook call's) first; then, while the
+    execution runs, intend, act on and record every unprocessed candle up to ``candle_ms`` in turn
+    (:mod:`.catchup`): each candle's orders are decided from the real fills of the one before."""
+    done: list[TickOutcome] = []
     if pending is not None:
         resumed = complete_pending(row, pending, gateway_for, engine)
-        if resumed.status == "in_progress" or pending.key == candle_ms:
+        if resumed.status == "in_progress":
             return replace(resumed, candle_ms=candle_ms)
+        done.append(resumed)
+        row = _reread(row.id, engine)
     if row.status != "running":  # stopped after the intent was made: only that intent completes
-        return resumed or TickOutcome(row.id, candle_ms, "skipped")
-    owner = uuid.uuid4().hex
-    intent = _intend(row, candle_ms, source, engine, owner)
-    if intent is None:
-        return resumed or TickOutcome(row.id, candle_ms, "duplicate")
-    return complete_pending(row, intent, gateway_for, engine, owner=owner)
+        return _summary(row.id, candle_ms, done) if done else TickOutcome(row.id, candle_ms, "skipped")
+    tf = timeframe_ms(row.timeframe)
+    span = catchup.plan(row.last_candle_ms, candle_ms, tf)
+    if span is None:
+        return _summary(row.id, candle_ms, done) if done else TickOutcome(row.id, candle_ms, "duplicate")
+    compiled = compiled_flow(row)
+    history = _history(compiled)
+    candles = _fetch(row, source, span.first_ms, span.last_ms, history)
+    for index in range(len(candles)):
+        if int(candles.time[index]) < span.first_ms:
+            continue
+        owner = uuid.uuid4().hex
+        intent = _intend(row.id, compiled, candles.slice(max(0, index + 1 - history), index + 1), engine, owner)
+        if intent is None:
+            continue
+        outcome = complete_pending(row, intent, gateway_for, engine, owner=owner)
+        if outcome.status != "done":
+            return replace(outcome, candle_ms=candle_ms)
+        done.append(outcome)
+    _record_lag(row.id, span, engine)
+    return _summary(row.id, candle_ms, done)
 
 
-def _intend(row: Any, candle_ms: int, source: CandleSource, engine: Engine | None, owner: str
+def _reread(execution_id: str, engine: Engine | None) -> Any:
+    from capandex.db.session import transaction
+
+    with transaction(engine=engine) as conn:
+        return conn.execute(select(executions).where(executions.c.id == execution_id)).one()
+
+
+def _record_lag(execution_id: str, span: catchup.CatchUp, engine: Engine | None) -> None:
+    from capandex.db.session import transaction
+
+    with transaction(engine=engine) as conn:
+        row = lock_execution(conn, execution_id)
+        if row.last_candle_ms is not None and row.last_candle_ms >= span.last_ms:
+            conn.execute(update(executions).where(executions.c.id == execution_id)
+                         .values(state={**row.state, **catchup.record_lag(conn, row, span.left)}))
+
+
+def _summary(execution_id: str, candle_ms: int, done: list[TickOutcome]) -> TickOutcome:
+    """One outcome for the intents a tick completed (their fills and orders together)."""
+    return TickOutcome(execution_id, candle_ms, "done" if done else "duplicate", fills=sum(o.fills for o in done),
+                       orders=tuple(order for o in done for order in o.orders))
+
+
+def _intend(execution_id: str, compiled: CompiledFlow, window: Candles, engine: Engine | None, owner: str
             ) -> PendingIntent | None:
-    """Phase 1: step the engine and commit the orders it wants, with their client ids, as the
-    execution's pending intent (leased to ``owner``); None when this candle was handled."""
+    """Phase 1 for the last candle of ``window`` (its trailing history before it): step the engine
+    and commit the orders it wants, with their client ids, as the execution's pending intent
+    (leased to ``owner``); None when this candle was handled already."""
     from capandex.db.session import transaction
     from capandex.engine import step
 
-    compiled = compiled_flow(row)
-    history = _history(compiled)
-    candles = _fetch(row, source, candle_ms, candle_ms, history)
+    candle_ms = int(window.time[-1])
     with transaction(engine=engine) as conn:
-        row = lock_execution(conn, row.id)
+        row = lock_execution(conn, execution_id)
         if row.status != "running" or pending_of(row) is not None or (
                 row.last_candle_ms is not None and row.last_candle_ms >= candle_ms):
             return None
         if not claim(conn, row, candle_ms, "pending"):
             return None
         before = broker_state(row)
-        window = candles.slice(max(0, len(candles) - history), len(candles))
         result = step(compiled, window, before, compiled.flow.settings)
-        close = float(candles.close[-1])
-        orders = _decide(row.id, candle_ms, compiled, before, result, close)
+        close = float(window.close[-1])
+        tf = timeframe_ms(row.timeframe)
+        late = catchup.is_late(candle_ms, tf)
+        orders = _decide(row.id, candle_ms, compiled, before, result, close, late=late)
         intent = PendingIntent(candle_ms, IntentSource.TICK, orders, before, replace(result.state, pending=None),
-                               close, candle_ms + timeframe_ms(row.timeframe), candle_ms).leased_to(owner)
+                               close, candle_ms + tf, candle_ms).leased_to(owner)
         commit(conn, row, intent)
     return intent
 
 
 def _decide(execution_id: str, candle_ms: int, compiled: CompiledFlow, before: BrokerState, result: StepResult,
-            close: float) -> tuple[OrderIntent, ...]:
+            close: float, *, late: bool = False) -> tuple[OrderIntent, ...]:
     """The market orders the step asks for, at the candle's close: a stop's exit (a level was
-    crossed inside the candle: sell now), a signal's sell, or a buy sized by the flow's rule."""
+    crossed inside the candle: sell now; ``late``: the candle was processed after a newer one had
+    settled, which the trade's note says), a signal's sell, or a buy sized by the flow's rule."""
     from capandex.engine import buy_units, rules
 
     orders: list[OrderIntent] = []
     if result.trade is not None:
         reason = result.trade.exit_reason
+        note = catchup.late_exit_note(reason, result.trade.exit_price, candle_ms, catchup.now_ms()) if late else None
         orders.append(OrderIntent.for_action(execution_id, candle_ms, f"exit:{reason}", "sell", before.units, close,
-                                             reason))
+                                             reason, note=note))
     order = result.order
     if order is not None and order.side == "sell" and before.long and result.trade is None:
         orders.append(OrderIntent.for_action(execution_id, candle_ms, "sell", "sell", before.units, close,

@@ -71,19 +71,36 @@ def test_a_candle_not_ready_is_raised_without_counting(execution):
     assert row.consecutive_failures == 0 and messages == []
 
 
-def test_a_flow_using_obv_fails_for_good_instead_of_crashing(configure, tmp_path):
-    """OBV is a running total since the first candle: no trailing window reproduces it, so a tick
-    cannot evaluate it (CompiledFlow.history is None). The tick is recorded as a permanent failure."""
-    configure(DATABASE_URL=f"sqlite:///{tmp_path / 'obv.db'}")
+def _obv_flow():
     flow = price_rule_flow(0.0)
     flow["nodes"].append({"id": "obv", "type": "indicator", "data": {"kind": "obv"}})
     flow["nodes"][1]["data"].pop("value")
     flow["edges"].append({"id": "e9", "source": "obv", "target": "hi", "targetHandle": "b"})
+    return flow
+
+
+def test_a_flow_using_obv_is_refused_at_start_naming_the_node(configure, tmp_path):
+    """OBV is a running total since the first candle: no trailing window reproduces it, so paper and
+    live executions could only trade on values no backtest shows. The start is a 422 naming the node."""
+    from capandex.errors import ValidationFailed
+
+    configure(DATABASE_URL=f"sqlite:///{tmp_path / 'obv.db'}")
     user = uuid.uuid4()
     with transaction() as conn:
-        flow_id = make_flow(conn, user, flow)
-        execution = start_execution(conn, user_id=user, flow_id=flow_id, mode="paper",
-                                    now_ms=int(CANDLES.time[40]))["executionId"]
+        flow_id = make_flow(conn, user, _obv_flow())
+        with pytest.raises(ValidationFailed) as info:
+            start_execution(conn, user_id=user, flow_id=flow_id, mode="paper", now_ms=int(CANDLES.time[40]))
+    assert info.value.status == 422
+    assert info.value.details == [{"field": "data.kind", "message": "OBV cannot run in paper or live mode",
+                                   "nodeId": "obv"}]
+
+
+def test_an_obv_execution_of_an_earlier_release_fails_for_good_instead_of_crashing(execution):
+    """An execution started before the start refused OBV: its tick is a recorded permanent failure."""
+    with transaction() as conn:
+        row = conn.execute(select(executions).where(executions.c.id == execution)).one()
+        conn.execute(executions.update().where(executions.c.id == execution)
+                     .values(state={**row.state, "document": {**row.state["document"], **_obv_flow()}}))
     outcome = process_tick(execution, CANDLE, candles=failing(AssertionError("candles are never fetched")))
     assert (outcome.status, outcome.error) == ("failed", "validation_error")
     row, messages = _recorded(execution)

@@ -10,75 +10,16 @@ the next minute answer ``in_progress``, lost candle B and with it the stop.
 
 from __future__ import annotations
 
-import uuid
-
-import numpy as np
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
-from capandex.db.schema import exchange_keys, new_id, notifications, orders, positions, utcnow
+from capandex.db.schema import notifications, orders, positions
 from capandex.db.session import transaction
-from capandex.engine import Candles
 from capandex.errors import UpstreamUnavailable
-from capandex.live import intents
-from capandex.live.executions import execution_status, start_execution
-from capandex.live.orders import LiveGateway
-from capandex.live.worker import process_tick
-from tests.capandex.engine.factories import START_MS, sma_cross_flow
-from tests.capandex.live.helpers import DiesAfterPlacing, make_flow, source_of
-from tests.utils.fixtures import open_venue
-
-MINUTE_MS = 60_000
-#: closes: falling, a cross up at A (index 5), B dips 4 % below A's close, a cross down at C, a
-#: cross up again at E (index 9)
-CLOSES = [100.0, 99.0, 98.0, 97.0, 96.0, 99.0, 98.0, 94.0, 93.0, 99.0, 99.5]
-A, B, E = 5, 6, 9
-
-
-def _candles() -> Candles:
-    close = np.array(CLOSES)
-    open_ = np.r_[close[0], close[:-1]]
-    high = np.maximum(open_, close) * 1.001
-    low = np.minimum(open_, close) * 0.999
-    low[B] = CLOSES[A] * 0.96  # the dip inside candle B
-    return Candles.from_arrays(START_MS + np.arange(len(close), dtype=np.int64) * MINUTE_MS, open_, high, low, close,
-                               np.ones(len(close)))
-
-
-CANDLES = _candles()
-
-
-class Clock:
-    """The lease clock (``intents.now_ms``), moved by hand: each pass is a minute after the last."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.now = int(CANDLES.time[A]) + 2 * MINUTE_MS
-        monkeypatch.setattr(intents, "now_ms", lambda: self.now)
-
-    def advance(self, ms: int) -> None:
-        self.now += ms
-
-
-@pytest.fixture
-def binance_live(configure, postgres_url, monkeypatch):
-    configure(DATABASE_URL=postgres_url)
-    with open_venue("binance", configure) as venue:
-        user = uuid.uuid4()
-        with transaction() as conn:
-            key_id = new_id("key")
-            conn.execute(insert(exchange_keys).values(id=key_id, user_id=user, exchange="binance", label="test",
-                                                      api_key_hint="k…", sealed={}, is_valid=True,
-                                                      created_at=utcnow()))
-            flow_id = make_flow(conn, user, sma_cross_flow(2, 3, ("stop_loss", 2.0)), timeframe="1m")
-            execution = start_execution(conn, user_id=user, flow_id=flow_id, mode="live", exchange_key_id=key_id,
-                                        now_ms=int(CANDLES.time[A]))["executionId"]
-        client = venue.client()
-        yield venue, user, execution, (lambda row: LiveGateway(client, row.symbol, 0.001, lookup_pause=0.01))
-
-
-def _tick(execution, i, gateway, book, **kw):
-    book.prices["BTC/USDT"] = CANDLES.close[i]  # the market trades at the last close when the pass runs
-    return process_tick(execution, int(CANDLES.time[i]), candles=source_of(CANDLES), gateway=kw.get("via", gateway))
+from capandex.live.executions import execution_status
+from tests.capandex.live.helpers import DiesAfterPlacing
+from tests.capandex.live.scenario import CANDLES, MINUTE_MS, A, B, Clock
+from tests.capandex.live.scenario import tick as _tick
 
 
 @pytest.mark.parametrize("fault", ["rate_limited", "ip_banned"])
@@ -91,7 +32,7 @@ def test_a_pass_that_gives_up_releases_the_intent_and_no_stop_is_missed(binance_
     assert venue.book.placed == []
     clock.advance(MINUTE_MS)  # the next minute's pass, well inside the 90 s lease
     outcome = _tick(execution, B, gateway, venue.book)
-    assert (outcome.status, outcome.fills) == ("done", 1)
+    assert (outcome.status, outcome.fills) == ("done", 2)  # A's buy completed, then B's stop-loss sell
     for i in range(B + 1, len(CANDLES)):
         clock.advance(MINUTE_MS)
         assert _tick(execution, i, gateway, venue.book).status == "done"

@@ -28,6 +28,7 @@ def _flow(client, extra_nodes=(), settings=SETTINGS):
 
 
 def test_start_status_stop(api):
+    """The reference's status keys, plus the engine's own (``lagCandles`` …)."""
     me = api.as_user()
     flow_id = _flow(me)
     started = me.post("/api/engine/start", json={"flowId": flow_id, "mode": "paper"})
@@ -39,6 +40,7 @@ def test_start_status_stop(api):
                                    "totalTrades")} == {"executionId": execution, "status": "running",
                                                        "currentTick": 0, "pnl": 0.0, "pnlPercent": 0.0,
                                                        "openPositions": 0, "totalTrades": 0}
+    assert status["lagCandles"] == 0  # started just now: the first candle has not settled yet
     assert me.post("/api/engine/start", json={"flowId": flow_id, "mode": "paper"}).status_code == 409
     stopped = me.post("/api/engine/stop", json={"executionId": execution}).json()
     assert stopped["status"] == "stopped"
@@ -142,6 +144,20 @@ def test_a_timeframe_market_data_cannot_serve_is_refused_at_start(api):
         response = me.post("/api/engine/start", json={"flowId": flow_id, "mode": "paper"})
         assert response.status_code == 422, timeframe
         assert response.json()["error"]["details"][0]["field"] == "settings.timeframe"
+
+
+def test_a_flow_using_obv_is_refused_at_start_naming_the_node(api):
+    me = api.as_user()
+    flow = sma_cross_flow()
+    nodes = [*flow["nodes"], {"id": "flowObv", "type": "indicator", "data": {"kind": "obv"}}]
+    edges = [e for e in flow["edges"] if e["id"] != "e2"] + [
+        {"id": "e9", "source": "flowObv", "target": "up", "targetHandle": "b"}]
+    flow_id = me.post("/api/flows", json={"name": "OBV", "nodes": nodes, "edges": edges, "settings": SETTINGS}
+                      ).json()["id"]
+    response = me.post("/api/engine/start", json={"flowId": flow_id, "mode": "paper"})
+    assert response.status_code == 422
+    assert response.json()["error"]["details"] == [
+        {"field": "data.kind", "message": "OBV cannot run in paper or live mode", "nodeId": "flowObv"}]
 
 
 def test_a_symbol_the_exchange_does_not_list_is_refused_at_start(api):
