@@ -28,6 +28,8 @@ from capandex.live.executions import flow_name
 from capandex.notifications import notify
 from capandex.timeutil import from_ms, now_ms
 
+__all__ = ["CatchUp", "bound", "is_late", "lag_candles", "late_exit_note", "plan", "record_lag"]
+
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
@@ -93,8 +95,10 @@ def record_lag(conn: Connection, row: Any, left: int) -> dict[str, Any]:
     return {"lagCandles": left, "behind": behind}
 
 
-def late_exit_note(reason: str, price: float, candle_ms: int, at_ms: int) -> str:
-    """The note of a trade closed because a level was crossed inside a candle processed late."""
+def late_exit_note(reason: str, price: float, candle_ms: int, at_ms: int | None = None) -> str:
+    """The note of a trade closed because a level was crossed inside a candle processed late (at
+    ``at_ms``, default now)."""
+    at_ms = now_ms() if at_ms is None else at_ms
     return (f"{reason.replace('_', ' ')} level {price:.8g} crossed inside the {from_ms(candle_ms):%Y-%m-%d %H:%M} "
             f"candle, which was processed late ({from_ms(at_ms):%H:%M:%S} UTC, catching up): sold by the next "
             "market order at the exchange's price")

@@ -292,7 +292,7 @@ def _decide(execution_id: str, candle_ms: int, compiled: CompiledFlow, before: B
     orders: list[OrderIntent] = []
     if result.trade is not None:
         reason = result.trade.exit_reason
-        note = catchup.late_exit_note(reason, result.trade.exit_price, candle_ms, catchup.now_ms()) if late else None
+        note = catchup.late_exit_note(reason, result.trade.exit_price, candle_ms) if late else None
         orders.append(OrderIntent.for_action(execution_id, candle_ms, f"exit:{reason}", "sell", before.units, close,
                                              reason, note=note))
     order = result.order
