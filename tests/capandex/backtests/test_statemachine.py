@@ -126,9 +126,7 @@ def test_start_execution_names_it_after_the_backtest() -> None:
 def submitted(binance_env: BinanceServer, configure, monkeypatch):
     """A backtest row (and its request snapshot) on SQLite, ready for the tasks."""
     from capandex.backtests import jobs
-    from capandex.db.session import transaction
     from capandex.exchanges import retry
-    from capandex.flows.repository import create_flow
     from capandex.marketdata.store import clear_stores
 
     configure(CAPANDEX_EXCHANGE_URLS=binance_env.exchange_urls_env(), DATABASE_URL=None,
@@ -136,6 +134,17 @@ def submitted(binance_env: BinanceServer, configure, monkeypatch):
     clear_stores()
     monkeypatch.setattr(retry, "sleep", lambda _s: None)
     monkeypatch.setattr(service, "start_async", lambda *_a: None)  # the "state machine" is this test
+    user, backtest_id = _submit_large_backtest()
+    yield user, backtest_id, jobs
+    clear_stores()
+
+
+def _submit_large_backtest() -> tuple[uuid.UUID, str]:
+    """A new user's backtest over 19 days of 1m candles: too large for the request (budget 0), so
+    the engine answers 202 and starts it in the background."""
+    from capandex.db.session import transaction
+    from capandex.flows.repository import create_flow
+
     user = uuid.uuid4()
     with transaction(user) as conn:
         flow = create_flow(conn, user_id=user, name="SMA", document=sma_cross_flow(5, 20))
@@ -143,8 +152,7 @@ def submitted(binance_env: BinanceServer, configure, monkeypatch):
         flowId=flow["id"], exchange="binance", symbol="ETH/USDT", timeframe="1m",
         startDate="2024-01-01T00:00:00Z", endDate="2024-01-20T00:00:00Z"))
     assert not submission.completed
-    yield user, submission.backtest_id, jobs
-    clear_stores()
+    return user, submission.backtest_id
 
 
 def test_tasks_plan_map_run(submitted, binance_env: BinanceServer) -> None:
@@ -229,20 +237,13 @@ def machines(binance_env: BinanceServer, configure, monkeypatch):
 def _submit_and_wait(machines: StateMachines):
     """POST's path: the backtest is too large for the request, so the engine starts the machine."""
     from capandex.db.session import transaction
-    from capandex.flows.repository import create_flow
 
-    user = uuid.uuid4()
-    with transaction(user) as conn:
-        flow = create_flow(conn, user_id=user, name="SMA", document=sma_cross_flow(5, 20))
-    submission = service.submit(user, service.BacktestCreate(
-        flowId=flow["id"], exchange="binance", symbol="ETH/USDT", timeframe="1m",
-        startDate="2024-01-01T00:00:00Z", endDate="2024-01-20T00:00:00Z"))
-    assert not submission.completed
+    user, backtest_id = _submit_large_backtest()
     arn = machines.arn.replace(":stateMachine:", ":execution:")  # type: ignore[attr-defined]
-    execution = machines.wait(f"{arn}:{submission.backtest_id}")
+    execution = machines.wait(f"{arn}:{backtest_id}")  # the execution is named after the backtest
     with transaction(user) as conn:
-        row = service.get(conn, user, submission.backtest_id)
-    return user, submission.backtest_id, execution, row
+        row = service.get(conn, user, backtest_id)
+    return user, backtest_id, execution, row
 
 
 def test_the_state_machine_completes_a_backtest(machines: StateMachines, binance_env: BinanceServer) -> None:
