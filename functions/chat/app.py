@@ -1,9 +1,10 @@
 """Chat function: the AI assistant (``/api/chat…``), streamed as Server-Sent Events.
 
-Deployed with the AWS Lambda Web Adapter in response-stream mode behind a Function URL (see
-README.md here): ``run.sh`` starts uvicorn on this app, because Mangum cannot stream. ``POST
-/api/chat`` is ``async`` so a long answer holds no worker thread; its database work runs in
-short transactions off the event loop (capandex.chat.service), never during the stream.
+Deployed on the API's REST API with response streaming (README.md here): API Gateway invokes the
+function with ``InvokeWithResponseStream`` and the AWS Lambda Web Adapter streams what uvicorn
+serves (``run.sh`` → :data:`streaming_app`), because Mangum cannot stream. ``POST /api/chat`` is
+``async`` so a long answer holds no worker thread; its database work runs in short transactions
+off the event loop (capandex.chat.service), never during the stream.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from capandex.chat import repository as repo
 from capandex.chat.models import ChatMessagesPublic, ChatRequest
 from capandex.chat.service import start_chat
 from capandex.chat.sse import EventStreamResponse
+from capandex.chat.upstream import preload
+from capandex.runtime import LambdaWebAdapterInvocations
 
 router = APIRouter(prefix="/api/chat", tags=["chat"])
 
@@ -44,6 +47,13 @@ def delete_messages(*, user: CurrentUser, db: Db, flowId: str = FlowIdQuery) -> 
 
 
 app = create_app("chat", [router])
+#: What uvicorn serves behind the Lambda Web Adapter (run.sh): each request is one invocation, with
+#: its correlation id and metrics (capandex.runtime).
+streaming_app = LambdaWebAdapterInvocations(app, "chat")
 #: Buffered entry point (Mangum), for ``sam local invoke -e events/chat/…`` and the event tests: it
 #: returns the whole SSE body at once. The deployed function streams through run.sh instead.
 handler = lambda_handler(app)
+
+# The Anthropic SDK is imported while the function starts, not on the first message: SnapStart
+# snapshots it, so a new container answers its first message as fast as the next ones.
+preload()

@@ -5,7 +5,11 @@ At import (the function's *init*, which SnapStart snapshots), :func:`start`:
 - configures logging (:func:`capandex.logs.configure_logging`: Powertools JSON, secrets scrubbed);
 - reads the settings and stops the start-up if the function lacks one it needs
   (:meth:`capandex.config.Settings.require` with the function's ``requires``);
-- registers the SnapStart hooks (:mod:`capandex.snapstart`).
+- registers the SnapStart hooks (:mod:`capandex.snapstart`) and, only when Lambda is about to
+  snapshot (``AWS_LAMBDA_INITIALIZATION_TYPE=snap-start``), imports what a first request would
+  import on its own (:data:`FIRST_REQUEST_IMPORTS`): the snapshot keeps them, so a restored
+  container's first request does not pay for them. On an ordinary init that would only move the
+  cost from the first request to the init, so it is not done.
 
 Around each invocation the entry points below stamp every log line with the invocation's
 correlation id and Lambda context (function, request id, cold start) and record the metrics of
@@ -45,6 +49,13 @@ Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 _cold = True
 
+#: Modules every function's first request in AWS imports lazily: the secrets' SSM client (boto3,
+#: Powertools' parameters), the Postgres driver (psycopg; SQLAlchemy's dialect for it is already
+#: imported with the schema), anyio's worker threads (FastAPI runs sync routes there). Imported
+#: only: no client or connection is created.
+FIRST_REQUEST_IMPORTS = ("boto3", "aws_lambda_powertools.utilities.parameters", "psycopg",
+                         "anyio._backends._asyncio")
+
 
 def start(service: str, *, requires: Iterable[str] = ()) -> Settings:
     """The function's init. Raises :class:`~capandex.errors.Misconfigured` naming what is missing."""
@@ -55,6 +66,11 @@ def start(service: str, *, requires: Iterable[str] = ()) -> Settings:
     settings = get_settings()
     settings.require(*requires)
     snapstart.register()
+    if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start":
+        import importlib
+
+        for module in FIRST_REQUEST_IMPORTS:
+            importlib.import_module(module)
     return settings
 
 

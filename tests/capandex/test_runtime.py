@@ -169,3 +169,20 @@ def test_snapstart_hooks_are_registered_and_undo_what_a_snapshot_shares(tmp_path
     random.seed(7)  # a second environment restored from the same snapshot
     snapstart.after_restore()
     assert random.random() != first_restore
+
+
+@pytest.mark.parametrize("initialization", ["on-demand", "snap-start"])
+def test_what_a_first_request_imports_goes_into_the_snapshot_only(initialization: str) -> None:
+    """Under SnapStart the init is paid once per published version: the driver, boto3 and the
+    parameters utility are imported then. On an ordinary init they wait for the first request."""
+    from capandex.runtime import FIRST_REQUEST_IMPORTS
+
+    code = ("import sys; from capandex.api.functions import load_function; load_function('flows'); "
+            f"print(','.join(m for m in {FIRST_REQUEST_IMPORTS!r} if m in sys.modules))")
+    env = {**os.environ, "AWS_LAMBDA_INITIALIZATION_TYPE": initialization, "CAPANDEX_ENV": "local",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "shared"), str(ROOT)])}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = [m for m in result.stdout.strip().split(",") if m]
+    assert imported == (list(FIRST_REQUEST_IMPORTS) if initialization == "snap-start" else [])
