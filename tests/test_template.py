@@ -17,7 +17,7 @@ import pytest
 from tests.utils import sam
 
 ROOT = Path(__file__).resolve().parents[1]
-PARAMETERS = {"SupabaseUrl": "https://abcdefghijklmnop.supabase.co"}
+PARAMETERS = {"SupabaseUrl": "https://abcdefghijklmnop.supabase.co", "SupabaseAnonKey": "sb_publishable_test"}
 #: what API Gateway allows a buffered Lambda integration before it answers 504
 API_GATEWAY_TIMEOUT_S = 29
 
@@ -37,8 +37,8 @@ def _integrations(rendered: dict[str, Any]) -> dict[tuple[str, str], dict[str, A
 
 
 def _target(integration: dict[str, Any]) -> str:
-    """The logical id of the alias an integration invokes."""
-    return re.search(r"\$\{(\w+)Aliaslive\}", integration["uri"]["Fn::Sub"]).group(1)
+    """The logical id of the function (or of its published alias) an integration invokes."""
+    return re.search(r"\$\{(\w+?)(?:Aliaslive|\.Arn)\}", integration["uri"]["Fn::Sub"]).group(1)
 
 
 def _matches(route: str, path: str) -> bool:
@@ -82,7 +82,8 @@ def test_one_stage_and_it_is_throttled(rendered) -> None:
 
 def test_buffered_functions_stop_before_api_gateway_answers_504(rendered) -> None:
     buffered = {_target(i) for i in _integrations(rendered).values() if i.get("responseTransferMode") != "STREAM"}
-    assert buffered == {"FlowsFunction", "KeysFunction", "AccountFunction", "MarketFunction", "EngineFunction"}
+    assert buffered == {"FlowsFunction", "KeysFunction", "AccountFunction", "MarketFunction", "EngineFunction",
+                        "ReportFunction"}
     for function_id in buffered:
         assert rendered["Resources"][function_id]["Properties"]["Timeout"] < API_GATEWAY_TIMEOUT_S, function_id
     engine = rendered["Resources"]["EngineFunction"]["Properties"]
@@ -163,6 +164,7 @@ PERMISSIONS = {
     "BacktestFetchChunkFunction": {"ssm:GetParameter", "kms:Decrypt", "s3:GetObject", "s3:PutObject", "s3:ListBucket"},
     "BacktestRunFunction": {"ssm:GetParameter", "kms:Decrypt", "s3:GetObject", "s3:PutObject", "s3:ListBucket"},
     "BacktestFailFunction": {"ssm:GetParameter", "kms:Decrypt"},
+    "ReportFunction": {"ssm:GetParameter", "kms:Decrypt", "s3:GetObject", "s3:ListBucket"},
 }
 
 

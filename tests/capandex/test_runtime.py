@@ -135,7 +135,7 @@ def _fresh(path: Path):
     return module
 
 
-AWS_COMMON = {"CAPANDEX_ENV": "aws", "SUPABASE_URL": "https://abcdefgh.supabase.co",
+AWS_COMMON = {"CAPANDEX_ENV": "aws", "SUPABASE_URL": "https://abcdefgh.supabase.co", "SUPABASE_ANON_KEY": "anon",
               "DATABASE_URL": "ssm:/capandex/database-url", "CAPANDEX_VAULT_KMS_KEY_ID": "alias/capandex-vault",
               "CAPANDEX_DATA_BUCKET": None, "CAPANDEX_BACKTEST_STATE_MACHINE_ARN": None,
               "CAPANDEX_TICK_QUEUE_URL": None}
