@@ -20,7 +20,10 @@ from capandex.notifications import (
     set_preferences,
 )
 from capandex.notifications.models import NotificationsPublic, PreferencesPublic, PreferencesUpdate
-from capandex.notifications.repository import MAX_OFFSET
+from capandex.notifications.repository import EVENT_TYPES, MAX_OFFSET, TYPES
+
+#: what ``type`` may name: a notification type, or the event that made it
+NOTIFICATION_TYPES = (*TYPES, *EVENT_TYPES)
 
 router = APIRouter(tags=["account"])
 #: ids are "notif_" + 32 hex; a longer one is refused (422) rather than echoed back in a 404
@@ -29,7 +32,8 @@ NotificationId = Annotated[str, Path(min_length=1, max_length=64)]
 
 @router.get("/api/notifications", response_model=NotificationsPublic)
 def list_(*, user: CurrentUser, db: Db,
-          type: Annotated[str | None, Query(max_length=32)] = None,
+          type: Annotated[str | None, Query(max_length=32, json_schema_extra={"enum": list(NOTIFICATION_TYPES)},
+                                            description="a type, or an event name")] = None,
           unreadOnly: bool = False,
           limit: Annotated[int, Query(ge=1, le=200)] = 50,
           offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> dict:

@@ -29,7 +29,7 @@ def list_flows(*, user: CurrentUser, db: Db) -> dict:
     return {"flows": repo.list_flows(db, user_id=user.id)}
 
 
-@router.post("", response_model=FlowPublic, status_code=status.HTTP_201_CREATED)
+@router.post("", response_model=FlowPublic, status_code=status.HTTP_201_CREATED, responses=errors(409))
 def create_flow(*, user: CurrentUser, db: Db, body: FlowCreate) -> dict:
     document = body.model_dump(exclude={"name"}, exclude_none=True)
     return repo.create_flow(db, user_id=user.id, name=body.name, document=document)

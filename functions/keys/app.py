@@ -43,7 +43,8 @@ def list_exchange_keys(*, user: CurrentUser, db: Db) -> dict:
     return {"keys": exchange.list_exchange_keys(db, user_id=user.id)}
 
 
-@exchange_keys.post("", response_model=ExchangeKeyCreated, status_code=status.HTTP_201_CREATED)
+@exchange_keys.post("", response_model=ExchangeKeyCreated, status_code=status.HTTP_201_CREATED,
+                    responses=errors(409))
 def create_exchange_key(*, user: ConfirmedUser, db: Db, body: ExchangeKeyCreate) -> dict:
     credentials = Credentials(body.apiKey, body.secret, body.passphrase or None)
     return exchange.create_exchange_key(db, user_id=user.id, exchange=body.exchange.lower(),

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from capandex import safejson
 from capandex.errors import ValidationFailed, field_problem
+
+
+def schema_examples(*examples: Callable[[], dict[str, Any]]) -> Callable[[dict[str, Any]], None]:
+    """A ``json_schema_extra`` giving a request model ``examples`` (what the OpenAPI shows, and the
+    bodies Schemathesis's examples phase sends). Each example is built when the document is, not
+    at import: one may come from a module that is heavy to import (the engine's example flow)."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        schema["examples"] = [example() for example in examples]
+
+    return extra
 
 
 class RequestModel(BaseModel):

@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-from capandex.api.models import RequestModel, ResponseModel
+from capandex.api.models import RequestModel, ResponseModel, schema_examples
 
 #: what ids made by ``new_id`` look like; anything else (a NUL byte Postgres refuses in text) is a 422
 ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+#: the dates a range accepts, for the OpenAPI document (a client or a test generator produces
+#: these); the service parses them itself, so a bad one is a 422 saying "not an ISO 8601 date"
+DATE_FORMATS: dict[str, Any] = {
+    "pattern": r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})?)?$",
+    "anyOf": [{"format": "date"}, {"format": "date-time"}]}
 
 
 class BacktestCreate(RequestModel):
+    model_config = ConfigDict(json_schema_extra=schema_examples(lambda: {
+        "flowId": "flow_0b4c2a9e5d1f4f6aa3c8e2b7d9f01234", "exchange": "binance", "symbol": "BTC/USDT",
+        "timeframe": "1h", "startDate": "2024-01-01", "endDate": "2024-02-01T00:00:00Z"}))
+
     flowId: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN, description="The flow to backtest")
     exchange: str = Field(min_length=1, max_length=32, description="Exchange to source data from")
     symbol: str = Field(min_length=1, max_length=64, description="Trading pair, e.g. BTC/USDT")
     timeframe: Literal["1m", "5m", "15m", "1h", "4h", "1d"] = Field(description="Candle timeframe")
-    startDate: str = Field(min_length=1, max_length=40, description="ISO 8601 start (inclusive), UTC unless "
-                                                                    "an offset is given")
-    endDate: str = Field(min_length=1, max_length=40, description="ISO 8601 end (exclusive), not in the future")
+    startDate: str = Field(min_length=1, max_length=40, json_schema_extra=DATE_FORMATS,
+                           description="ISO 8601 start (inclusive), UTC unless an offset is given")
+    endDate: str = Field(min_length=1, max_length=40, json_schema_extra=DATE_FORMATS,
+                         description="ISO 8601 end (exclusive), not in the future")
 
 
 class EquityPoint(ResponseModel):

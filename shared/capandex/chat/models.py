@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
-from capandex.api.models import RequestModel, ResponseModel
+from capandex.api.models import RequestModel, ResponseModel, schema_examples
 from capandex.errors import ValidationFailed, field_problem
 from capandex.flows.models import FlowBody
 
@@ -54,6 +54,10 @@ class FlowContext(FlowBody):
 
 class ChatRequest(RequestModel):
     """``POST /api/chat``."""
+
+    model_config = ConfigDict(json_schema_extra=schema_examples(lambda: {
+        "messages": [{"role": "user", "content": "Why does my flow never buy?"}],
+        "flowId": "flow_0b4c2a9e5d1f4f6aa3c8e2b7d9f01234"}))
 
     messages: list[ChatMessageIn] = Field(min_length=1, max_length=MAX_MESSAGES)
     flowContext: FlowContext | None = None

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from capandex.api.models import RequestModel, ResponseModel
+from capandex.api.models import RequestModel, ResponseModel, schema_examples
 
 MAX_NODES = 500
 MAX_EDGES = 2000
@@ -68,12 +68,26 @@ class FlowBody(RequestModel):
         return nodes
 
 
+def _example_flow() -> dict[str, Any]:
+    from capandex.engine.examples import sma_cross
+
+    settings = {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h", "initialCapital": 10000,
+                "feeRate": 0.001, "slippage": 0.001}
+    return sma_cross(10, 30, ("stop_loss", 2), settings=settings)
+
+
 class FlowCreate(FlowBody):
+    model_config = ConfigDict(json_schema_extra=schema_examples(_example_flow))
+
     name: str = Field(min_length=1, max_length=200)
 
 
 class FlowUpdate(RequestModel):
     """A partial update: only the fields sent change."""
+
+    model_config = ConfigDict(json_schema_extra=schema_examples(
+        lambda: {"name": "SMA cross (4h)", "settings": {"exchange": "binance", "symbol": "BTC/USDT",
+                                                       "timeframe": "4h"}}))
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     nodes: list[Node] | None = Field(default=None, max_length=MAX_NODES)
@@ -114,6 +128,8 @@ class FlowsPublic(ResponseModel):
 
 
 class VersionCreate(RequestModel):
+    model_config = ConfigDict(json_schema_extra=schema_examples(lambda: {"description": "Tighter stop-loss"}))
+
     description: str | None = Field(default=None, max_length=500)
 
 

@@ -5,9 +5,9 @@ formatters print reprs)."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
-from capandex.api.models import RequestModel, ResponseModel
+from capandex.api.models import RequestModel, ResponseModel, schema_examples
 from capandex.errors import ValidationFailed, field_problem
 from capandex.exchanges.credentials import Credentials
 
@@ -17,7 +17,13 @@ MAX_SECRET = 4096
 MAX_PASSPHRASE = 256
 
 
+_KEY_ID = "key_6d1e0f9a2b3c4d5e8f7a6b5c4d3e2f10"
+_CREDENTIALS = {"exchange": "binance", "apiKey": "your-binance-api-key", "secret": "your-binance-secret"}
+
+
 class ExchangeKeyCreate(RequestModel):
+    model_config = ConfigDict(json_schema_extra=schema_examples(lambda: {**_CREDENTIALS, "label": "Main account"}))
+
     exchange: str = Field(min_length=1, max_length=32)
     label: str | None = Field(default=None, max_length=100)
     apiKey: str = Field(min_length=1, max_length=MAX_API_KEY, repr=False)
@@ -26,12 +32,16 @@ class ExchangeKeyCreate(RequestModel):
 
 
 class ExchangeKeyDelete(RequestModel):
+    model_config = ConfigDict(json_schema_extra=schema_examples(lambda: {"id": _KEY_ID}))
+
     id: str = Field(min_length=1, max_length=64)
 
 
 class ExchangeKeyValidate(RequestModel):
     """Either unsaved credentials (``exchange``, ``apiKey``, ``secret``, ``passphrase``?), as the
     reference describes, or ``{"id"}`` of a saved key (its ``isValid`` is then updated)."""
+
+    model_config = ConfigDict(json_schema_extra=schema_examples(lambda: dict(_CREDENTIALS), lambda: {"id": _KEY_ID}))
 
     id: str | None = Field(default=None, min_length=1, max_length=64)
     exchange: str | None = Field(default=None, min_length=1, max_length=32)
@@ -88,6 +98,8 @@ class ExchangeKeyValidation(ResponseModel):
 
 
 class AiKeySave(RequestModel):
+    model_config = ConfigDict(json_schema_extra=schema_examples(lambda: {"apiKey": "sk-ant-api03-your-key"}))
+
     apiKey: str = Field(min_length=1, max_length=512, repr=False)
 
 

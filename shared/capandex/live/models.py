@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
-from capandex.api.models import RequestModel, ResponseModel
+from capandex.api.models import RequestModel, ResponseModel, schema_examples
 from capandex.timeutil import utcnow
 
 
@@ -18,6 +18,11 @@ class StartRequest(RequestModel):
     pass, oldest first: a longer replay takes several passes); the scheduled passes on the real
     clock leave it alone. When the candle store holds
     the replay's candles (``capandex candles import``) the exchange is not asked at all."""
+
+    model_config = ConfigDict(json_schema_extra=schema_examples(
+        lambda: {"flowId": "flow_0b4c2a9e5d1f4f6aa3c8e2b7d9f01234", "mode": "paper"},
+        lambda: {"flowId": "flow_0b4c2a9e5d1f4f6aa3c8e2b7d9f01234", "mode": "live",
+                 "exchangeKeyId": "key_6d1e0f9a2b3c4d5e8f7a6b5c4d3e2f10"}))
 
     flowId: str = Field(min_length=1, max_length=64)
     mode: Literal["paper", "live"] = "paper"
@@ -38,6 +43,9 @@ class StartRequest(RequestModel):
 class StopRequest(RequestModel):
     """An open position stays open on a stop (a live one in the exchange account, a paper one
     marked at its last close) unless ``closePosition`` (paper only) sells it at the last close first."""
+
+    model_config = ConfigDict(json_schema_extra=schema_examples(
+        lambda: {"executionId": "exec_5a6b7c8d9e0f41a2b3c4d5e6f7a8b9c0", "closePosition": True}))
 
     executionId: str = Field(min_length=1, max_length=64)
     closePosition: bool = Field(default=False, description="paper: sell the open position at the last close")

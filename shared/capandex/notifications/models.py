@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from capandex.api.models import RequestModel, ResponseModel
+from pydantic import ConfigDict, Field
+
+from capandex.api.models import RequestModel, ResponseModel, schema_examples
+from capandex.notifications.preferences import PREFERENCE_KEYS
 
 
 class NotificationPublic(ResponseModel):
@@ -38,4 +41,9 @@ class PreferencesUpdate(RequestModel):
     """Keys not sent keep their value; keys and values are checked by
     :func:`capandex.notifications.preferences.validate_preferences` (422 naming each bad key)."""
 
-    notification_preferences: dict[str, Any]
+    model_config = ConfigDict(json_schema_extra=schema_examples(
+        lambda: {"notification_preferences": {"trade_executed": False, "engine_error": True}}))
+
+    notification_preferences: dict[str, Any] = Field(json_schema_extra={
+        "type": "object", "additionalProperties": False,
+        "properties": {key: {"type": "boolean"} for key in PREFERENCE_KEYS}})
