@@ -51,6 +51,19 @@ EXCHANGE_CAPABILITIES: dict[str, dict[str, bool]] = {
 #: page size used when ccxt does not publish the exchange's OHLCV limit
 DEFAULT_PAGE_SIZE = 500
 
+#: no crypto candle exists before Bitcoin's genesis block (2009-01-03T00:00:00Z), epoch ms
+CRYPTO_EPOCH_MS = 1_230_940_800_000
+#: the day each exchange opened (epoch ms; no candle of it is older): a range sent to an exchange
+#: starts no earlier, so a long look-back never asks for decades of empty pages or negative times
+FIRST_CANDLE_MS: dict[str, int] = {
+    "kraken": 1_378_684_800_000,  # 2013-09-09
+    "okx": 1_356_998_400_000,  # 2013-01-01 (as OKCoin)
+    "coinbase": 1_420_070_400_000,  # 2015-01-01 (Coinbase Exchange)
+    "binance": 1_499_990_400_000,  # 2017-07-14
+    "bybit": 1_514_764_800_000,  # 2018-01-01
+    "mexc": 1_514_764_800_000,  # 2018-01-01
+}
+
 
 class ExchangeClient:
     """One ccxt exchange instance with Capandex's error mapping, retries and thread safety.
@@ -129,12 +142,22 @@ class ExchangeClient:
                 "volume": raw.get("baseVolume"), "change24h": raw.get("percentage"),
                 "timestamp": _iso_ms(raw.get("timestamp"))}
 
+    @property
+    def first_candle_ms(self) -> int:
+        """The earliest open time any candle of this exchange can have (epoch ms)."""
+        return FIRST_CANDLE_MS.get(self.id, CRYPTO_EPOCH_MS)
+
     @retrier
     def ohlcv_page(self, symbol: str, timeframe: str, since_ms: int, limit: int,
                    until_ms: int | None = None) -> list[list[float]]:
         """One page of candles ``[[time_ms, open, high, low, close, volume], …]`` from ``since_ms``
         (inclusive), at most ``limit`` rows, none opening after ``until_ms`` when given. Rows are
-        as the exchange sent them: the caller sorts, de-duplicates and drops unclosed candles."""
+        as the exchange sent them: the caller sorts, de-duplicates and drops unclosed candles.
+        ``since_ms`` is clamped to the exchange's first candle (:data:`FIRST_CANDLE_MS`, never
+        before 2009): a range entirely before it is an empty page, with no request."""
+        since_ms = max(since_ms, self.first_candle_ms)
+        if until_ms is not None and until_ms < since_ms:
+            return []
         self.market(symbol)
         if timeframe not in (self.ccxt.timeframes or {}):
             raise BadRequest(f"{self.id} has no '{timeframe}' candles.",

@@ -76,7 +76,8 @@ def check_market(*, user_id: uuid.UUID, flow_id: str, replay_from: dt.datetime |
 
     Raises:
         NotFound: no such flow for this user.
-        ValidationFailed: the flow lacks exchange/symbol/timeframe, its exchange is not offered
+        ValidationFailed: the flow does not validate or needs more history than a tick keeps
+            (:mod:`capandex.live.history`), lacks exchange/symbol/timeframe, its exchange is not offered
             (``settings.exchange``), or the exchange does not list the symbol or has halted it
             (``settings.symbol``).
         UpstreamUnavailable: the exchange could not be asked (unreachable, 5xx, rate limited, or
@@ -86,10 +87,16 @@ def check_market(*, user_id: uuid.UUID, flow_id: str, replay_from: dt.datetime |
     candles import``) is not checked: it replays stored history, offline if need be.
     """
     from capandex.db.session import transaction
+    from capandex.engine import compile_flow, validate_flow
+    from capandex.live.history import history_window
 
     with transaction(user_id) as conn:
         document = owned_row(conn, flows, flow_id, user_id=user_id, columns=(flows.c.document,)).document
     exchange, symbol, timeframe, tf_ms = _market(document)
+    # a flow that cannot run is refused before the exchange is asked
+    flow = validate_flow(document)
+    _check_candle_by_candle(flow)
+    history_window(compile_flow(flow))
     if replay_from is not None and _stored(exchange, symbol, timeframe, last_closed_open(
             epoch_ms(replay_from), tf_ms)):
         return exchange, symbol

@@ -15,7 +15,10 @@ within the minute fires once, and the same alert text a minute later fires again
 claimed as a ``tick_records`` row of the execution (``candle_ms`` = minus a 62-bit hash of the key,
 so it can never collide with a candle time) in the transaction that records the fill; the order
 goes through the same gateway and deterministic client id as a tick (action ``webhook:<side>``).
-Rate limit: ``CAPANDEX_WEBHOOK_CALLS_PER_MINUTE`` accepted calls per flow per minute (429).
+Rate limit: ``CAPANDEX_WEBHOOK_CALLS_PER_MINUTE`` accepted calls per flow per minute (429). A
+duplicate and a call over the limit are answered before the exchange is asked for a price, so
+repeated calls cost no exchange traffic; a body nested deeper than 32 levels is a 400 before the
+token is even looked up (:mod:`capandex.safejson`).
 
 Live mode uses the tick's intend → act → record protocol (:mod:`capandex.live.worker`) and its one
 pending-intent slot (:class:`capandex.live.intents.PendingIntent`, ``source`` ``webhook``), through
@@ -36,7 +39,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-import json
 import secrets
 import uuid
 from collections.abc import Callable
@@ -45,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, select, update
 
+from capandex import safejson
 from capandex.db.owned import owned_row
 from capandex.db.schema import executions, flows, tick_records
 from capandex.errors import (
@@ -136,10 +139,11 @@ def parse_call(body: bytes) -> tuple[str | None, str | None]:
     if not text:
         return None, None
     if text.startswith("{"):
-        try:
-            data = json.loads(text)
-        except ValueError:
-            raise BadRequest("The webhook body is not valid JSON.") from None
+        try:  # strict and depth-bounded: 1,300 nested objects must not exhaust the parser's stack
+            data = safejson.loads(text)
+        except safejson.UnsafeJson as exc:
+            raise BadRequest(f"The webhook body is not acceptable JSON: {exc.reason}.",
+                             details=[problem(f"body.{exc.path}" if exc.path else "body", exc.reason)]) from None
         action, call_id = data.get("action"), data.get("id")
         if call_id is not None and not isinstance(call_id, str | int):
             raise ValidationFailed("Invalid input: id.", details=[problem("id", "must be a string")])
@@ -174,6 +178,11 @@ def fire(*, flow_id: str, token: str, body: bytes, call_id: str | None = None,
     key = idempotency_key(body, call_id or body_id, now)
     with transaction() as conn:
         row = _authorised_execution(conn, flow_id, token)
+        # a duplicate or a call over the rate limit is answered before the exchange is asked for a
+        # price, so repeated calls cost no exchange traffic (the claim below re-checks under the lock)
+        if _already_handled(conn, row, key):
+            return _answer(row.id, True, [])
+        _check_rate(conn, row.id, now)
     reference = (price or default_price)(row.exchange, row.symbol)
     if row.mode == "paper":
         with transaction() as conn:
@@ -229,27 +238,42 @@ def _authorised_execution(conn: Connection, flow_id: str, token: str) -> Any:
     return row
 
 
+def _already_handled(conn: Connection, row: Any, key: int) -> bool:
+    """Whether this call was claimed already and is not the pending intent a retry may resume."""
+    pending = pending_of(row)
+    if pending is not None and pending.key == key:
+        return False
+    return conn.execute(select(tick_records.c.candle_ms).where(
+        tick_records.c.execution_id == row.id, tick_records.c.candle_ms == key)).first() is not None
+
+
+def _check_rate(conn: Connection, execution_id: str, now: dt.datetime, *, counting_this_call: bool = False) -> None:
+    """:class:`RateLimited` when the flow took ``CAPANDEX_WEBHOOK_CALLS_PER_MINUTE`` calls in the last
+    minute (besides this one, once it is claimed)."""
+    from capandex.config import get_settings
+
+    recent = conn.execute(select(func.count()).select_from(tick_records).where(
+        tick_records.c.execution_id == execution_id, tick_records.c.status == "webhook",
+        tick_records.c.created_at >= now - dt.timedelta(minutes=1))).scalar_one()
+    limit = get_settings().webhook_calls_per_minute
+    if recent - int(counting_this_call) >= limit:
+        raise RateLimited(f"At most {limit} webhook calls per minute for this flow.", retry_after=60)
+
+
 def _claim_and_intend(conn: Connection, execution_id: str, key: int, action: str | None, reference: float,
                       now: dt.datetime, *, owner: str | None) -> _Claim:
     """Under the execution's lock, claim the call and decide its orders (:class:`_Claim`); with
     ``owner`` the intent is also committed as the execution's pending intent, leased to ``owner``,
     its orders written ``pending``."""
-    from capandex.config import get_settings
-
     row = lock_execution(conn, execution_id)
     pending = pending_of(row)
     if pending is not None:
         return _Claim("resume" if pending.key == key else "busy", pending)
     if row.status != "running":  # stopped since the token check
         raise Conflict("The flow is not running; start it before sending alerts.")
-    recent = conn.execute(select(func.count()).select_from(tick_records).where(
-        tick_records.c.execution_id == execution_id, tick_records.c.status == "webhook",
-        tick_records.c.created_at >= now - dt.timedelta(minutes=1))).scalar_one()
-    limit = get_settings().webhook_calls_per_minute
     if not claim(conn, row, key, "webhook", at=now):
         return _Claim("duplicate")
-    if recent >= limit:
-        raise RateLimited(f"At most {limit} webhook calls per minute for this flow.", retry_after=60)
+    _check_rate(conn, execution_id, now, counting_this_call=True)
     state = broker_state(row)
     orders = _decide(row, key, action, state, reference)
     if not orders:

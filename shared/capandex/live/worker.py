@@ -51,10 +51,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, update
 
 from capandex.db.schema import executions
-from capandex.errors import CapandexError, UpstreamUnavailable, ValidationFailed, field_problem
+from capandex.errors import CapandexError, UpstreamUnavailable
 from capandex.exchanges.errors import OrderRejected
 from capandex.live import catchup
 from capandex.live.executions import broker_state, compiled_flow, flow_name, lock_execution
+from capandex.live.history import history_window
 from capandex.live.intents import (
     PERMANENT_ERRORS,
     IntentSource,
@@ -73,7 +74,7 @@ from capandex.marketdata.chunks import timeframe_ms
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from capandex.engine import BrokerState, Candles, CompiledFlow, StepResult
+    from capandex.engine import BrokerState, Candles, CompiledFlow, Signals, StepResult
 
 __all__ = ["PERMANENT_ERRORS", "CandleNotReady", "CandleSource", "GatewayFactory", "TickOutcome", "default_candles",
            "process_tick"]
@@ -134,23 +135,11 @@ def process_tick(execution_id: str, candle_ms: int, *, candles: CandleSource | N
         return TickOutcome(execution_id, candle_ms, "failed", error=reason)
 
 
-def _history(compiled: CompiledFlow) -> int:
-    """The trailing candles a tick passes the stepper (:attr:`capandex.engine.CompiledFlow.history`).
-
-    Raises:
-        ValidationFailed: the flow uses OBV, a running total since the first candle, which no
-            trailing window reproduces (a permanent failure of the tick, recorded).
-    """
-    if compiled.history is None:
-        raise ValidationFailed("The flow uses OBV, a running total since the first candle, which cannot be "
-                               "evaluated candle by candle; paper and live executions cannot run it.",
-                               details=[field_problem("nodes", "OBV cannot run in paper or live mode")])
-    return compiled.history
-
-
 def _fetch(row: Any, source: CandleSource, first_ms: int, last_ms: int, history: int) -> Candles:
+    """Candles from ``history`` before ``first_ms`` to ``last_ms`` (never before 1970: the
+    exchange client clamps further, to the exchange's first candle)."""
     tf = timeframe_ms(row.timeframe)
-    candles = source(row.exchange, row.symbol, row.timeframe, first_ms - history * tf, last_ms)
+    candles = source(row.exchange, row.symbol, row.timeframe, max(0, first_ms - history * tf), last_ms)
     times = candles.time
     if len(candles) == 0 or int(times[-1]) < last_ms:
         raise CandleNotReady(f"{row.exchange} has not published the {row.timeframe} candle of {last_ms} yet.")
@@ -170,8 +159,10 @@ def _paper_tick(row: Any, candle_ms: int, source: CandleSource, engine: Engine |
     span = catchup.plan(row.last_candle_ms, candle_ms, timeframe_ms(row.timeframe))
     if span is None:
         return TickOutcome(row.id, candle_ms, "duplicate")
-    window = _history(compiled)
-    candles = _fetch(row, source, span.first_ms, span.last_ms, window)
+    candles = _fetch(row, source, span.first_ms, span.last_ms, history_window(compiled))
+    # evaluated once for the whole pass (causal: each step reads its own bar), not once per
+    # missed candle: a catch-up of n candles costs one evaluation of the window, not n
+    signals = compiled.signals(candles)
     gateway = PaperGateway(settings.fee)
     fills = 0
     with transaction(engine=engine) as conn:
@@ -186,7 +177,7 @@ def _paper_tick(row: Any, candle_ms: int, source: CandleSource, engine: Engine |
                 continue
             if not claim(conn, row, t_ms, "done"):
                 continue
-            result = step(compiled, candles.slice(max(0, index + 1 - window), index + 1), state, settings)
+            result = step(compiled, candles.slice(0, index + 1), state, settings, signals=signals)
             state, equity, ticks = result.state, result.equity, ticks + 1
             fills += record_paper_fills(conn, row, name, gateway, t_ms, result)
         lag = catchup.record_lag(conn, row, span.left)
@@ -214,13 +205,13 @@ def _live_tick(row: Any, candle_ms: int, pending: PendingIntent | None, source: 
     if span is None:
         return _summary(row.id, candle_ms, done) if done else TickOutcome(row.id, candle_ms, "duplicate")
     compiled = compiled_flow(row)
-    history = _history(compiled)
-    candles = _fetch(row, source, span.first_ms, span.last_ms, history)
+    candles = _fetch(row, source, span.first_ms, span.last_ms, history_window(compiled))
+    signals = compiled.signals(candles)  # once for every candle of the catch-up (see _paper_tick)
     for index in range(len(candles)):
         if int(candles.time[index]) < span.first_ms:
             continue
         owner = uuid.uuid4().hex
-        intent = _intend(row.id, compiled, candles.slice(max(0, index + 1 - history), index + 1), engine, owner)
+        intent = _intend(row.id, compiled, candles.slice(0, index + 1), engine, owner, signals)
         if intent is None:
             continue
         outcome = complete_pending(row, intent, gateway_for, engine, owner=owner)
@@ -254,9 +245,10 @@ def _summary(execution_id: str, candle_ms: int, done: list[TickOutcome]) -> Tick
                        orders=tuple(order for o in done for order in o.orders))
 
 
-def _intend(execution_id: str, compiled: CompiledFlow, window: Candles, engine: Engine | None, owner: str
-            ) -> PendingIntent | None:
-    """Phase 1 for the last candle of ``window`` (its trailing history before it): step the engine
+def _intend(execution_id: str, compiled: CompiledFlow, window: Candles, engine: Engine | None, owner: str,
+            signals: Signals) -> PendingIntent | None:
+    """Phase 1 for the last candle of ``window`` (its history before it; ``signals``: the flow's,
+    evaluated over a series that starts with ``window``): step the engine
     and commit the orders it wants, with their client ids, as the execution's pending intent
     (leased to ``owner``); None when this candle was handled already."""
     from capandex.db.session import transaction
@@ -271,7 +263,7 @@ def _intend(execution_id: str, compiled: CompiledFlow, window: Candles, engine: 
         if not claim(conn, row, candle_ms, "pending"):
             return None
         before = broker_state(row)
-        result = step(compiled, window, before, compiled.flow.settings)
+        result = step(compiled, window, before, compiled.flow.settings, signals=signals)
         close = float(window.close[-1])
         tf = timeframe_ms(row.timeframe)
         late = catchup.is_late(candle_ms, tf)
