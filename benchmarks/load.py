@@ -39,6 +39,7 @@ import httpx  # noqa: E402
 
 from tests.capandex.engine.factories import sma_cross_flow  # noqa: E402
 from tests.utils.binance_server import BinanceServer  # noqa: E402
+from tests.utils.serve import wait_until_serving  # noqa: E402
 
 SETTINGS = {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h"}
 #: flows one user keeps at most (deletes its oldest beyond)
@@ -210,10 +211,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, BinanceServer() as binance:
         env = {**os.environ, "CAPANDEX_ENV": "local", "CAPANDEX_DATA_DIR": tmp, "DATABASE_URL": database,
                "CAPANDEX_EXCHANGE_URLS": binance.exchange_urls_env(), "LOG_LEVEL": "WARNING"}
-        process = subprocess.Popen([sys.executable, "-m", "capandex.cli", "serve", "--port", str(port), "--no-ticks"],
-                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        log = Path(tmp) / "serve.log"
+        with log.open("w") as out:
+            process = subprocess.Popen([sys.executable, "-m", "capandex.cli", "serve", "--port", str(port),
+                                        "--no-ticks"], env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
         try:
-            _wait_until_up(base, process)
+            wait_until_serving(base, process, log, timeout_s=60)
             tokens = [issue_dev_token(uuid.uuid4(), DEV_JWT_SECRET, ttl_seconds=7200) for _ in range(args.users)]
             users = [User({"Authorization": f"Bearer {token}"}) for token in tokens]
             rec = Recorder()
@@ -223,7 +226,8 @@ def main() -> int:
             lost = asyncio.run(lost_writes(base, users))
         finally:
             process.terminate()
-            stderr = process.communicate(timeout=30)[1]
+            process.wait(timeout=30)
+            server_log = log.read_text()
     postgres.drop_database(server, database)
     if cluster is not None:
         cluster.close()
@@ -238,26 +242,13 @@ def main() -> int:
               f"{percentile(values, 0.99) * 1000:.0f} |")
     for line in (rec.errors[:10] + lost[:10]):
         print("  !", line)
-    if "Traceback" in stderr:
-        print(stderr[-3000:])
+    if "Traceback" in server_log:
+        print(server_log[-3000:])
     return 0 if not rec.errors and not lost else 1
 
 
 async def _all(base: str, rec: Recorder, users: list[User], until: float) -> None:
     await asyncio.gather(*(run_user(base, rec, user, until) for user in users))
-
-
-def _wait_until_up(base: str, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{base}/api/openapi.json", timeout=2)
-            return
-        except httpx.TransportError:
-            if process.poll() is not None:
-                raise SystemExit(f"capandex serve exited: {process.stderr.read() if process.stderr else ''}") from None
-            time.sleep(0.3)
-    raise SystemExit("capandex serve did not start within 60 s")
 
 
 if __name__ == "__main__":
