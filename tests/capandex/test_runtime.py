@@ -142,8 +142,7 @@ AWS_COMMON = {"CAPANDEX_ENV": "aws", "SUPABASE_URL": "https://abcdefgh.supabase.
 
 
 @pytest.mark.parametrize(("function", "missing"), [
-    ("engine/app.py", "CAPANDEX_DATA_BUCKET, CAPANDEX_BACKTEST_STATE_MACHINE_ARN, SUPABASE_ANON_KEY"),
-    ("keys/app.py", "SUPABASE_ANON_KEY"),
+    ("engine/app.py", "CAPANDEX_DATA_BUCKET, CAPANDEX_BACKTEST_STATE_MACHINE_ARN"),
     ("ticks/scheduler.py", "CAPANDEX_TICK_QUEUE_URL"),
     ("ticks/worker.py", "CAPANDEX_DATA_BUCKET"),
     ("backtest/handlers.py", "CAPANDEX_DATA_BUCKET"),
