@@ -186,3 +186,43 @@ def test_what_a_first_request_imports_goes_into_the_snapshot_only(initialization
     assert result.returncode == 0, result.stderr[-2000:]
     imported = [m for m in result.stdout.strip().split(",") if m]
     assert imported == (list(FIRST_REQUEST_IMPORTS) if initialization == "snap-start" else [])
+
+
+def test_the_web_adapter_entry_stamps_each_request_as_an_invocation(monkeypatch, capsys, caplog) -> None:
+    """Chat runs under uvicorn behind the Lambda Web Adapter: no Python handler per invocation, so
+    the ASGI middleware takes the request id from the ``x-amzn-request-context`` header the adapter
+    forwards, and writes the request's metrics when it ends."""
+    import logging
+
+    import httpx
+    from fastapi import APIRouter
+
+    from capandex.api.app import create_app
+    from capandex.runtime import LambdaWebAdapterInvocations
+
+    router = APIRouter()
+
+    @router.get("/api/ping")
+    def ping() -> dict:
+        logging.getLogger("capandex.test").info("pinged")
+        telemetry.count(Metric.UPSTREAM_ERRORS, upstream="anthropic")
+        return {"pong": True}
+
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "capandex-chat")
+    app = LambdaWebAdapterInvocations(create_app("chat-test", [router]), "chat")
+    headers = {"x-amzn-request-context": json.dumps({"requestId": "apigw-request-7", "stage": "prod"}),
+               "x-amzn-lambda-context": json.dumps({"request_id": "lambda-request-7"})}
+
+    async def call() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://lwa") as client:
+            return await client.get("/api/ping", headers=headers)
+
+    import asyncio
+
+    with caplog.at_level(logging.INFO):
+        response = asyncio.run(call())
+    assert response.status_code == 200 and response.headers["x-correlation-id"] == "apigw-request-7"
+    access = next(r for r in caplog.records if r.getMessage() == "request")
+    assert access.correlation_id == "apigw-request-7"  # type: ignore[attr-defined]
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    assert [(d["service"], d["UpstreamErrors"]) for d in emf] == [("chat", [1.0])]
