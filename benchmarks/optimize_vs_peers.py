@@ -60,7 +60,7 @@ def side_capandex(data: dict[str, np.ndarray]) -> dict[str, object]:
     from capandex.engine import Candles, validate_flow
     from capandex.engine.examples import sma_cross
     from capandex.research.objective import METRICS
-    from capandex.research.optimize import plan_scopes
+    from capandex.research.optimizer import plan_scopes
     from capandex.research.request import parse_request
     from capandex.research.runner import Costs, Evaluator, run_study
     from capandex.research.study import Study
@@ -82,7 +82,7 @@ def side_capandex(data: dict[str, np.ndarray]) -> dict[str, object]:
 def side_capandex_optimize(data: dict[str, np.ndarray]) -> dict[str, object]:
     """The whole ``optimize()``: the grid, then the winner's cost stress, PBO and Deflated Sharpe."""
     from capandex.engine.examples import sma_cross
-    from capandex.research.optimize import optimize
+    from capandex.research.optimizer import optimize
 
     request = {"space": {"fast.period": {"values": FAST}, "slow.period": {"values": SLOW}}, "method": "grid"}
     start = time.perf_counter()

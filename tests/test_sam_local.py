@@ -50,6 +50,11 @@ EXPECTED: dict[str, Any] = {
     "chat/post_chat": 404,
     "engine/backtest-run": 404,
     "engine/backtest-status": 404,
+    "engine/optimize-apply": 404,  # no such optimisation in this container
+    "engine/optimize-cancel": 404,
+    "engine/optimize-start": 404,  # the flow it names does not exist yet
+    "engine/optimize-status": 404,
+    "engine/optimize-trials": 404,
     "engine/start": 404,
     "engine/status": 404,
     "engine/stop": 404,

@@ -157,7 +157,7 @@ PERMISSIONS = {
     "AccountFunction": {"ssm:GetParameter", "kms:Decrypt"},
     "ChatFunction": {"ssm:GetParameter", "kms:Decrypt"},
     "EngineFunction": {"ssm:GetParameter", "kms:Decrypt", "s3:GetObject", "s3:PutObject", "s3:ListBucket",
-                       "states:StartExecution"},
+                       "states:StartExecution", "states:StopExecution"},
     "TickSchedulerFunction": {"ssm:GetParameter", "kms:Decrypt", "sqs:SendMessage*"},
     "TickWorkerFunction": {"ssm:GetParameter", "kms:Decrypt", "s3:GetObject", "s3:PutObject", "s3:ListBucket"},
     "BacktestPlanFunction": {"ssm:GetParameter", "kms:Decrypt", "s3:GetObject", "s3:ListBucket"},
@@ -165,6 +165,13 @@ PERMISSIONS = {
     "BacktestRunFunction": {"ssm:GetParameter", "kms:Decrypt", "s3:GetObject", "s3:PutObject", "s3:ListBucket"},
     "BacktestFailFunction": {"ssm:GetParameter", "kms:Decrypt"},
     "ReportFunction": {"ssm:GetParameter", "kms:Decrypt", "s3:GetObject", "s3:ListBucket"},
+    "OptimizePlanFunction": {"ssm:GetParameter", "kms:Decrypt", "s3:GetObject", "s3:ListBucket"},
+    "OptimizeFetchChunkFunction": {"ssm:GetParameter", "kms:Decrypt", "s3:GetObject", "s3:PutObject", "s3:ListBucket"},
+    "OptimizePrepareFunction": {"ssm:GetParameter", "kms:Decrypt", "s3:GetObject", "s3:PutObject", "s3:ListBucket"},
+    "OptimizeBatchFunction": {"ssm:GetParameter", "kms:Decrypt", "s3:GetObject", "s3:PutObject", "s3:ListBucket"},
+    "OptimizeCollectFunction": {"ssm:GetParameter", "kms:Decrypt", "s3:GetObject", "s3:PutObject", "s3:ListBucket"},
+    "OptimizeReduceFunction": {"ssm:GetParameter", "kms:Decrypt", "s3:GetObject", "s3:PutObject", "s3:ListBucket"},
+    "OptimizeFailFunction": {"ssm:GetParameter", "kms:Decrypt"},
 }
 
 

@@ -13,13 +13,12 @@ can be followed across the four functions.
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
 from capandex.backtests import jobs
-from capandex.errors import CapandexError
 from capandex.runtime import lambda_entry
+from capandex.steperrors import reason_from_step_error
 
 task = lambda_entry("backtest", correlation=lambda event: event.get("backtestId"), requires=("data_bucket",),
                     traced=True)
@@ -53,24 +52,4 @@ def fail(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:
 
 
 def reason_from(error: dict[str, Any]) -> str:
-    name = str(error.get("Error", ""))
-    try:
-        cause = json.loads(error.get("Cause") or "{}")
-    except (TypeError, ValueError):
-        cause = {}
-    known = {cls.__name__ for cls in _subclasses(CapandexError)}
-    if isinstance(cause, dict) and cause.get("errorType") in known and cause.get("errorMessage"):
-        return str(cause["errorMessage"])
-    if name == "States.Timeout":
-        return "The backtest took too long and was stopped."
-    if name == "Lambda.Unknown":  # Lambda's name for a task that ran out of memory or time
-        return "The backtest ran out of memory or time and was stopped; try a shorter range."
-    return "The backtest failed because of an internal error; it has been logged."
-
-
-def _subclasses(cls: type) -> list[type]:
-    out: list[type] = []
-    sub: type
-    for sub in cls.__subclasses__():
-        out += [sub, *_subclasses(sub)]
-    return out
+    return reason_from_step_error(error, "backtest")

@@ -131,6 +131,21 @@ class Settings(BaseSettings):
     #: the backtest state machine (env=aws); async backtests start an execution of it
     backtest_state_machine_arn: str | None = Field(None, alias="CAPANDEX_BACKTEST_STATE_MACHINE_ARN")
 
+    # Parameter research (capandex.research): POST /api/engine/optimize.
+    #: the optimisation state machine (env=aws); unset → `capandex serve` runs it in a process pool
+    optimize_state_machine_arn: str | None = Field(None, alias="CAPANDEX_OPTIMIZE_STATE_MACHINE_ARN")
+    #: batch Lambdas the Distributed Map runs at once (its MaxConcurrency)
+    optimize_max_concurrency: int = Field(20, ge=1, le=10_000, alias="CAPANDEX_OPTIMIZE_MAX_CONCURRENCY")
+    #: processes evaluating batches under `capandex serve`
+    optimize_workers: int = Field(2, ge=1, alias="CAPANDEX_OPTIMIZE_WORKERS")
+    #: the most trials one optimisation may evaluate, walk-forward windows included
+    optimize_max_trials: int = Field(200_000, ge=1, alias="CAPANDEX_OPTIMIZE_MAX_TRIALS")
+    #: the most engine CPU seconds one optimisation may cost by the cost model (trials × candles ×
+    #: the flow's time per candle, capandex.engine.cost); 2 hours ≈ 400,000 trials of 1,000 candles
+    optimize_max_cpu_seconds: float = Field(7200.0, gt=0, alias="CAPANDEX_OPTIMIZE_MAX_CPU_SECONDS")
+    #: an optimisation still ``running`` this many seconds after it started is reported failed
+    optimize_deadline_s: int = Field(6 * 3600, ge=60, alias="CAPANDEX_OPTIMIZE_DEADLINE_S")
+
     # Vault and keys (capandex.vault, capandex.keys).
     #: KMS key (id, ARN or alias) whose GenerateDataKey wraps every secret; required outside
     #: local. Unset locally → a master key file (mode 0600) wraps them instead.

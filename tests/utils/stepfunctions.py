@@ -152,13 +152,17 @@ class StateMachines:
         with self.lambdas.lock:
             self.lambdas.faults.setdefault(function, []).extend(faults)
 
-    def deploy(self, logical_id: str) -> str:
+    def deploy(self, logical_id: str, values: dict[str, str] | None = None) -> str:
         """Create the state machine ``logical_id`` of template.yaml and a moto function for each
-        Lambda its definition substitutes; returns the state machine's ARN."""
+        Lambda its definition substitutes; ``values`` gives the other substitutions (a bucket
+        name for a ``!Ref``). Returns the state machine's ARN."""
         properties = self.template["Resources"][logical_id]["Properties"]
         definition = (self.root / properties["DefinitionUri"]).read_text()
         client = boto3.client("lambda", region_name=REGION)
         for key, value in properties.get("DefinitionSubstitutions", {}).items():
+            if "Fn::GetAtt" not in value:
+                definition = definition.replace("${" + key + "}", (values or {})[key])
+                continue
             function_id = value["Fn::GetAtt"][0]
             function = self.template["Resources"][function_id]["Properties"]
             if function_id not in self.lambdas.handlers:

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from capandex.cli.common import announce_data_dir
     from capandex.engine import Candles, validate_flow
     from capandex.marketdata.progress import progress_bar
-    from capandex.research.optimize import optimize
+    from capandex.research.optimizer import optimize
     from capandex.research.request import parse_request
     from capandex.research.runner import default_workers
 

@@ -153,6 +153,43 @@ backtests = Table(
     Column("deadline_at", UtcDateTime),
 )
 
+#: Parameter research (capandex.research): one row per optimisation. At most one ``running`` row
+#: per user (the partial unique index), so two concurrent submissions cannot both start.
+optimizations = Table(
+    "optimizations", metadata,
+    _id(), _owner(), _flow_ref(),
+    Column("status", String(16), nullable=False),
+    Column("exchange", String(32), nullable=False),
+    Column("symbol", String(64), nullable=False),
+    Column("timeframe", String(8), nullable=False),
+    Column("start_ms", BigInteger, nullable=False),
+    Column("end_ms", BigInteger, nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("trials_total", Integer, nullable=False, default=0),
+    Column("best", Json),
+    Column("result_key", String(512)),
+    Column("execution_arn", String(512)),
+    Column("error", Text),
+    _created(),
+    Column("updated_at", UtcDateTime, nullable=False, default=utcnow),
+    Column("completed_at", UtcDateTime),
+    Column("deadline_at", UtcDateTime),
+    Index("optimizations_one_running_per_user", "user_id", unique=True,
+          postgresql_where=text("status = 'running'"), sqlite_where=text("status = 'running'")),
+)
+
+#: One row per evaluated batch: a worker that is retried inserts the same key again, so progress
+#: (the sum of ``trials``) never counts a batch twice.
+optimization_batches = Table(
+    "optimization_batches", metadata,
+    Column("optimization_id", String(64), ForeignKey("optimizations.id", ondelete="CASCADE"), primary_key=True),
+    Column("round", Integer, primary_key=True),
+    Column("batch", Integer, primary_key=True),
+    _owner(),
+    Column("trials", Integer, nullable=False),
+    _created(),
+)
+
 executions = Table(
     "executions", metadata,
     _id(), _owner(), _flow_ref(),

@@ -170,6 +170,20 @@ def restore_version(conn: Connection, *, user_id: uuid.UUID, flow_id: str, versi
     return int(target.version)
 
 
+def apply_document(conn: Connection, *, user_id: uuid.UUID, flow_id: str, document: dict[str, Any],
+                   description: str) -> dict[str, Any]:
+    """Make ``document`` (nodes, edges, settings) the flow's current state: the state before is
+    saved as a version first (as a restore does), then the new state as the next version, described
+    by ``description``. Returns that version's metadata."""
+    flow = owned_flow(conn, user_id=user_id, flow_id=flow_id, lock=True)
+    _snapshot(conn, flow, user_id, "Auto-saved before applying changes")
+    changed = {**dict(flow.document), **{k: document[k] for k in ("nodes", "edges", "settings") if k in document}}
+    check_document_size(changed)
+    conn.execute(update(flows).where(flows.c.id == flow_id, flows.c.user_id == user_id)
+                 .values(document=changed, updated_at=utcnow()))
+    return _snapshot(conn, owned_flow(conn, user_id=user_id, flow_id=flow_id), user_id, description)
+
+
 class _Row:
     """Attribute access over a dict we just inserted (saves a round trip to read it back)."""
 

@@ -22,11 +22,11 @@ __all__ = ["Cancelled", "TrialRunner", "optimize", "parse_request"]
 
 if TYPE_CHECKING:
     from capandex.research.batch import TrialRunner
-    from capandex.research.optimize import optimize
+    from capandex.research.optimizer import optimize
     from capandex.research.request import parse_request
     from capandex.research.runner import Cancelled
 
-_EXPORTS = {"TrialRunner": "batch", "optimize": "optimize", "parse_request": "request", "Cancelled": "runner"}
+_EXPORTS = {"TrialRunner": "batch", "optimize": "optimizer", "parse_request": "request", "Cancelled": "runner"}
 
 
 def __getattr__(name: str) -> Any:

@@ -61,18 +61,19 @@ class Search(Protocol):
 
 
 def make_search(method: Method, space: SearchSpace, *, trials: int, seed: int,
-                told: Sequence[Told] = (), rounds: int = 0) -> Search:
-    """The search for ``method``, resumed after ``told`` (sets already evaluated, in order) and
-    ``rounds`` TPE rounds already asked."""
-    if method == "grid":
-        return _Sequence(_valid(space), len(told))
+                told: Sequence[Told] = (), rounds: int = 0, issued: int | None = None) -> Search:
+    """The search for ``method``, resumed after ``told`` (sets already evaluated), ``rounds`` TPE
+    rounds already asked and ``issued`` sets already handed out (default: as many as told)."""
+    issued = len(told) if issued is None else issued
     valid = _valid(space)
+    if method == "grid":
+        return _Sequence(valid, issued)
     if method == "random":
         order = np.random.default_rng(seed).permutation(len(valid))[:trials]
-        return _Sequence([valid[i] for i in order.tolist()], len(told))
+        return _Sequence([valid[i] for i in order.tolist()], issued)
     if len(valid) <= trials:
-        return _Sequence(valid, len(told))
-    return _Tpe(space, trials, seed, list(told), rounds)
+        return _Sequence(valid, issued)
+    return _Tpe(space, trials, seed, list(told), rounds, pending=issued - len(told))
 
 
 def tpe_round_size(trials: int) -> int:

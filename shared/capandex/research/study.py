@@ -173,7 +173,8 @@ class Study:
         rounds = state.get("rounds", [0] * len(self.scopes))
         self.searches: list[Search] = [
             make_search(spec.method, spec.space, trials=spec.trials, seed=spec.seed + index,
-                        told=table.told(spec.objective, spec.constraints), rounds=rounds[index])
+                        told=table.told(spec.objective, spec.constraints), rounds=rounds[index],
+                        issued=self.issued[index])
             for index, table in enumerate(self.tables)]
 
     @property

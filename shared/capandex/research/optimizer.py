@@ -31,12 +31,14 @@ def plan_scopes(spec: OptimizeSpec, time_ms: Any) -> tuple[list[Scope], list[Win
     Raises:
         ValidationFailed: naming ``walkForward`` when the candles are too short for the windows.
     """
-    scopes = [Scope("whole range", blocks=BLOCKS)]
-    if spec.walk_forward is None:
-        return scopes, []
-    windows = windows_between(*candle_span(time_ms), spec.walk_forward)
-    scopes += [Scope(f"train window {w.number}", w.train_start, w.train_end) for w in windows]
-    return scopes, windows
+    windows = [] if spec.walk_forward is None else windows_between(*candle_span(time_ms), spec.walk_forward)
+    return scopes_for(windows), windows
+
+
+def scopes_for(windows: list[Window]) -> list[Scope]:
+    """The whole range, then each window's train range."""
+    return [Scope("whole range", blocks=BLOCKS)] + [Scope(f"train window {w.number}", w.train_start, w.train_end)
+                                                   for w in windows]
 
 
 def optimize(flow: Mapping[str, Any], candles: Any, request: Mapping[str, Any] | OptimizeSpec, *,
