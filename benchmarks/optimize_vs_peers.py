@@ -123,27 +123,12 @@ def side_vectorbt(data: dict[str, np.ndarray]) -> dict[str, object]:
 
 def side_backtesting(data: dict[str, np.ndarray], full: bool) -> dict[str, object]:
     import pandas as pd
-    from backtesting import Backtest, Strategy
-    from backtesting.lib import crossover
-    from backtesting.test import SMA
+    from backtesting import Backtest
+    from sma_cross_strategy import SmaCross
 
     frame = pd.DataFrame({"Open": data["open"], "High": data["high"], "Low": data["low"], "Close": data["close"],
                           "Volume": data["volume"]}, index=pd.to_datetime(data["time"], unit="ms"))
     combos = GRID if full else GRID[::10]
-
-    class SmaCross(Strategy):
-        fast, slow = 10, 30
-
-        def init(self) -> None:
-            self.fast_ma = self.I(SMA, self.data.Close, self.fast)
-            self.slow_ma = self.I(SMA, self.data.Close, self.slow)
-
-        def next(self) -> None:
-            if crossover(self.fast_ma, self.slow_ma) and not self.position:
-                self.buy(sl=self.data.Close[-1] * (1 - STOP))
-            elif crossover(self.slow_ma, self.fast_ma) and self.position:
-                self.position.close()
-
     allowed = set(combos)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -157,7 +142,8 @@ def side_backtesting(data: dict[str, np.ndarray], full: bool) -> dict[str, objec
 
 def run_side(name: str, extra: list[str]) -> tuple[dict[str, object], float]:
     """One side in a child process: its JSON result and its peak resident memory in MiB."""
-    process = subprocess.Popen([sys.executable, __file__, "--side", name, *extra], stdout=subprocess.PIPE)
+    env = {**os.environ, "TQDM_DISABLE": "1"}  # backtesting.py's progress bars
+    process = subprocess.Popen([sys.executable, __file__, "--side", name, *extra], stdout=subprocess.PIPE, env=env)
     assert process.stdout is not None
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)

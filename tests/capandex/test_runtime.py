@@ -138,14 +138,16 @@ def _fresh(path: Path):
 AWS_COMMON = {"CAPANDEX_ENV": "aws", "SUPABASE_URL": "https://abcdefgh.supabase.co", "SUPABASE_ANON_KEY": "anon",
               "DATABASE_URL": "ssm:/capandex/database-url", "CAPANDEX_VAULT_KMS_KEY_ID": "alias/capandex-vault",
               "CAPANDEX_DATA_BUCKET": None, "CAPANDEX_BACKTEST_STATE_MACHINE_ARN": None,
-              "CAPANDEX_TICK_QUEUE_URL": None}
+              "CAPANDEX_OPTIMIZE_STATE_MACHINE_ARN": None, "CAPANDEX_TICK_QUEUE_URL": None, "SUPABASE_ANON_KEY": None}
 
 
 @pytest.mark.parametrize(("function", "missing"), [
-    ("engine/app.py", "CAPANDEX_DATA_BUCKET, CAPANDEX_BACKTEST_STATE_MACHINE_ARN"),
+    ("engine/app.py", "CAPANDEX_DATA_BUCKET, CAPANDEX_BACKTEST_STATE_MACHINE_ARN, CAPANDEX_OPTIMIZE_STATE_MACHINE_ARN, "
+                      "SUPABASE_ANON_KEY"),
     ("ticks/scheduler.py", "CAPANDEX_TICK_QUEUE_URL"),
     ("ticks/worker.py", "CAPANDEX_DATA_BUCKET"),
     ("backtest/handlers.py", "CAPANDEX_DATA_BUCKET"),
+    ("optimize/handlers.py", "CAPANDEX_DATA_BUCKET"),
 ])
 def test_a_function_missing_a_setting_stops_at_import(configure, function: str, missing: str) -> None:
     configure(**AWS_COMMON)

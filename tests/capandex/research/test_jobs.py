@@ -97,7 +97,7 @@ def test_a_failed_batch_leaves_its_reason_and_fails_the_next_step(submitted, mon
     with pytest.raises(ValidationFailed):
         jobs.batch_job(items[0])
     assert row(user, oid)["error"] == "These candles cannot be evaluated."
-    with pytest.raises(Conflict, match="These candles cannot be evaluated."):
+    with pytest.raises(Conflict, match="These candles cannot be evaluated"):
         jobs.collect_job(oid, user, 0)
     with transaction(user) as conn:
         assert repo.get(conn, user_id=user, optimization_id=oid).status == repo.FAILED
