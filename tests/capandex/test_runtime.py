@@ -138,12 +138,11 @@ def _fresh(path: Path):
 AWS_COMMON = {"CAPANDEX_ENV": "aws", "SUPABASE_URL": "https://abcdefgh.supabase.co", "SUPABASE_ANON_KEY": "anon",
               "DATABASE_URL": "ssm:/capandex/database-url", "CAPANDEX_VAULT_KMS_KEY_ID": "alias/capandex-vault",
               "CAPANDEX_DATA_BUCKET": None, "CAPANDEX_BACKTEST_STATE_MACHINE_ARN": None,
-              "CAPANDEX_OPTIMIZE_STATE_MACHINE_ARN": None, "CAPANDEX_TICK_QUEUE_URL": None, "SUPABASE_ANON_KEY": None}
+              "CAPANDEX_OPTIMIZE_STATE_MACHINE_ARN": None, "CAPANDEX_TICK_QUEUE_URL": None}
 
 
 @pytest.mark.parametrize(("function", "missing"), [
-    ("engine/app.py", "CAPANDEX_DATA_BUCKET, CAPANDEX_BACKTEST_STATE_MACHINE_ARN, CAPANDEX_OPTIMIZE_STATE_MACHINE_ARN, "
-                      "SUPABASE_ANON_KEY"),
+    ("engine/app.py", "CAPANDEX_DATA_BUCKET, CAPANDEX_BACKTEST_STATE_MACHINE_ARN, CAPANDEX_OPTIMIZE_STATE_MACHINE_ARN"),
     ("ticks/scheduler.py", "CAPANDEX_TICK_QUEUE_URL"),
     ("ticks/worker.py", "CAPANDEX_DATA_BUCKET"),
     ("backtest/handlers.py", "CAPANDEX_DATA_BUCKET"),
