@@ -71,9 +71,11 @@ def world(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
         # from here on every backtest is a background one whose run is not started: the fuzzer
         # reaches validation, planning, the per-user cap and the row, never a year of downloads
         from capandex.backtests import service
+        from capandex.research import service as research
 
         patch.setenv("CAPANDEX_BACKTEST_SYNC_BUDGET_S", "0")
         patch.setattr(service, "start_async", lambda *_: None)
+        patch.setattr(research, "start", lambda *_: None)  # an optimisation stays running: later ones are 429
         get_settings.cache_clear()
         yield World(headers=headers, ids=ids)
         get_settings.cache_clear()

@@ -272,9 +272,10 @@ def _candidates(spec: Any, rule: Param, where: str, problems: list[dict[str, Any
     if low > high:
         problems.append(field_problem(where, f"has no values: min {_fmt(low)} is above max {_fmt(high)}"))
         return None
-    count = math.floor((high - low) / step * (1 + 1e-12)) + 1
+    steps = (high - low) / step * (1 + 1e-12)
+    count = math.floor(steps) + 1 if math.isfinite(steps) and steps < MAX_VALUES else MAX_VALUES + 1
     if count > MAX_VALUES:
-        problems.append(field_problem(where, f"has {count:,} values; at most {MAX_VALUES:,} (raise step)"))
+        problems.append(field_problem(where, f"has more than {MAX_VALUES:,} values (raise step)"))
         return None
     if all(isinstance(v, int) for v in (low, high, step)):
         return list(range(low, low + count * step, step))
@@ -322,7 +323,13 @@ def _number(text: str) -> float | None:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite int or float (JSON may carry ints too large for a float: not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def _fmt(value: Any) -> str:
