@@ -85,7 +85,7 @@ class Recorder:
 async def create_flow(client: httpx.AsyncClient, rec: Recorder, user: User) -> None:
     name = f"flow {uuid.uuid4().hex[:8]}"
     response = await rec.call(client, "POST /api/flows", "POST", "/api/flows", user,
-                              json={"name": name, **sma_cross_flow(5, 20), "settings": SETTINGS})
+                              json={**sma_cross_flow(5, 20), "name": name, "settings": SETTINGS})
     if response is not None:
         user.flows[response.json()["id"]] = Flow(response.json()["id"], name)
     while len(user.flows) > KEEP_FLOWS:

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     # Database: Supabase Postgres through its transaction pooler, or SQLite when unset. A secret
     # (the URL holds the password): the value, or ssm:<name> / secretsmanager:<id>.
     database_url: str | None = None
+    #: pooled Postgres connections a long-running process keeps (``capandex serve``); 0, the
+    #: default, opens one per transaction, as Lambda behind Supabase's transaction pooler must
+    db_pool_size: int = Field(0, ge=0, alias="CAPANDEX_DB_POOL_SIZE")
 
     # Supabase Auth. The JWT secret is a secret like DATABASE_URL (a value or a reference).
     supabase_url: str = DEV_SUPABASE_URL

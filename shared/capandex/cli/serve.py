@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import socket
 import threading
 import time
@@ -59,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
 
     sock = bind(args.host, args.port)
     configure_logging()
+    # a long-running server keeps its Postgres connections (Lambda opens one per transaction)
+    os.environ.setdefault("CAPANDEX_DB_POOL_SIZE", "20")
+    get_settings.cache_clear()
     settings = get_settings()
     gateway = Gateway()
     database = settings.sqlalchemy_url.split("@")[-1]

@@ -61,8 +61,15 @@ def dispose_engines() -> None:
 def _create(url: str) -> Engine:
     if url.startswith("sqlite"):
         return _create_sqlite(url)
-    engine = create_engine(url, poolclass=NullPool, connect_args={"prepare_threshold": None,
-                                                                  "connect_timeout": 10})
+    from capandex.config import get_settings
+
+    connect_args = {"prepare_threshold": None, "connect_timeout": 10}
+    pool_size = get_settings().db_pool_size
+    if pool_size:  # a long-running server (capandex serve) on its own Postgres: keep connections
+        engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                               connect_args=connect_args)
+    else:  # Lambda behind the transaction pooler: a frozen container must hold no connection
+        engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
     return engine.execution_options(schema_translate_map={None: POSTGRES_SCHEMA})
 
 

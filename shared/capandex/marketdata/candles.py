@@ -17,6 +17,7 @@ core does, so each stored chunk is read and decoded once per process):
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -198,16 +199,28 @@ def fill_chunk(item: ChunkPlan, candles: CandleRange, *, client: ExchangeClient 
     and the chunk is stored (the chunk holding "now" with ``covered_until`` at the last closed
     candle, never as complete). Without a client a chunk that is not ready is a bug of the caller
     (it promised the store had everything): :class:`RuntimeError`."""
-    import numpy as np
 
     timeframe = candles.timeframe
     end = item.start_ms + chunk_span_ms(timeframe)
-    cached = item.cached
     if item.ready:
-        return (cached if cached is not None else _empty(item.start_ms, end, item.target_ms)), 0
+        return (item.cached if item.cached is not None else _empty(item.start_ms, end, item.target_ms)), 0
     if client is None:
         raise RuntimeError(f"candle chunk {item.start_ms} of {candles.exchange} {candles.symbol} {timeframe} "
                            "is not in the store; fetch it before loading the range from the store alone")
+    key = chunk_key(candles.exchange, candles.symbol, timeframe, item.start_ms)
+    with _filling(key):  # concurrent requests for one chunk: one fetches, the others read what it stored
+        again = plan_chunk(candles, item.start_ms, page_size=client.max_page_size(timeframe), store=store)
+        if again.ready:
+            return (again.cached if again.cached is not None else _empty(item.start_ms, end, item.target_ms)), 0
+        return _fetch_chunk(again, candles, client, store, key, on_page)
+
+
+def _fetch_chunk(item: ChunkPlan, candles: CandleRange, client: ExchangeClient, store: BlobStore, key: str,
+                 on_page: Callable[[int, int], None] | None) -> tuple[Chunk, int]:
+    import numpy as np
+
+    timeframe, cached = candles.timeframe, item.cached
+    end = item.start_ms + chunk_span_ms(timeframe)
     head, have = (cached.covered_from, cached.covered_until_ms) if cached is not None else (item.start_ms,) * 2
     rows, pages = fetch_rows(client, candles.symbol, timeframe, have, item.target_ms, on_page) \
         if have < item.target_ms else (np.zeros((0, 6)), 0)
@@ -220,8 +233,19 @@ def fill_chunk(item: ChunkPlan, candles: CandleRange, *, client: ExchangeClient 
         fresh = rows[(rows[:, 0] < head) | (rows[:, 0] >= have)]
         rows = sorted_unique(np.concatenate([fresh, old[(old[:, 0] >= head) & (old[:, 0] < have)]]))
     chunk = Chunk.from_rows(item.start_ms, end, item.target_ms, rows)
-    store.put(chunk_key(candles.exchange, candles.symbol, timeframe, item.start_ms), encode(chunk))
+    store.put(key, encode(chunk))
     return chunk, pages
+
+
+_fill_locks: dict[str, threading.Lock] = {}
+_fill_locks_guard = threading.Lock()
+
+
+def _filling(key: str) -> threading.Lock:
+    """The container's lock of one chunk key, held while that chunk is fetched (single flight:
+    50 backtests of one new week asked the exchange for the same pages 50 times, in turn)."""
+    with _fill_locks_guard:
+        return _fill_locks.setdefault(key, threading.Lock())
 
 
 def _empty(start: int, end: int, covered: int) -> Chunk:

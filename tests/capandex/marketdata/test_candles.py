@@ -185,3 +185,20 @@ def test_testnet_candles_are_never_served_as_the_real_markets(server: BinanceSer
     assert testnet.pages_fetched > 0 and real.pages_fetched == testnet.pages_fetched  # not reused
     assert {p.parent.parent.parent.name for p in (store.root / "candles" / "v1").rglob("*.cdx")} == {
         "binance", "binance.testnet"}
+
+
+def test_concurrent_requests_for_one_chunk_fetch_it_once(server: BinanceServer, store: LocalStore,
+                                                        tmp_path) -> None:
+    """Single flight: 8 backtests of a new range at once asked the exchange for the same pages 8
+    times, one after the other behind the client's lock; now one fetches and the others read it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    start, end = T0, T0 + 3 * DAY
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: fetch_candles("binance", "BTC/USDT", "1h", start, end, store=store,
+                                                        now=NOW), range(8)))
+    together = server.count("/api/v3/klines")
+    for candles in results:
+        assert_same(candles, expected(server, start, end, tf="1h"))
+    fetch_candles("binance", "BTC/USDT", "1h", start, end, store=LocalStore(tmp_path / "alone"), now=NOW)
+    assert together == server.count("/api/v3/klines") - together > 0  # 8 requests cost one request's pages
