@@ -10,11 +10,20 @@ import psycopg
 import pytest
 from sqlalchemy import update
 
+import capandex.ratelimit
 from capandex.config import get_settings
 from capandex.db.schema import rate_limits, utcnow
 from capandex.db.session import get_engine, transaction
 from capandex.errors import RateLimited
 from capandex.ratelimit import BUCKETS, Bucket, bucket, consume
+
+
+@pytest.fixture(autouse=True)
+def frozen_clock(monkeypatch):
+    """The buckets' clock stands still (a loaded machine must not refill a bucket between two takes);
+    tests move time by ageing the stored row (``_age``)."""
+    now = utcnow()
+    monkeypatch.setattr(capandex.ratelimit, "utcnow", lambda: now)
 
 
 @pytest.fixture
@@ -32,7 +41,7 @@ def _take(user, capacity: int = 2):
 def _age(user, seconds: float) -> None:
     with transaction() as conn:
         conn.execute(update(rate_limits).where(rate_limits.c.user_id == user)
-                     .values(updated_at=utcnow() - dt.timedelta(seconds=seconds)))
+                     .values(updated_at=capandex.ratelimit.utcnow() - dt.timedelta(seconds=seconds)))
 
 
 def test_bucket_empties_refills_and_is_per_user(engine) -> None:
