@@ -240,6 +240,8 @@ CREATE TABLE capandex.orders (
 	fee FLOAT, 
 	status VARCHAR(16) NOT NULL, 
 	candle_ms BIGINT NOT NULL, 
+	kind VARCHAR(8) NOT NULL, 
+	trigger_price FLOAT, 
 	created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
 	PRIMARY KEY (id), 
 	FOREIGN KEY(execution_id) REFERENCES capandex.executions (id) ON DELETE CASCADE, 

@@ -97,6 +97,9 @@ class BinanceServer(LoopbackExchange):
     listed_ms: int = DEFAULT_LISTED_MS
     #: (start_ms, end_ms) ranges of open times with no candles (never served)
     gaps: list[tuple[int, int]] = field(default_factory=list)
+    #: every symbol's ``orderTypes`` (real BTCUSDT lists STOP_LOSS and TAKE_PROFIT too; this default
+    #: offers only the stop-limit, as freqtrade assumes for Binance spot)
+    order_types: tuple[str, ...] = ("LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -116,7 +119,7 @@ class BinanceServer(LoopbackExchange):
                 "symbol": base + quote, "status": status, "baseAsset": base, "baseAssetPrecision": 8,
                 "quoteAsset": quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
                 "baseCommissionPrecision": 8, "quoteCommissionPrecision": 8,
-                "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
+                "orderTypes": list(self.order_types),
                 "icebergAllowed": True, "ocoAllowed": True, "otoAllowed": True,
                 "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": True, "cancelReplaceAllowed": True,
                 "isSpotTradingAllowed": True, "isMarginTradingAllowed": False,

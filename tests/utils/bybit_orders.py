@@ -19,6 +19,12 @@ request signed (:func:`tests.utils.bybit_server.verify_signature`):
 * ``GET /v5/account/wallet-balance?accountType=UNIFIED`` — ``walletBalance`` and ``locked`` per coin.
 * ``GET /v5/user/query-api`` and ``GET /v5/account/info`` — the key's account mode (unified: ccxt
   asks before orders and balances).
+* Spot TP/SL orders: ``POST /v5/order/create`` with ``orderFilter: tpslOrder``, ``triggerPrice``,
+  ``triggerDirection: 2``, ``orderType: Market`` (a stop-loss sell; its coins are reserved while it
+  waits); the order lists show it only with ``orderFilter=tpslOrder`` (``orderStatus``
+  ``Untriggered`` → ``Filled`` under the same ids once triggered; ``Deactivated`` once cancelled);
+  ``POST /v5/order/cancel`` — ``{"category", "symbol", "orderLinkId", "orderFilter"}`` (not open →
+  retCode 170213 "Order does not exist.").
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ from tests.utils.bybit_server import answer, verify_signature
 from tests.utils.loopback_exchange import Request, Response
 from tests.utils.order_book import BookOrder, OrderBook
 
-STATUS = {"filled": "Filled", "expired": "PartiallyFilledCanceled", "open": "New"}
+STATUS = {"filled": "Filled", "expired": "PartiallyFilledCanceled", "open": "New", "canceled": "Cancelled"}
+#: a TP/SL order's ``orderStatus`` where it differs
+STOP_STATUS = {"open": "Untriggered", "canceled": "Deactivated"}
 
 
 @dataclass
@@ -43,7 +51,8 @@ class BybitOrders(OrderBook):
         for method, path, handler in (
                 ("POST", "/v5/order/create", self._create), ("GET", "/v5/order/realtime", self._realtime),
                 ("GET", "/v5/order/history", self._history), ("GET", "/v5/account/wallet-balance", self._wallet),
-                ("GET", "/v5/user/query-api", self._api_key), ("GET", "/v5/account/info", self._account_info)):
+                ("GET", "/v5/user/query-api", self._api_key), ("GET", "/v5/account/info", self._account_info),
+                ("POST", "/v5/order/cancel", self._cancel)):
             self.server.route(method, path, self.signed(handler))
 
     def refuse_unsigned(self, request: Request) -> Response | None:
@@ -65,6 +74,8 @@ class BybitOrders(OrderBook):
         if fault == "insufficient_balance":
             return answer({}, now, 170131, "Insufficient balance.")
         symbol = body["symbol"][:-4] + "/" + body["symbol"][-4:]
+        if body.get("orderFilter") == "tpslOrder":
+            return self._create_stop(body, symbol, now)
         side, quantity = body["side"].lower(), float(body["qty"])
         if side == "buy" and body.get("marketUnit") != "baseCoin":
             quantity /= self.prices[symbol]  # Bybit's default for a market buy: qty is what to spend
@@ -76,6 +87,27 @@ class BybitOrders(OrderBook):
         assert isinstance(placed, BookOrder)
         self.after_accepting(fault)
         return answer({"orderId": placed.order_id, "orderLinkId": placed.client_id}, now)
+
+    def _create_stop(self, body: dict[str, Any], symbol: str, now: int) -> Response:
+        if body.get("side") != "Sell" or "triggerPrice" not in body or str(body.get("triggerDirection")) != "2" \
+                or body.get("marketUnit", "baseCoin") != "baseCoin":
+            return answer({}, now, 10001, "params error: side, triggerPrice, triggerDirection or marketUnit")
+        placed = self.place_stop(body.get("orderLinkId", ""), symbol, float(body["qty"]), float(body["triggerPrice"]))
+        if placed == "duplicate":
+            return answer({}, now, 170141, "Duplicate clientOrderId")
+        if placed == "insufficient_balance":
+            return answer({}, now, 170131, "Insufficient balance.")
+        assert isinstance(placed, BookOrder)
+        return answer({"orderId": placed.order_id, "orderLinkId": placed.client_id}, now)
+
+    def _cancel(self, request: Request) -> Response:
+        body, now = request.json(), self.server.now()
+        order = self.find(body.get("orderLinkId"), body.get("orderId"))
+        wanted = "stop" if body.get("orderFilter") in ("tpslOrder", "StopOrder") else "market"
+        canceled = self.cancel(order.client_id) if order is not None and order.kind == wanted else None
+        if canceled is None:
+            return answer({}, now, 170213, "Order does not exist.")
+        return answer({"orderId": canceled.order_id, "orderLinkId": canceled.client_id}, now)
 
     def _realtime(self, request: Request) -> Response:
         client_id = request.query.get("orderLinkId")
@@ -94,7 +126,9 @@ class BybitOrders(OrderBook):
     def _matching(self, request: Request) -> BookOrder | None:
         order = self.find(request.query.get("orderLinkId"), request.query.get("orderId"))
         symbol = request.query.get("symbol")
-        return order if order is not None and (symbol is None or symbol == order.base + order.quote) else None
+        wanted = "stop" if request.query.get("orderFilter") in ("tpslOrder", "StopOrder") else "market"
+        return order if order is not None and order.kind == wanted and (
+            symbol is None or symbol == order.base + order.quote) else None
 
     def _listing(self, order: BookOrder | None) -> Response:
         return answer({"category": "spot", "nextPageCursor": "", "list": [_order(order)] if order else []},
@@ -106,8 +140,9 @@ class BybitOrders(OrderBook):
         coins = [{"availableToBorrow": "", "bonus": "0", "accruedInterest": "0", "availableToWithdraw": "",
                   "totalOrderIM": "0", "equity": f"{v:.8f}", "totalPositionMM": "0", "usdValue": "",
                   "spotHedgingQty": "0", "unrealisedPnl": "0", "collateralSwitch": True, "borrowAmount": "0",
-                  "totalPositionIM": "0", "walletBalance": f"{v:.8f}", "cumRealisedPnl": "0", "locked": "0",
-                  "marginCollateral": True, "coin": asset} for asset, v in self.balance_rows()]
+                  "totalPositionIM": "0", "walletBalance": f"{v + self.locked_of(asset):.8f}", "cumRealisedPnl": "0",
+                  "locked": f"{self.locked_of(asset):.8f}", "marginCollateral": True, "coin": asset}
+                 for asset, v in self.balance_rows()]
         return answer({"list": [{"totalEquity": "", "accountIMRate": "0", "totalMarginBalance": "",
                                  "totalInitialMargin": "0", "accountType": "UNIFIED", "totalAvailableBalance": "",
                                  "accountMMRate": "0", "totalPerpUPL": "0", "totalWalletBalance": "",
@@ -135,13 +170,16 @@ def _order(order: BookOrder) -> dict[str, Any]:
     return {
         "orderId": order.order_id, "orderLinkId": order.client_id, "blockTradeId": "",
         "symbol": order.base + order.quote, "price": "0", "qty": f"{order.requested:.8f}",
-        "side": order.side.capitalize(), "isLeverage": "0", "positionIdx": 0, "orderStatus": STATUS[order.status],
+        "side": order.side.capitalize(), "isLeverage": "0", "positionIdx": 0,
+        "orderStatus": (STOP_STATUS.get(order.status) if order.kind == "stop" else None) or STATUS[order.status],
         "cancelType": "UNKNOWN", "rejectReason": "EC_NoError", "avgPrice": f"{order.price:.8f}",
         "leavesQty": "0", "leavesValue": "0", "cumExecQty": f"{order.filled:.8f}",
         "cumExecValue": f"{order.cost:.8f}", "cumExecFee": f"{order.fee:.8f}", "timeInForce": "IOC",
-        "orderType": "Market", "stopOrderType": "", "orderIv": "", "marketUnit": "baseCoin", "triggerPrice": "0",
+        "orderType": "Market", "stopOrderType": "tpslOrder" if order.kind == "stop" else "", "orderIv": "",
+        "marketUnit": "baseCoin", "triggerPrice": f"{order.trigger:.8f}" if order.trigger is not None else "0",
         "takeProfit": "0", "stopLoss": "0", "tpslMode": "", "ocoTriggerBy": "", "tpLimitPrice": "",
-        "slLimitPrice": "", "tpTriggerBy": "", "slTriggerBy": "", "triggerDirection": 0, "triggerBy": "",
+        "slLimitPrice": "", "tpTriggerBy": "", "slTriggerBy": "", "triggerDirection": 2 if order.kind == "stop" else 0,
+        "triggerBy": "LastPrice" if order.kind == "stop" else "",
         "lastPriceOnCreated": "", "basePrice": f"{order.price:.8f}", "reduceOnly": False, "closeOnTrigger": False,
         "placeType": "", "smpType": "None", "smpGroup": 0, "smpOrderId": "", "createdTime": time_ms,
         "updatedTime": time_ms, "cumFeeDetail": {order.fee_asset: f"{order.fee:.8f}"}, "extraFees": "",

@@ -66,9 +66,14 @@ class Venue:
     credentials: Credentials
 
     def client(self) -> ExchangeClient:
+        """The container's client for this venue's key, without ccxt's own request spacing (tens of
+        ms per request, seconds per test; the loopback has no limit, and Capandex's per-key budget
+        is what the rate-limit tests exercise)."""
         from capandex.exchanges import get_client
 
-        return get_client(self.id, self.credentials)
+        client = get_client(self.id, self.credentials)
+        client.ccxt.enableRateLimit = False
+        return client
 
 
 def _venue_types() -> dict[str, tuple[type[LoopbackExchange], type[OrderBook]]]:

@@ -141,6 +141,9 @@ class LoopbackExchange:
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # headers and body go out in two writes: with Nagle's algorithm on, the body waits for
+            # the client's delayed ACK (~40 ms per request on Linux)
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:  # keep test output clean
                 pass

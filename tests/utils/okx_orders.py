@@ -16,6 +16,14 @@ signed (:func:`tests.utils.okx_server.verify_signature`):
   unknown → ``{"code": "51603", "msg": "Order does not exist"}``.
 * ``GET /api/v5/account/balance`` — the trading account's ``details`` (``availBal``, ``cashBal``,
   ``frozenBal``, ``eq`` per currency).
+* Algo orders (OKX v5 "Algo trading"): ``POST /api/v5/trade/order-algo`` — ``{"instId", "side":
+  "sell", "ordType": "conditional", "sz", "tdMode", "slTriggerPx", "slOrdPx": "-1", "algoClOrdId"}``
+  (a stop-loss sell at market), answered with ``{"algoId", "algoClOrdId", "sCode": "0"}``;
+  ``GET /api/v5/trade/order-algo?algoClOrdId=`` (``state`` ``live`` → ``effective`` once triggered,
+  its ``ordId`` the market order that filled it, whose fill and fee ``GET /api/v5/trade/order``
+  reports; ``canceled``; unknown → 51603); ``POST /api/v5/trade/cancel-algos`` — ``[{"instId",
+  "algoClOrdId"}]`` (not live → ``sCode`` 51400). A resting algo order reserves nothing until it
+  triggers.
 """
 
 from __future__ import annotations
@@ -27,7 +35,9 @@ from tests.utils.loopback_exchange import Request, Response
 from tests.utils.okx_server import ok, verify_signature
 from tests.utils.order_book import BookOrder, OrderBook
 
-STATE = {"filled": "filled", "expired": "canceled", "open": "live"}
+STATE = {"filled": "filled", "expired": "canceled", "open": "live", "canceled": "canceled"}
+#: an algo order's ``state``
+ALGO_STATE = {"open": "live", "filled": "effective", "expired": "effective", "canceled": "canceled"}
 
 
 def refused(client_id: str, code: str, message: str, now_ms: int) -> Response:
@@ -42,10 +52,16 @@ def refused(client_id: str, code: str, message: str, now_ms: int) -> Response:
 class OkxOrders(OrderBook):
     """OKX's order and account endpoints over an :class:`OrderBook`."""
 
+    lock_stops: bool = False
+    stop_child_orders: bool = True
+
     def serve(self) -> None:
         self.server.route("POST", "/api/v5/trade/order", self.signed(self._create))
         self.server.route("GET", "/api/v5/trade/order", self.signed(self._query))
         self.server.route("GET", "/api/v5/account/balance", self.signed(self._balance))
+        self.server.route("POST", "/api/v5/trade/order-algo", self.signed(self._create_algo))
+        self.server.route("GET", "/api/v5/trade/order-algo", self.signed(self._query_algo))
+        self.server.route("POST", "/api/v5/trade/cancel-algos", self.signed(self._cancel_algos))
 
     def refuse_unsigned(self, request: Request) -> Response | None:
         return verify_signature(request, self.api_key, self.secret, self.passphrase, self.server.now())
@@ -85,6 +101,48 @@ class OkxOrders(OrderBook):
             return 200, {"code": "51603", "msg": "Order does not exist", "data": []}, {}
         return ok([_order(order)])
 
+    def _create_algo(self, request: Request) -> Response:
+        body, now = request.json(), self.server.now()
+        client_id = body.get("algoClOrdId", "")
+        if body.get("ordType") != "conditional" or body.get("side") != "sell" or not client_id.isalnum() or \
+                "slTriggerPx" not in body or body.get("slOrdPx") != "-1":
+            return refused(client_id, "51000", "Parameter ordType, side, algoClOrdId or slTriggerPx error", now)
+        fault = self.placement_fault()
+        if fault == "server_error":
+            return 503, "Service Unavailable", {"Content-Type": "text/plain"}
+        if fault in ("rate_limited", "ip_banned"):
+            return 429, {"code": "50011", "msg": "Too Many Requests", "data": []}, {}
+        base, quote = body["instId"].split("-")
+        placed = self.place_stop(client_id, f"{base}/{quote}", float(body["sz"]), float(body["slTriggerPx"]))
+        if placed == "duplicate":
+            return refused(client_id, "51016", "Duplicated clOrdId", now)
+        if placed == "insufficient_balance":
+            return refused(client_id, "51008", f"Order failed. Insufficient {base} balance in account.", now)
+        assert isinstance(placed, BookOrder)
+        self.after_accepting(fault)
+        return ok([{"algoId": placed.order_id, "clOrdId": "", "algoClOrdId": client_id, "sCode": "0", "sMsg": "",
+                    "tag": ""}])
+
+    def _query_algo(self, request: Request) -> Response:
+        order = None if self.lookup_misses() else self.find(request.query.get("algoClOrdId"),
+                                                            request.query.get("algoId"))
+        if order is None or order.kind != "stop" or order.base + "-" + order.quote != request.query.get("instId"):
+            return 200, {"code": "51603", "msg": "Order does not exist", "data": []}, {}
+        return ok([_algo(order)])
+
+    def _cancel_algos(self, request: Request) -> Response:
+        answers, failed = [], False
+        for item in request.json():
+            order = self.find(item.get("algoClOrdId"), item.get("algoId"))
+            canceled = self.cancel(order.client_id) if order is not None and order.kind == "stop" else None
+            failed = failed or canceled is None
+            answers.append({"algoId": canceled.order_id if canceled else "", "algoClOrdId": item.get("algoClOrdId", ""),
+                            "sCode": "0" if canceled else "51400",
+                            "sMsg": "" if canceled else "Cancellation failed as the order does not exist."})
+        if failed:
+            return 200, {"code": "1", "msg": "All operations failed", "data": answers}, {}
+        return ok(answers)
+
     def _balance(self, _request: Request) -> Response:
         now = str(self.server.now())
         details = [{"accAvgPx": "", "availBal": f"{v:.8f}", "availEq": "", "cashBal": f"{v:.8f}", "ccy": asset,
@@ -112,4 +170,23 @@ def _order(order: BookOrder) -> dict[str, Any]:
         "state": STATE[order.status], "stpId": "", "stpMode": "cancel_maker", "sz": f"{order.requested:.8f}",
         "tag": "", "tdMode": "cash", "tgtCcy": "base_ccy", "tpOrdPx": "", "tpTriggerPx": "", "tpTriggerPxType": "",
         "tradeId": str(int(order.order_id) + 1), "uTime": time_ms,
+    }
+
+
+def _algo(order: BookOrder) -> dict[str, Any]:
+    """An algo order as ``GET /api/v5/trade/order-algo`` reports it (a conditional stop-loss sell)."""
+    time_ms = str(order.time_ms)
+    return {
+        "activePx": "", "actualPx": f"{order.price:.8f}" if order.child_id else "",
+        "actualSide": "sl" if order.child_id else "", "actualSz": f"{order.filled:.8f}" if order.child_id else "0",
+        "algoClOrdId": order.client_id, "algoId": order.order_id, "amendPxOnTriggerType": "0", "attachAlgoOrds": [],
+        "cTime": time_ms, "callbackRatio": "", "callbackSpread": "", "ccy": "", "clOrdId": "", "closeFraction": "",
+        "failCode": "", "instId": f"{order.base}-{order.quote}", "instType": "SPOT", "last": f"{order.price:.8f}",
+        "lever": "", "moveTriggerPx": "", "ordId": order.child_id or "", "ordIdList": [order.child_id] if order.child_id
+        else [], "ordPx": "", "ordType": "conditional", "posSide": "net", "pxLimit": "", "pxSpread": "",
+        "pxVar": "", "quickMgnType": "", "reduceOnly": "false", "side": "sell", "slOrdPx": "-1",
+        "slTriggerPx": f"{order.trigger:.8f}", "slTriggerPxType": "last", "state": ALGO_STATE[order.status],
+        "sz": f"{order.requested:.8f}", "szLimit": "", "tag": "", "tdMode": "cross", "tgtCcy": "", "timeInterval": "",
+        "tpOrdPx": "", "tpTriggerPx": "", "tpTriggerPxType": "", "triggerPx": "", "triggerPxType": "",
+        "triggerTime": time_ms if order.child_id else "", "uTime": time_ms,
     }

@@ -14,6 +14,13 @@ Faults (one-shot, consumed in order by the next order placement; ``lookup_miss``
     book.fail_next("rate_limited")          # the exchange's rate-limit answer (Binance 429)
     book.fail_next("ip_banned")             # the exchange's "stop, or be banned" answer (Binance 418)
 
+Stop-loss sells (:meth:`OrderBook.place_stop`) rest until the price set with
+:meth:`OrderBook.move_price` falls to their trigger; then a market stop sells at that price and a
+stop-limit becomes a limit sell (filled when the price is at or above its limit). Where the
+exchange reserves a resting stop's coins (``lock_stops``: Binance, Bybit's TP/SL orders) they are
+not free until it fills or is cancelled. The one-shot fault ``fill_before_cancel`` makes the next
+cancel find the stop already triggered and filled at its level (the race of moving a stop).
+
 By default a reused client id is refused as a duplicate only while the earlier order is still
 open, as on Binance — a filled market order's id is accepted again, the worst case for
 exactly-once, so :attr:`OrderBook.placed` shows any second placement; with
@@ -40,8 +47,11 @@ PLACEMENT_FAULTS = ("accept_then_timeout", "server_error", "insufficient_balance
 
 @dataclass
 class BookOrder:
-    """One accepted market order: ``requested``/``filled`` in base units, ``cost`` in quote, ``fee``
-    in ``fee_asset``; ``status`` is ``filled`` or ``expired`` (ended after a partial fill)."""
+    """One accepted order: ``requested``/``filled`` in base units, ``cost`` in quote, ``fee`` in
+    ``fee_asset``; ``status`` is ``filled``, ``expired`` (ended after a partial fill), ``open`` (a
+    stop waiting, or triggered as a limit not yet filled) or ``canceled``. A stop (``kind``
+    ``stop``) has its ``trigger`` and, as a stop-limit, its ``limit``; ``child_id`` is the client
+    key of the order a triggered stop placed (OKX's algo orders), ``time_ms`` when it last changed."""
 
     client_id: str
     order_id: str
@@ -55,6 +65,11 @@ class BookOrder:
     fee_asset: str
     status: str
     time_ms: int
+    kind: str = "market"
+    trigger: float | None = None
+    limit: float | None = None
+    triggered: bool = False
+    child_id: str | None = None
 
     @property
     def base(self) -> str:
@@ -80,6 +95,9 @@ class OrderBook:
     fee_in_base: bool = False
     late_seconds: float = 1.5
     reuse_filled_ids: bool = True
+    lock_stops: bool = True
+    #: a triggered stop fills through a separate order (OKX's algo orders) instead of itself
+    stop_child_orders: bool = False
     api_key: str = API_KEY
     secret: str = SECRET
     passphrase: str = PASSPHRASE
@@ -89,6 +107,7 @@ class OrderBook:
         self.placed: list[str] = []  # client ids in acceptance order (a duplicate would show twice)
         self.faults: deque[str] = deque()
         self.verified: list[str] = []  # paths of the signed requests whose signature checked out
+        self.locked: dict[str, float] = {}  # coins reserved by resting stops
         self._ids = itertools.count(1000)
         self._lock = threading.Lock()
 
@@ -168,6 +187,81 @@ class OrderBook:
         if fault == "accept_then_timeout":
             time.sleep(self.late_seconds)
 
+    # -- stop-loss sells --------------------------------------------------------------------------
+    def place_stop(self, client_id: str, symbol: str, quantity: float, trigger: float,
+                   limit: float | None = None) -> BookOrder | str:
+        """Accept a resting stop-loss sell, or say why not: ``duplicate`` or ``insufficient_balance``."""
+        with self._lock:
+            previous = self.orders.get(client_id)
+            if previous is not None and (previous.status == "open" or not self.reuse_filled_ids):
+                return "duplicate"
+            base = symbol.split("/")[0]
+            if self.balances.get(base, 0.0) < quantity - 1e-12:
+                return "insufficient_balance"
+            if self.lock_stops:
+                self.balances[base] -= quantity
+                self.locked[base] = self.locked.get(base, 0.0) + quantity
+            order = BookOrder(client_id, str(next(self._ids)), symbol, "sell", quantity, 0.0, limit or 0.0, 0.0, 0.0,
+                              symbol.split("/")[1], "open", self.server.now(), "stop", trigger, limit)
+            self.orders[client_id] = order
+            self.placed.append(client_id)
+            return order
+
+    def move_price(self, symbol: str, price: float) -> None:
+        """The market trades at ``price`` now: resting stops at or above it trigger."""
+        with self._lock:
+            self.prices[symbol] = price
+            for order in list(self.orders.values()):
+                if order.kind == "stop" and order.symbol == symbol and order.status == "open":
+                    if not order.triggered and order.trigger is not None and price <= order.trigger:
+                        order.triggered = True
+                    if order.triggered and (order.limit is None or price >= order.limit):
+                        self._fill_stop(order, price)
+
+    def cancel(self, client_id: str) -> BookOrder | None:
+        """Cancel a resting stop; None when there is no open order with that id (filled, cancelled
+        or unknown). The ``fill_before_cancel`` fault fills it at its trigger first."""
+        race = False
+        with self._lock:
+            if self.faults and self.faults[0] == "fill_before_cancel":
+                self.faults.popleft()
+                race = True
+            order = self.orders.get(client_id)
+            if order is None or order.status != "open":
+                return None
+            if race:
+                assert order.trigger is not None
+                self.prices[order.symbol] = order.trigger
+                self._fill_stop(order, order.limit if order.limit is not None else order.trigger)
+                return None
+            self._release(order)
+            order.status, order.time_ms = "canceled", self.server.now()
+            return order
+
+    def _release(self, order: BookOrder) -> None:
+        if self.lock_stops:
+            left = order.requested - order.filled
+            self.locked[order.base] = self.locked.get(order.base, 0.0) - left
+            self.balances[order.base] = self.balances.get(order.base, 0.0) + left
+
+    def _fill_stop(self, order: BookOrder, price: float) -> None:
+        """Sell a triggered stop's quantity at ``price`` (the lock is held)."""
+        self._release(order)
+        base, quote = order.base, order.quote
+        filled = min(order.requested, self.balances.get(base, 0.0))
+        cost = filled * price
+        fee = cost * self.commission
+        self.balances[base] -= filled
+        self.balances[quote] = self.balances.get(quote, 0.0) + cost - fee
+        now = self.server.now()
+        if self.stop_child_orders:
+            child = BookOrder("", str(next(self._ids)), order.symbol, "sell", order.requested, filled, price, cost,
+                              fee, quote, "filled" if filled >= order.requested - 1e-12 else "expired", now)
+            self.orders[f"~{child.order_id}"] = child
+            order.child_id = child.order_id
+        order.filled, order.price, order.cost, order.fee = filled, price, cost, fee
+        order.status, order.time_ms = ("filled" if filled >= order.requested - 1e-12 else "expired"), now
+
     def find(self, client_id: str | None = None, order_id: str | None = None) -> BookOrder | None:
         with self._lock:
             if client_id:
@@ -175,5 +269,10 @@ class OrderBook:
             return next((o for o in self.orders.values() if o.order_id == order_id), None)
 
     def balance_rows(self) -> list[tuple[str, float]]:
+        """``(asset, free)`` per asset (what resting stops reserve is not free)."""
         with self._lock:
             return sorted(self.balances.items())
+
+    def locked_of(self, asset: str) -> float:
+        with self._lock:
+            return self.locked.get(asset, 0.0)

@@ -248,6 +248,9 @@ orders = Table(
     Column("fee", Float),
     Column("status", String(16), nullable=False),
     Column("candle_ms", BigInteger, nullable=False),
+    #: "market", or "stop": a protective stop-loss sell resting on the exchange at trigger_price
+    Column("kind", String(8), nullable=False, default="market"),
+    Column("trigger_price", Float),
     _created(),
 )
 

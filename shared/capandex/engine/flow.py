@@ -487,6 +487,9 @@ def _parse_settings(raw: Any, problems: _Problems) -> RunSettings:
         if why:
             problems.add(None, f"settings.{name}", why)
         values[name] = default if value is None or why else float(value)
+    if raw.get("stopsOnExchange") is not None and not isinstance(raw["stopsOnExchange"], bool):
+        # live executions only (capandex.live.protective); the engine checks its type like any setting
+        problems.add(None, "settings.stopsOnExchange", "must be true or false")
     return RunSettings(values["initialCapital"], values["feeRate"], values["slippage"])
 
 

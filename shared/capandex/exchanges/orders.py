@@ -40,7 +40,8 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Lookup:
-    """One way to find an order by client id: ccxt ``method`` with the id in ``params[param]``.
+    """One way to find an order by client id: ccxt ``method`` with the id in ``params[param]``
+    (and the ``extra`` params, e.g. OKX's ``trigger`` for algo orders).
 
     ``listing``: the method lists orders (``method(symbol, since, limit, params)``, an empty list
     when none matches) rather than fetching one (``method(id, symbol, params)``, raising ccxt's
@@ -50,11 +51,12 @@ class Lookup:
     method: str
     param: str
     listing: bool = False
+    extra: tuple[tuple[str, Any], ...] = ()
 
     def bind(self, instance: Any, symbol: str, client_order_id: str) -> Callable[[], Any]:
         """The call to make on the ccxt ``instance``, ready to run."""
         fn = getattr(instance, self.method)
-        params = {self.param: client_order_id}
+        params = {**dict(self.extra), self.param: client_order_id}
         if self.listing:
             return lambda: fn(symbol, None, None, params)
         return lambda: fn(None, symbol, params)
@@ -100,10 +102,11 @@ class ExchangeOrder:
     """An order as the exchange reports it, in ccxt's unified vocabulary; ``None`` where the
     exchange did not say (an acknowledgement of a new order says little more than its ids).
 
-    ``status``: ``open`` (still working), ``closed`` (completely filled), ``canceled``,
-    ``expired`` or ``rejected`` — the last three possibly after a partial fill. ``amount`` is the
-    requested quantity and ``filled`` the executed one, in base units; ``average``/``price`` in
-    quote per base unit; ``cost`` = the quote value filled.
+    ``status``: ``open`` (still working; a stop order not triggered yet), ``closed`` (completely
+    filled), ``canceled``, ``expired`` or ``rejected`` — the last three possibly after a partial
+    fill. ``amount`` is the requested quantity and ``filled`` the executed one, in base units;
+    ``average``/``price`` in quote per base unit; ``cost`` = the quote value filled;
+    ``trigger_price`` a stop order's level; ``updated_ms`` when it last traded or changed (epoch ms).
     """
 
     id: str | None
@@ -116,6 +119,8 @@ class ExchangeOrder:
     price: float | None
     cost: float | None
     fees: tuple[OrderFee, ...] = ()
+    trigger_price: float | None = None
+    updated_ms: int | None = None
 
     @classmethod
     def from_ccxt(cls, raw: Mapping[str, Any]) -> ExchangeOrder:
@@ -129,7 +134,9 @@ class ExchangeOrder:
         order = cls(_text(raw.get("id")), _text(raw.get("clientOrderId")), _text(raw.get("side")),
                     _text(raw.get("status")), _number(raw.get("amount")), _number(raw.get("filled")),
                     _number(raw.get("average")), _number(raw.get("price")), _number(raw.get("cost")),
-                    tuple(OrderFee(float(fee.get("cost") or 0.0), fee.get("currency")) for fee in fees if fee))
+                    tuple(OrderFee(float(fee.get("cost") or 0.0), fee.get("currency")) for fee in fees if fee),
+                    _number(raw.get("triggerPrice") or raw.get("stopLossPrice") or raw.get("stopPrice")),
+                    _integer(raw.get("lastTradeTimestamp") or raw.get("lastUpdateTimestamp") or raw.get("timestamp")))
         if (order.status == "closed" and order.amount and order.filled is not None
                 and order.filled < order.amount * (1.0 - _COMPLETE)):
             return replace(order, status="canceled")
@@ -155,3 +162,7 @@ def _text(value: Any) -> str | None:
 
 def _number(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def _integer(value: Any) -> int | None:
+    return None if value is None else int(value)

@@ -163,6 +163,22 @@ def _check_live_exchange(conn: Connection, exchange: str) -> None:
                                    field_problem("settings.exchange", f"live mode needs one of: {supported}")])
 
 
+def _stops_on_exchange(conn: Connection, exchange: str, document: dict[str, Any], flow: Flow) -> bool:
+    """Whether the live execution keeps its stop-loss on the exchange (:mod:`.protective`); 422 on
+    ``settings.stopsOnExchange: true`` where the exchange offers no stop orders Capandex can use."""
+    from capandex.exchanges.registry import active_ccxt_ids
+    from capandex.exchanges.stops import STOP_ORDERS, supports_stop_orders
+    from capandex.live.protective import enabled_at_start
+
+    supported = supports_stop_orders(active_ccxt_ids(conn).get(exchange, ""))
+    if (document.get("settings") or {}).get("stopsOnExchange") is True and not supported:
+        raise ValidationFailed(f"{exchange} offers no stop orders Capandex can keep a stop-loss with; its stops are "
+                               "checked on each tick.", details=[field_problem(
+                                   "settings.stopsOnExchange",
+                                   f"stop orders on the exchange need one of: {', '.join(STOP_ORDERS)}")])
+    return enabled_at_start(document, flow.risk, supported)
+
+
 def _check_key(conn: Connection, user_id: uuid.UUID, key_id: str | None, exchange: str) -> None:
     if not key_id:
         raise ValidationFailed("Live mode needs an exchange key.",
@@ -211,9 +227,11 @@ def start_execution(conn: Connection, *, user_id: uuid.UUID, flow_id: str, mode:
         raise Conflict("The flow's exchange or symbol changed while it was being started; start it again.")
     validated = validate_flow(document)
     _check_candle_by_candle(validated)
+    stops_on_exchange = False
     if mode == "live":
         _check_live_exchange(conn, exchange)
         _check_key(conn, user_id, exchange_key_id, exchange)
+        stops_on_exchange = _stops_on_exchange(conn, exchange, document, validated)
     if conn.execute(select(executions.c.id).where(executions.c.flow_id == flow_id,
                                                   executions.c.status == "running")).first():
         raise Conflict("The flow already has a running execution; stop it first.")
@@ -225,7 +243,7 @@ def start_execution(conn: Connection, *, user_id: uuid.UUID, flow_id: str, mode:
            "exchange_key_id": exchange_key_id if mode == "live" else None,
            "initial_capital": validated.settings.capital,
            "state": {"document": document, "broker": None, "equity": validated.settings.capital,
-                     **({"replay": True} if replay_from is not None else {})},
+                     "stopsOnExchange": stops_on_exchange, **({"replay": True} if replay_from is not None else {})},
            "current_tick": 0, "last_candle_ms": last_closed_open(now_ms, tf_ms),
            "error_count": 0, "consecutive_failures": 0, "started_at": now}
     try:
@@ -321,11 +339,17 @@ def stop_execution(conn: Connection, *, user_id: uuid.UUID, execution_id: str) -
         kept = "" if not held else (
             " Its open position stays open, marked at its last close (stop with closePosition: true to sell it)."
             if row.mode == "paper" else " Its open position stays in your exchange account; sell it there if you "
-                                        "want out.")
+                                        "want out." + _resting_stop(row))
         notify(conn, user_id=user_id, event="engine_stop", title=f"{name} stopped",
                message=f"{name} ({row.mode}) was stopped after {row.current_tick} ticks.{kept}",
                action_url=f"/flows/{row.flow_id}")
     return execution_status(conn, user_id=user_id, execution_id=execution_id)
+
+
+def _resting_stop(row: Any) -> str:
+    stop = (row.state or {}).get("stop")
+    return "" if not stop else (f" Its stop-loss order at {float(stop['level']):,.8g} stays on the exchange with it; "
+                                "cancel it there if you do not want it.")
 
 
 def position_counts(conn: Connection, execution_ids: list[str]) -> dict[str, dict[str, int]]:

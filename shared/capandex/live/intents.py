@@ -67,7 +67,8 @@ from capandex.errors import BadRequest, CapandexError, InvalidCredentials, NotFo
 from capandex.exchanges.errors import OrderRejected
 from capandex.live.executions import flow_name, lock_execution
 from capandex.live.ledger import apply_fills, finish_tick, write_order
-from capandex.live.orders import Fill, GatewayFactory, OrderIntent
+from capandex.live.orders import CANCEL, SKIPPED, Fill, GatewayFactory, OrderIntent
+from capandex.live.protective import resolve
 from capandex.notifications import notify
 from capandex.timeutil import from_ms, now_ms, utcnow  # tests move the lease clock by patching this module's now_ms
 
@@ -100,11 +101,14 @@ class TickOutcome:
 
 
 class IntentSource(StrEnum):
-    """Who made the intent: a tick (``key`` is its candle's open time) or a webhook call (``key`` is
-    the call's negative idempotency key, :func:`capandex.live.webhooks.idempotency_key`)."""
+    """Who made the intent: a tick (``key`` is its candle's open time), a webhook call (``key`` is
+    the call's negative idempotency key, :func:`capandex.live.webhooks.idempotency_key`) or the
+    record of a protective stop that stopped resting on the exchange (``key``: a negative hash of
+    its client id, :mod:`capandex.live.stop_sync`)."""
 
     TICK = "tick"
     WEBHOOK = "webhook"
+    STOP = "stop"
 
 
 class IntentState(StrEnum):
@@ -222,9 +226,11 @@ def claim(conn: Connection, row: Any, key: int, status: str, *, at: dt.datetime 
 
 
 def commit(conn: Connection, row: Any, intent: PendingIntent) -> None:
-    """Phase 1's write: the intent's orders as ``pending`` rows and the intent in the slot."""
+    """Phase 1's write: the intent's orders as ``pending`` rows (a cancel has its stop's row) and
+    the intent in the slot."""
     for order in intent.orders:
-        write_order(conn, row, order, intent.order_candle_ms, None, "pending")
+        if order.kind != CANCEL:
+            write_order(conn, row, order, intent.order_candle_ms, None, "pending")
     conn.execute(update(executions).where(executions.c.id == row.id)
                  .values(state={**row.state, "pending_tick": intent.to_dict()}))
 
@@ -283,13 +289,18 @@ def complete_pending(row: Any, pending: PendingIntent, gateway_for: GatewayFacto
 
 def _act(row: Any, pending: PendingIntent, gateway_for: GatewayFactory, engine: Engine | None
          ) -> tuple[list[tuple[OrderIntent, Fill]], OrderRejected | None]:
-    """Phase 2: place (or find) each order in turn; stop at the first one refused for good
-    (written ``rejected``), which is returned with the fills before it."""
+    """Phase 2: place (or find) each order in turn, as :func:`capandex.live.protective.resolve`
+    completes it from the fills before it; stop at the first one refused for good (written
+    ``rejected``), which is returned with the fills before it."""
     from capandex.db.session import transaction
 
     gateway = gateway_for(row)
     fills: list[tuple[OrderIntent, Fill]] = []
-    for order in pending.orders:
+    for planned in pending.orders:
+        order = resolve(planned, fills)  # a stop's level from the entry's fill; nothing left to sell
+        if order is None:
+            fills.append((planned, Fill.nothing(planned, SKIPPED)))
+            continue
         try:
             fills.append((order, gateway.place(order)))
         except OrderRejected as exc:
@@ -319,11 +330,11 @@ def record_pending(conn: Connection, row: Any, pending: PendingIntent, fills: li
     decides only peak/killed/highest.
 
     A tick's intent also closes its candle (tick record ``status``, ``last_candle_ms``,
-    ``current_tick``); a webhook call's intent changes only the broker state (its tick record stays
-    ``webhook``, which the rate limit counts).
+    ``current_tick``); a webhook call's or a stop's intent changes only the broker state (its tick
+    record keeps its status: ``webhook``, which the rate limit counts, or ``stop``).
     """
     new_state = apply_fills(conn, row, pending, fills)
-    if pending.source is IntentSource.WEBHOOK:
+    if pending.source is not IntentSource.TICK:
         conn.execute(update(executions).where(executions.c.id == row.id).values(state=new_state))
         return
     conn.execute(update(tick_records).where(tick_records.c.execution_id == row.id,
@@ -333,7 +344,8 @@ def record_pending(conn: Connection, row: Any, pending: PendingIntent, fills: li
 
 #: per :class:`IntentSource`: the failure notification's title, and what it could not process
 _FAILED = {IntentSource.TICK: ("tick failed", "the candle of"),
-           IntentSource.WEBHOOK: ("webhook call failed", "the webhook call of")}
+           IntentSource.WEBHOOK: ("webhook call failed", "the webhook call of"),
+           IntentSource.STOP: ("stop order check failed", "its stop order at")}
 
 
 def record_failure(execution_id: str, at_ms: int, exc: CapandexError, engine: Engine | None, *,

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, insert, select, update
 
 from capandex.db.schema import executions, new_id, orders, positions
+from capandex.live import protective
 from capandex.live.executions import fee_rate, flow_name
-from capandex.live.orders import NOT_HELD, Fill, OrderIntent, PaperGateway
+from capandex.live.orders import CANCEL, MARKET, NOT_HELD, REJECTED, SKIPPED, STOP, Fill, OrderIntent, PaperGateway
 from capandex.notifications import notify
 from capandex.timeutil import from_ms, utcnow
 
@@ -41,18 +42,23 @@ RECONCILED = "reconciled"
 # -- rows ------------------------------------------------------------------------------------------
 def write_order(conn: Connection, row: Any, intent: OrderIntent, candle_ms: int, fill: Fill | None,
                 status: str) -> None:
-    """Insert the intent's ``orders`` row, or update it (found by client id) with ``fill`` and ``status``."""
-    values = {"exchange_order_id": fill.exchange_order_id if fill else None, "filled": fill.amount if fill else None,
-              "price": fill.price if fill else intent.reference_price, "cost": fill.cost if fill else None,
-              "fee": fill.fee if fill else None, "status": status}
+    """Insert the intent's ``orders`` row, or update it (found by client id) with ``fill`` and
+    ``status`` (a cancel updates the row of the stop it cancels)."""
+    values: dict[str, Any] = {
+        "exchange_order_id": fill.exchange_order_id if fill else None, "filled": fill.amount if fill else None,
+        "price": fill.price if fill else intent.reference_price, "cost": fill.cost if fill else None,
+        "fee": fill.fee if fill else None, "status": status}
+    if intent.kind == STOP:
+        values.update(kind=STOP, trigger_price=intent.trigger, amount=(fill.requested or intent.amount) if fill
+                      else intent.amount)
     existing = conn.execute(select(orders.c.id).where(orders.c.client_order_id == intent.client_order_id)).first()
     if existing:
         conn.execute(update(orders).where(orders.c.id == existing.id).values(values))
     else:
         conn.execute(insert(orders).values(id=new_id("ord"), user_id=row.user_id, execution_id=row.id,
                                            client_order_id=intent.client_order_id, symbol=row.symbol,
-                                           side=intent.side, amount=intent.amount, candle_ms=candle_ms,
-                                           created_at=utcnow(), **values))
+                                           side=intent.side, candle_ms=candle_ms, created_at=utcnow(),
+                                           **{"amount": intent.amount, "kind": MARKET, **values}))
 
 
 def _open_position(conn: Connection, row: Any, time_ms: int, fill: Fill, spent: float) -> None:
@@ -154,16 +160,17 @@ class _Book:
     highest: float | None
 
     def sell(self, units: float, price: float, proceeds: float, reason: str, *, whole: bool,
-             note: str | None = None) -> None:
+             note: str | None = None, at_ms: int | None = None) -> None:
         """Close ``units`` of the open position at ``price`` for ``proceeds`` (after fees), the trade
-        carrying ``note``. With ``whole`` the position closes entirely (a complete sell: any
-        remainder is dust); otherwise the rest stays open, carrying its share of the entry cost."""
+        carrying ``note`` and closing at ``at_ms`` (default :attr:`at_ms`). With ``whole`` the
+        position closes entirely (a complete sell: any remainder is dust); otherwise the rest stays
+        open, carrying its share of the entry cost."""
         from capandex.engine.result import make_trade
 
         assert self.entry_time is not None and self.entry_price is not None
         share = 1.0 if whole else min(1.0, units / self.units)
-        trade = replace(make_trade(self.entry_time, self.at_ms, self.entry_price, price, units,
-                                   self.entry_spent * share, proceeds, self.fee_rate, 0), exit_reason=reason)
+        trade = replace(make_trade(self.entry_time, self.at_ms if at_ms is None else at_ms, self.entry_price, price,
+                                   units, self.entry_spent * share, proceeds, self.fee_rate, 0), exit_reason=reason)
         rest = self.units - units if share < 1.0 else 0.0
         _close_position(self.conn, self.row, trade, keep_open=rest, note=note)
         self.cash += proceeds
@@ -196,22 +203,54 @@ def apply_fills(conn: Connection, row: Any, pending: PendingIntent,
     book = _Book(conn, row, pending.entry_ms, fee_rate(row), before.cash, before.units, before.entry_time,
                  before.entry_price, before.entry_spent, after.highest if after.long else before.highest)
     name = flow_name(conn, row)
+    stop, closed_here = protective.current(row), 0.0
     for intent, fill in fills:
         write_order(conn, row, intent, pending.order_candle_ms, fill, fill.order_status)
-        if fill.unheld > 0 and book.units > 0:
-            _reconcile(book, name, min(fill.unheld, book.units), pending.close)
+        if intent.kind in (STOP, CANCEL):
+            stop, closed = _apply_stop(book, name, intent, fill, stop)
+            closed_here += closed
+            continue
+        unheld = fill.unheld - closed_here  # what a stop that fired in this intent sold is not missing
+        if unheld > 0 and book.units > 0:
+            _reconcile(book, name, min(unheld, book.units), pending.close)
         if fill.side == "sell" and book.units > 0 and fill.amount > 0:
             reason = intent.reason if intent.reason in rules.REASONS else "signal"
             book.sell(fill.amount, fill.price, fill.cost - fill.fee, reason, whole=not fill.partial, note=intent.note)
         elif fill.side == "buy" and fill.amount > 0:
             book.buy(fill)
-        if fill.status != NOT_HELD:
+        if fill.status not in (NOT_HELD, SKIPPED):
             _notify_fill(conn, row, name, fill, intent.reason)
     state = replace(after, **book.money(), pending=None)
     equity = float(rules.equity(state.cash, state.units, pending.close))
-    new_state = {k: v for k, v in row.state.items() if k != "pending_tick"}
+    new_state = {k: v for k, v in row.state.items() if k not in ("pending_tick", "stop")}
     new_state.update(broker=state.to_dict(), equity=equity)
+    if stop is not None and book.units > 0:
+        new_state["stop"] = stop.to_dict()
     return new_state
+
+
+def _apply_stop(book: _Book, name: str, intent: OrderIntent, fill: Fill, stop: protective.ProtectiveStop | None
+                ) -> tuple[protective.ProtectiveStop | None, float]:
+    """A protective stop placed (``intent.kind`` stop) or cancelled (cancel): the stop that rests
+    afterwards, and the units it sold — a stop that fired is the position's exit at its real fill
+    price and fee (:mod:`.protective`)."""
+    if intent.kind == STOP and fill.status == "open":
+        return protective.ProtectiveStop(intent.client_order_id, fill.price, fill.requested or intent.amount,
+                                         intent.reason), 0.0
+    if intent.kind == STOP and fill.status == REJECTED:
+        row = book.row
+        notify(book.conn, user_id=row.user_id, event="engine_error", title=f"{name}: stop order refused",
+               message=f"{row.exchange} refused the stop-loss order at {intent.trigger or 0.0:,.8g} protecting "
+                       f"{name}'s position; it is checked on each tick only until the next one is placed.",
+               action_url=f"/flows/{row.flow_id}")
+        return None, 0.0
+    if fill.amount <= 0 or book.units <= 0:
+        return (stop if intent.kind == STOP else None), 0.0
+    book.sell(fill.amount, fill.price, fill.cost - fill.fee, intent.reason, whole=not fill.partial,
+              note=f"sold by the stop order resting on the exchange at {intent.trigger or fill.price:,.8g}",
+              at_ms=fill.time_ms)
+    _notify_fill(book.conn, book.row, name, fill, intent.reason)
+    return None, fill.amount
 
 
 def _reconcile(book: _Book, name: str, units: float, close: float) -> None:

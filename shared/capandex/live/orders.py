@@ -46,17 +46,24 @@ if TYPE_CHECKING:
     from capandex.exchanges import ExchangeClient
     from capandex.exchanges.orders import ExchangeOrder
 
-__all__ = ["NOT_HELD", "Fill", "GatewayFactory", "LiveGateway", "OrderGateway", "OrderIntent", "OrderOutcomeUnknown",
-           "OrderRejected", "PaperGateway", "default_gateway"]
+__all__ = ["CANCEL", "MARKET", "NOT_HELD", "REJECTED", "SKIPPED", "STOP", "Fill", "GatewayFactory", "LiveGateway",
+           "OrderGateway", "OrderIntent", "OrderOutcomeUnknown", "OrderRejected", "PaperGateway", "default_gateway"]
+
+
+#: :attr:`OrderIntent.kind`: a market order; a protective stop-loss sell resting on the exchange;
+#: the cancellation of such a stop (its client id is the stop's) — see :mod:`.protective`
+MARKET, STOP, CANCEL = "market", "stop", "cancel"
 
 
 @dataclass(frozen=True, slots=True)
 class OrderIntent:
-    """A market order to place: ``amount`` in base units; ``reference_price`` is the engine's fill
+    """An order to place: ``amount`` in base units; ``reference_price`` is the engine's fill
     price (paper) or the last close (live: used only for estimates); ``reason`` is the exit reason
     or ``signal``; ``action`` is what the client id was derived from (``buy``, ``exit:stop_loss``,
     ``webhook:sell`` …); ``note`` is written on the trade it closes (e.g. a stop crossed inside a
-    candle processed late, :func:`capandex.live.catchup.late_exit_note`)."""
+    candle processed late, :func:`capandex.live.catchup.late_exit_note`). ``kind`` is
+    :data:`MARKET`, :data:`STOP` (``trigger``: its level; None with ``offset``: the level is the
+    entry fill × (1 − offset), known once the buy before it filled) or :data:`CANCEL`."""
 
     client_order_id: str
     side: str
@@ -65,6 +72,9 @@ class OrderIntent:
     reason: str
     action: str
     note: str | None = None
+    kind: str = MARKET
+    trigger: float | None = None
+    offset: float | None = None
 
     @classmethod
     def for_action(cls, execution_id: str, key: int, action: str, side: str, amount: float, price: float,
@@ -75,15 +85,21 @@ class OrderIntent:
         return cls(client_order_id(execution_id, key, action), side, amount, price, reason, action, note)
 
     def to_dict(self) -> dict[str, Any]:
-        """The persisted JSON; ``note`` only when there is one (what earlier releases read)."""
+        """The persisted JSON; the fields added since the first release only when they are set, so
+        a market order reads as earlier releases wrote it."""
         data = asdict(self)
-        if self.note is None:
-            del data["note"]
+        for key, default in (("note", None), ("kind", MARKET), ("trigger", None), ("offset", None)):
+            if data[key] == default:
+                del data[key]
         return data
 
 
 #: :attr:`Fill.status` (and ``orders.status``) of a sell that placed no order: nothing was held
 NOT_HELD = "not_held"
+#: ... of an order that was not needed any more (a stop or a sell after the stop had filled)
+SKIPPED = "skipped"
+#: ... of a protective stop the exchange refused (the position stays protected on each tick only)
+REJECTED = "rejected"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +108,11 @@ class Fill:
     ``cost`` = amount × price and ``fee`` in quote currency; ``status`` is ccxt's unified order
     status (``closed`` = completely filled; ``canceled``/``expired``/``open`` with some
     ``amount`` = partly filled, e.g. a market order that ran out of liquidity; :data:`NOT_HELD`
-    = no order was placed because the account held nothing tradable to sell). ``unheld``: base
-    units of a sell the account did not hold (sold outside Capandex), 0 for buys and paper."""
+    = no order was placed because the account held nothing tradable to sell; ``open`` = a
+    protective stop resting on the exchange; :data:`SKIPPED`, :data:`REJECTED`). ``unheld``: base
+    units of a sell the account did not hold (sold outside Capandex), 0 for buys and paper.
+    ``requested``: the quantity the order asked for (a resting stop's); ``time_ms``: when the
+    exchange last traded or changed it (a stop's fill time)."""
 
     client_order_id: str
     exchange_order_id: str | None
@@ -104,6 +123,8 @@ class Fill:
     fee: float
     status: str = "closed"
     unheld: float = 0.0
+    requested: float | None = None
+    time_ms: int | None = None
 
     @classmethod
     def not_held(cls, intent: OrderIntent) -> Fill:
@@ -112,6 +133,11 @@ class Fill:
         return cls(intent.client_order_id, None, intent.side, 0.0, intent.reference_price, 0.0, 0.0, NOT_HELD,
                    intent.amount)
 
+    @classmethod
+    def nothing(cls, intent: OrderIntent, status: str) -> Fill:
+        """No order and no fill, with ``status`` (:data:`SKIPPED`, :data:`REJECTED`)."""
+        return cls(intent.client_order_id, None, intent.side, 0.0, intent.reference_price, 0.0, 0.0, status)
+
     @property
     def partial(self) -> bool:
         """The exchange did not fill the whole order."""
@@ -119,11 +145,12 @@ class Fill:
 
     @property
     def order_status(self) -> str:
-        """``orders.status`` for this fill: filled, partially_filled, unfilled or not_held."""
-        if self.status == NOT_HELD:
-            return NOT_HELD
+        """``orders.status`` for this fill: filled, partially_filled, unfilled, not_held, skipped,
+        rejected, open (a resting stop) or canceled (a stop cancelled before it filled)."""
+        if self.status in (NOT_HELD, SKIPPED, REJECTED, "open"):
+            return self.status
         if self.amount <= 0:
-            return "unfilled"
+            return "canceled" if self.status == "canceled" else "unfilled"
         return "partially_filled" if self.partial else "filled"
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,7 +158,11 @@ class Fill:
 
 
 class OrderGateway(Protocol):
-    def place(self, intent: OrderIntent) -> Fill: ...
+    def place(self, intent: OrderIntent) -> Fill:
+        """Place (or find) the order ``intent`` and return its fill."""
+
+    def stop_state(self, intent: OrderIntent) -> Fill | None:
+        """What the protective stop ``intent`` is now on the exchange (None: unknown there)."""
 
 
 #: execution row → the gateway that places its orders (live mode)
@@ -155,6 +186,9 @@ class PaperGateway:
 
     def __init__(self, fee_rate: float) -> None:
         self.fee_rate = fee_rate
+
+    def stop_state(self, intent: OrderIntent) -> Fill | None:
+        raise NotImplementedError("paper executions keep no stop orders on an exchange")
 
     def place(self, intent: OrderIntent) -> Fill:
         cost = intent.amount * intent.reference_price
@@ -211,11 +245,60 @@ class LiveGateway:
                 is still working (``open``); retry later.
         """
         try:
-            fill = self._settled(intent, self._place(intent))
+            if intent.kind == STOP:
+                fill = self._protect(intent)
+            elif intent.kind == CANCEL:
+                fill = self._unprotect(intent)
+            else:
+                fill = self._settled(intent, self._place(intent))
         except CapandexError:
             count(Metric.ORDERS_FAILED)
             raise
         count(Metric.ORDERS_PLACED)
+        return fill
+
+    # -- protective stops (:mod:`.protective`) -----------------------------------------------------
+    def _protect(self, intent: OrderIntent) -> Fill:
+        """Place the stop-loss sell at ``intent.trigger`` for at most what the account holds (looked
+        up by id first). A refusal is not an error of the tick (its position stays protected on each
+        tick): it comes back :data:`REJECTED`."""
+        if intent.trigger is None:
+            raise ValueError("a stop order needs its trigger level")
+        found = self.client.fetch_stop_by_client_id(self.symbol, intent.client_order_id)
+        if found is not None:
+            return self._stop_fill(found, intent)
+        free = self.free_base()
+        amount = self.tradable(intent.amount if free is None else min(intent.amount, free))
+        if amount <= 0.0:
+            return Fill.nothing(intent, SKIPPED)
+        try:
+            order = self.client.create_stop_order(self.symbol, amount, intent.trigger, intent.client_order_id)
+        except (OrderRejected, BadRequest):
+            return Fill.nothing(intent, REJECTED)
+        except (DuplicateClientOrderId, UpstreamUnavailable, RateLimited, UpstreamError):
+            return self._resolve(intent, self._stop_lookup)  # do not assume it was not placed
+        return self._stop_fill(order, intent)
+
+    def _unprotect(self, intent: OrderIntent) -> Fill:
+        """Cancel the stop ``intent.client_order_id``: what it became (cancelled, or its fill when
+        it fired first); :data:`SKIPPED` when the exchange does not know it."""
+        order = self.client.cancel_stop_by_client_id(self.symbol, intent.client_order_id)
+        return Fill.nothing(intent, SKIPPED) if order is None else self._stop_fill(order, intent)
+
+    def stop_state(self, intent: OrderIntent) -> Fill | None:
+        """What the resting stop ``intent`` is now (``open`` while it waits); None when unknown."""
+        return self._stop_lookup(intent)
+
+    def _stop_lookup(self, intent: OrderIntent) -> Fill | None:
+        found = self.client.fetch_stop_by_client_id(self.symbol, intent.client_order_id)
+        return None if found is None else self._stop_fill(found, intent)
+
+    def _stop_fill(self, order: ExchangeOrder, intent: OrderIntent) -> Fill:
+        fill = replace(self._order_fill(order, intent.client_order_id), side="sell", requested=order.amount,
+                       time_ms=order.updated_ms)
+        if fill.status == "open":  # resting: its price is its level (a stop-limit's own is its limit)
+            return replace(fill, amount=0.0, cost=0.0, fee=0.0,
+                           price=order.trigger_price or intent.trigger or intent.reference_price)
         return fill
 
     def _settled(self, intent: OrderIntent, fill: Fill) -> Fill:
@@ -266,13 +349,15 @@ class LiveGateway:
         free = self.free_base() if intent.side == "sell" else None
         return intent.amount if free is None else min(intent.amount, free)
 
-    def _resolve(self, intent: OrderIntent) -> Fill:
-        """After an ambiguous placement: look the id up until the exchange shows the order (a new
-        order can take a moment to appear). A lookup that fails is already retried by the client
-        (retries live in one layer); if it still fails, the outcome stays unknown."""
+    def _resolve(self, intent: OrderIntent, lookup: Callable[[OrderIntent], Fill | None] | None = None) -> Fill:
+        """After an ambiguous placement: look the id up (``lookup``, default :meth:`lookup`) until
+        the exchange shows the order (a new order can take a moment to appear). A lookup that fails
+        is already retried by the client (retries live in one layer); if it still fails, the
+        outcome stays unknown."""
+        lookup = lookup or self.lookup
         for attempt in range(self.lookup_attempts):
             try:
-                found = self.lookup(intent)
+                found = lookup(intent)
             except CapandexError as exc:
                 raise self._unknown(intent) from exc
             if found is not None:

@@ -61,6 +61,7 @@ from capandex.errors import (
 )
 from capandex.errors import field_problem as problem
 from capandex.exchanges.errors import OrderRejected
+from capandex.live import protective
 from capandex.live.executions import broker_state, compiled_flow, fee_rate, lock_execution
 from capandex.live.intents import (
     IntentSource,
@@ -275,7 +276,7 @@ def _claim_and_intend(conn: Connection, execution_id: str, key: int, action: str
         return _Claim("duplicate")
     _check_rate(conn, execution_id, now, counting_this_call=True)
     state = broker_state(row)
-    orders = _decide(row, key, action, state, reference)
+    orders = _with_stop(row, key, _decide(row, key, action, state, reference))
     if not orders:
         return _Claim("empty")
     now_ms = epoch_ms(now)
@@ -303,6 +304,18 @@ def _decide(row: Any, key: int, action: str | None, state: BrokerState, referenc
         fill = float(rules.sell_fill(reference, settings.slippage))
         return (OrderIntent.for_action(row.id, key, "webhook:sell", "sell", state.units, fill, "signal"),)
     return ()
+
+
+def _with_stop(row: Any, key: int, orders: tuple[OrderIntent, ...]) -> tuple[OrderIntent, ...]:
+    """A live call's orders with its protective stop's (:mod:`capandex.live.protective`): a sell
+    cancels the resting stop first, a buy is followed by a stop."""
+    if not orders or not protective.enabled(row):
+        return orders
+    stop = protective.current(row)
+    if orders[0].side == "sell":
+        return (protective.cancel(stop), *orders) if stop is not None else orders
+    entry_stop = protective.after_entry(row.id, key, compiled_flow(row).flow.risk)
+    return (*orders, entry_stop) if entry_stop is not None else orders
 
 
 def _fire_paper(conn: Connection, execution_id: str, key: int, action: str | None, reference: float,

@@ -28,9 +28,9 @@ message that arrive at once: the second sees the candle already processed and do
 
 **Stops in live mode** are checked on each tick against the closed candle (the stepper's rules:
 levels relative to the real entry fill); when a level was crossed the position is sold at market
-right after the close. Exchange-side stop orders were not used: one code path for every
-exchange and for stop-loss, take-profit and trailing stop together (which would need OCO and
-trailing orders that only some exchanges have), at the cost of up to one candle of delay.
+right after the close. Where the exchange supports it, the stop-loss and trailing stop also rest on
+the exchange as a stop order (:mod:`.protective`): the tick's orders then include placing, moving
+and cancelling it, and a fill the candles do not show is recorded first (:mod:`.stop_sync`).
 
 **Catching up.** A tick processes every unprocessed closed candle up to its own, oldest first
 (:mod:`.catchup`): paper in one transaction, live one intend → act → record per candle, each
@@ -53,7 +53,7 @@ from sqlalchemy import select, update
 from capandex.db.schema import executions
 from capandex.errors import CapandexError, UpstreamUnavailable
 from capandex.exchanges.errors import OrderRejected
-from capandex.live import catchup
+from capandex.live import catchup, protective, stop_sync
 from capandex.live.executions import broker_state, compiled_flow, flow_name, lock_execution
 from capandex.live.history import history_window
 from capandex.live.intents import (
@@ -202,6 +202,11 @@ def _live_tick(row: Any, candle_ms: int, pending: PendingIntent | None, source: 
         return _summary(row.id, candle_ms, done) if done else TickOutcome(row.id, candle_ms, "skipped")
     tf = timeframe_ms(row.timeframe)
     span = catchup.plan(row.last_candle_ms, candle_ms, tf)
+    synced = stop_sync.sync(row, gateway_for, engine, span.first_ms if span else None, tf)
+    if synced is not None:  # the resting stop filled (or vanished) where no candle's exit finds it
+        if synced.status != "done":
+            return replace(synced, candle_ms=candle_ms)
+        done.append(synced)
     if span is None:
         return _summary(row.id, candle_ms, done) if done else TickOutcome(row.id, candle_ms, "duplicate")
     compiled = compiled_flow(row)
@@ -268,6 +273,8 @@ def _intend(execution_id: str, compiled: CompiledFlow, window: Candles, engine: 
         tf = timeframe_ms(row.timeframe)
         late = catchup.is_late(candle_ms, tf)
         orders = _decide(row.id, candle_ms, compiled, before, result, close, late=late)
+        if protective.enabled(row):
+            orders = _protect(row.id, candle_ms, compiled, before, result, orders, protective.current(row))
         intent = PendingIntent(candle_ms, IntentSource.TICK, orders, before, replace(result.state, pending=None),
                                close, candle_ms + tf, candle_ms).leased_to(owner)
         commit(conn, row, intent)
@@ -297,3 +304,21 @@ def _decide(execution_id: str, candle_ms: int, compiled: CompiledFlow, before: B
         units = buy_units(compiled, order.action, result.state.cash, price, settings)
         orders.append(OrderIntent.for_action(execution_id, candle_ms, "buy", "buy", units, close, "signal"))
     return tuple(orders)
+
+
+def _protect(execution_id: str, candle_ms: int, compiled: CompiledFlow, before: BrokerState, result: StepResult,
+             orders: tuple[OrderIntent, ...], stop: protective.ProtectiveStop | None) -> tuple[OrderIntent, ...]:
+    """``orders`` with the protective stop's own (:mod:`.protective`): an exit cancels the resting
+    stop first (it reserves what the sell sells); an entry is followed by a stop; a position that
+    stays open gets its stop moved up to the trailing level (or placed again when none rests)."""
+    risk = compiled.flow.risk
+    selling = before.long and any(o.side == "sell" for o in orders)
+    out = [protective.cancel(stop)] if selling and stop is not None else []
+    out += orders
+    if any(o.side == "buy" for o in orders):
+        entry_stop = protective.after_entry(execution_id, candle_ms, risk)
+        out += [entry_stop] if entry_stop is not None else []
+    elif before.long and not selling and before.entry_price is not None:
+        out += protective.moved(execution_id, candle_ms, stop, risk, before.entry_price, result.state.highest,
+                                result.state.units)
+    return tuple(out)

@@ -64,7 +64,11 @@ def open_scenario(configure, postgres_url):
             conn.execute(insert(exchange_keys).values(id=key_id, user_id=user, exchange="binance", label="test",
                                                       api_key_hint="k…", sealed={}, is_valid=True,
                                                       created_at=utcnow()))
-            flow_id = make_flow(conn, user, sma_cross_flow(2, 3, ("stop_loss", 2.0)), timeframe="1m")
+            flow = sma_cross_flow(2, 3, ("stop_loss", 2.0))
+            # the stop is checked on each tick only: these tests are about the tick (test_exchange_stops
+            # covers the stop resting on the exchange)
+            flow["settings"] = {"stopsOnExchange": False}
+            flow_id = make_flow(conn, user, flow, timeframe="1m")
             execution = start_execution(conn, user_id=user, flow_id=flow_id, mode="live", exchange_key_id=key_id,
                                         now_ms=int(CANDLES.time[A]))["executionId"]
         client = venue.client()
