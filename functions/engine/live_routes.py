@@ -10,7 +10,15 @@ from capandex.api.deps import CurrentUser, Db, SettingsDep, get_confirmed_user
 from capandex.api.openapi import errors
 from capandex.auth import AuthenticatedUser
 from capandex.live import executions
-from capandex.live.models import ExecutionStatus, Started, StartRequest, StopRequest, WebhookCall, WebhookFired
+from capandex.live.models import (
+    ExecutionStatus,
+    ParityReport,
+    Started,
+    StartRequest,
+    StopRequest,
+    WebhookCall,
+    WebhookFired,
+)
 
 router = APIRouter(tags=["engine"])
 
@@ -54,6 +62,17 @@ def stop(*, user: CurrentUser, body: StopRequest, _closed: Annotated[None, Depen
 def status(*, user: CurrentUser, db: Db,
            executionId: Annotated[str, Query(min_length=1, max_length=64)]) -> dict:
     return executions.execution_status(db, user_id=user.id, execution_id=executionId)
+
+
+@router.get("/api/engine/parity", response_model=ParityReport, responses=errors(404, 422, 503))
+def parity(*, user: CurrentUser, executionId: Annotated[str, Query(min_length=1, max_length=64)],
+           limit: Annotated[int, Query(ge=1, le=5000, description="most recent trades listed")] = 500) -> dict:
+    """The backtest of the execution's flow over the candles it saw, beside its real fills: per trade
+    the signal candle, both fills (realised slippage), fees, missing or extra trades; the tracking
+    error of pnl. No transaction is held while the candles load."""
+    from capandex.live.parity import report
+
+    return report(user_id=user.id, execution_id=executionId, limit=limit)
 
 
 #: the webhook's body as it is read (raw, bounded, so a TradingView alert's plain text is accepted too)

@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     #: (capandex.live.intents); this bound only matters when a worker dies holding it, so it must
     #: exceed the worker's Lambda timeout (60 s) and stay below the visibility timeout (360 s).
     live_order_lease_seconds: int = Field(90, ge=0, alias="CAPANDEX_LIVE_ORDER_LEASE_SECONDS")
+    #: the most candles a parity report (GET /api/engine/parity) backtests (about 0.1 s per million)
+    parity_max_candles: int = Field(1_000_000, ge=1, alias="CAPANDEX_PARITY_MAX_CANDLES")
     #: seconds an intent released after an ambiguous failure (timeout, 5xx, rate limit) waits
     #: before another worker looks its ids up: an order the exchange accepted shows up by then
     live_order_settle_seconds: int = Field(5, ge=0, alias="CAPANDEX_LIVE_ORDER_SETTLE_SECONDS")

@@ -373,8 +373,9 @@ def pnl_of(row: Any) -> tuple[float, float]:
 
 
 def execution_status(conn: Connection, *, user_id: uuid.UUID, execution_id: str) -> dict[str, Any]:
-    """The reference's status object plus ``mode``, ``errorCount``, ``lastError`` and ``lagCandles``
-    (settled candles not processed yet: :func:`capandex.live.catchup.lag_candles`)."""
+    """The reference's status object plus ``mode``, ``errorCount``, ``lastError``, ``lagCandles``
+    (settled candles not processed yet: :func:`capandex.live.catchup.lag_candles`) and ``parity``
+    (the summary of the latest parity report, :mod:`capandex.live.parity`; None before one)."""
     from capandex.live.catchup import lag_candles
 
     row = _execution(conn, user_id, execution_id)
@@ -384,4 +385,5 @@ def execution_status(conn: Connection, *, user_id: uuid.UUID, execution_id: str)
             "startedAt": iso_utc(row.started_at), "stoppedAt": iso_utc(row.stopped_at),
             "currentTick": row.current_tick, "pnl": round(pnl, 8), "pnlPercent": round(pnl_percent, 8),
             "openPositions": counts["open"], "totalTrades": counts["closed"],
-            "errorCount": row.error_count, "lastError": row.last_error, "lagCandles": lag_candles(row)}
+            "errorCount": row.error_count, "lastError": row.last_error, "lagCandles": lag_candles(row),
+            "parity": (row.state or {}).get("parity")}

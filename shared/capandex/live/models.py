@@ -58,6 +58,26 @@ class Started(ResponseModel):
     startedAt: str
 
 
+class ParitySummary(ResponseModel):
+    """The backtest beside the real fills, summed (``capandex.live.parity``): trades matched by
+    signal candle, missing (backtest only) or extra (real only); pnl and fees in quote currency;
+    mean slippages as fractions (positive: worse than the backtest); ``trackingError`` the root
+    mean square of real − backtest pnl per trade (quote), also as a percent of the capital."""
+
+    asOf: str | None = Field(description="the last candle the report covers")
+    matched: int
+    missing: int
+    extra: int
+    backtestPnl: float
+    realPnl: float
+    backtestFees: float
+    realFees: float
+    meanEntrySlippage: float | None
+    meanExitSlippage: float | None
+    trackingError: float
+    trackingErrorPercent: float
+
+
 class ExecutionStatus(ResponseModel):
     executionId: str
     flowId: str
@@ -74,6 +94,43 @@ class ExecutionStatus(ResponseModel):
     lastError: str | None
     lagCandles: int = Field(description="closed candles not processed yet (0 or 1 while on time); see "
                                         "CAPANDEX_LIVE_MAX_CATCHUP")
+    parity: ParitySummary | None = Field(default=None, description="the summary of the latest parity report "
+                                                                   "(GET /api/engine/parity); null before one")
+
+
+class ParityTradeSide(ResponseModel):
+    """One side of a trade; exit fields are null while it is open."""
+
+    entryTime: str
+    entryPrice: float
+    units: float
+    fees: float
+    pnl: float | None
+    exitTime: str | None
+    exitPrice: float | None
+    exitReason: str | None
+    note: str | None = None
+
+
+class ParityTrade(ResponseModel):
+    signalCandle: str = Field(description="open time of the candle whose close decided the entry")
+    status: Literal["matched", "missing", "extra"]
+    backtest: ParityTradeSide | None
+    real: ParityTradeSide | None
+    entrySlippage: float | None = Field(description="real entry / backtest entry - 1")
+    exitSlippage: float | None = Field(description="1 - real exit / backtest exit")
+    pnlDifference: float | None = Field(description="real pnl - backtest pnl, once both are closed")
+
+
+class ParityReport(ResponseModel):
+    executionId: str
+    mode: str
+    timeframe: str
+    from_: str | None = Field(alias="from", description="the first candle the execution processed")
+    to: str | None
+    summary: ParitySummary
+    trades: list[ParityTrade] = Field(description="the most recent ones (limit); the summary counts all")
+    truncated: bool
 
 
 class FlowRow(ResponseModel):

@@ -50,6 +50,21 @@ def test_start_status_stop(api):
     assert events.count("engine_start") == 2 and events.count("engine_stop") == 1
 
 
+def test_parity_report_route(api):
+    me, other = api.as_user(), api.as_user()
+    execution = me.post("/api/engine/start", json={"flowId": _flow(me), "mode": "paper"}).json()["executionId"]
+    assert me.get("/api/engine/status", params={"executionId": execution}).json()["parity"] is None
+    response = me.get("/api/engine/parity", params={"executionId": execution})
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["executionId"], body["from"], body["trades"], body["truncated"]) == (execution, None, [], False)
+    assert body["summary"]["matched"] == 0 and body["summary"]["trackingError"] == 0.0
+    assert me.get("/api/engine/status", params={"executionId": execution}).json()["parity"] == body["summary"]
+    assert other.get("/api/engine/parity", params={"executionId": execution}).status_code == 404
+    refused = me.get("/api/engine/parity", params={"executionId": execution, "limit": 0})
+    assert refused.status_code == 422 and refused.json()["error"]["details"][0]["field"] == "limit"
+
+
 def test_bad_input_and_other_users(api):
     me, other = api.as_user(), api.as_user()
     flow_id = _flow(me)

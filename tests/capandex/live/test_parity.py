@@ -1,0 +1,86 @@
+"""The parity report: a paper execution equals its backtest trade for trade; a live one shows what
+the exchange really did (slippage, fees, missing and extra trades)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import insert
+
+from capandex.db.schema import exchange_keys, new_id, utcnow
+from capandex.db.session import transaction
+from capandex.live.executions import execution_status, start_execution
+from capandex.live.orders import LiveGateway
+from capandex.live.parity import report
+from capandex.live.ticks import run_pass
+from capandex.live.worker import process_tick
+from capandex.marketdata.chunks import SETTLE_MS
+from tests.capandex.engine.factories import HOUR_MS, price_rule_flow, random_walk, sma_cross_flow
+from tests.capandex.live.helpers import at, make_flow, source_of
+from tests.utils.fixtures import open_venue
+
+CANDLES = random_walk(200, seed=21)
+
+
+@pytest.mark.parametrize("risk", [(("stop_loss", 1.5), ("take_profit", 3.0)), (("trailing_stop", 2.0),)])
+def test_a_paper_execution_shows_zero_difference(configure, tmp_path, risk):
+    """Started at candle 60 (the first ticks read the 40-odd candles before it as history), replayed to
+    the end: every backtest trade is there, at the same prices, fees and pnl."""
+    configure(DATABASE_URL=f"sqlite:///{tmp_path / 'parity.db'}")
+    user = uuid.uuid4()
+    with transaction() as conn:
+        flow_id = make_flow(conn, user, sma_cross_flow(5, 15, *risk))
+        execution = start_execution(conn, user_id=user, flow_id=flow_id, mode="paper",
+                                    now_ms=int(CANDLES.time[60]))["executionId"]
+    source = source_of(CANDLES)
+    assert [o.status for o in run_pass(at(int(CANDLES.time[-1]) + HOUR_MS + SETTLE_MS), candles=source)] == ["done"]
+    out = report(user_id=user, execution_id=execution, candles=source)
+    summary = out["summary"]
+    assert summary["matched"] >= 4 and (summary["missing"], summary["extra"]) == (0, 0)
+    assert out["from"] == at(int(CANDLES.time[60])).strftime("%Y-%m-%dT%H:%M:%SZ")  # the first candle it processed
+    for trade in out["trades"]:
+        b, r = trade["backtest"], trade["real"]
+        assert (b["entryTime"], b["exitTime"], b["exitReason"]) == (r["entryTime"], r["exitTime"], r["exitReason"])
+        for key in ("entryPrice", "exitPrice", "units", "fees", "pnl"):
+            assert r[key] == pytest.approx(b[key], rel=1e-9, abs=1e-9), key
+        assert trade["entrySlippage"] == pytest.approx(0.0, abs=1e-12)
+    assert summary["trackingError"] == pytest.approx(0.0, abs=1e-9)
+    assert summary["realPnl"] == pytest.approx(summary["backtestPnl"], abs=1e-9)
+    with transaction() as conn:
+        assert execution_status(conn, user_id=user, execution_id=execution)["parity"] == summary
+
+
+def test_a_live_execution_shows_its_slippage_and_a_refused_order(configure, postgres_url):
+    configure(DATABASE_URL=postgres_url)
+    with open_venue("binance", configure) as venue:
+        user = uuid.uuid4()
+        with transaction() as conn:
+            key_id = new_id("key")
+            conn.execute(insert(exchange_keys).values(id=key_id, user_id=user, exchange="binance", label="t",
+                                                      api_key_hint="k…", sealed={}, is_valid=True, created_at=utcnow()))
+            flow_id = make_flow(conn, user, price_rule_flow(0.0, 1e9))  # buys when flat, sells when long
+            execution = start_execution(conn, user_id=user, flow_id=flow_id, mode="live", exchange_key_id=key_id,
+                                        now_ms=int(CANDLES.time[40]))["executionId"]
+        client = venue.client()
+        source = source_of(CANDLES)
+        for i in range(40, 46):
+            venue.book.prices["BTC/USDT"] = float(CANDLES.close[i]) * 1.002  # the market a little above the close
+            if i == 44:
+                venue.book.fail_next("insufficient_balance")
+            process_tick(execution, int(CANDLES.time[i]), candles=source,
+                         gateway=lambda row: LiveGateway(client, row.symbol, 0.001, lookup_pause=0.01))
+        out = report(user_id=user, execution_id=execution, candles=source)
+    first = out["trades"][0]
+    assert (first["status"], first["signalCandle"]) == ("matched", at(int(CANDLES.time[40])).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"))
+    backtest_entry = float(CANDLES.open[41]) * 1.001  # next open + the flow's slippage
+    assert first["backtest"]["entryPrice"] == pytest.approx(backtest_entry)
+    assert first["real"]["entryPrice"] == pytest.approx(float(CANDLES.close[40]) * 1.002)
+    assert first["entrySlippage"] == pytest.approx(float(CANDLES.close[40]) * 1.002 / backtest_entry - 1.0)
+    statuses = [(t["signalCandle"], t["status"]) for t in out["trades"]]
+    refused = at(int(CANDLES.time[44])).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert (refused, "missing") in statuses  # the buy the exchange refused
+    summary = out["summary"]
+    assert summary["missing"] >= 1 and summary["trackingError"] > 0
+    assert summary["trackingErrorPercent"] == pytest.approx(summary["trackingError"] / 10_000 * 100)
