@@ -21,6 +21,7 @@ takes the token in its own transaction with the server's role, filtered by ``use
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import uuid
 from collections.abc import Callable
@@ -61,6 +62,43 @@ class Bucket:
                 seconds until one token is back.
         """
         now = utcnow()
+        tokens = self._tokens(conn, user_id, now)
+        if tokens < 1.0:
+            raise RateLimited(f"Too many {self.what}; wait a moment and try again.",
+                              retry_after=math.ceil((1.0 - tokens) / self.refill_per_second))
+        self._store(conn, user_id, tokens - 1.0, now)
+        return tokens - 1.0
+
+    def reserve(self, conn: Connection, *, user_id: uuid.UUID, max_wait_s: float) -> float:
+        """Book one token of ``user_id``'s bucket (inside ``conn``'s transaction): the seconds the
+        caller must wait before using it — 0 while tokens are left. The balance may go below zero:
+        each booking puts the next one 1 / ``refill_per_second`` later, so concurrent callers queue
+        (a scheduler rather than a refusal: what ``reserve`` books, the caller will use).
+
+        Raises:
+            RateLimited: the booking would be more than ``max_wait_s`` away (nothing is booked).
+        """
+        now = utcnow()
+        tokens = self._tokens(conn, user_id, now)
+        wait = max(0.0, (1.0 - tokens) / self.refill_per_second)
+        if wait > max_wait_s:
+            raise RateLimited(f"Rate limited: too many {self.what}; the next slot is {wait:.0f} s away.",
+                              retry_after=wait)
+        self._store(conn, user_id, tokens - 1.0, now)
+        return wait
+
+    def wait_s(self, conn: Connection, *, user_id: uuid.UUID) -> float:
+        """Seconds until a token booked now could be used (nothing is booked)."""
+        return max(0.0, (1.0 - self._tokens(conn, user_id, utcnow())) / self.refill_per_second)
+
+    def drain(self, conn: Connection, *, user_id: uuid.UUID, seconds: float) -> None:
+        """Leave no token for the next ``seconds`` (an upstream answered 429 with Retry-After)."""
+        now = utcnow()
+        tokens = self._tokens(conn, user_id, now)
+        self._store(conn, user_id, min(tokens, 1.0 - seconds * self.refill_per_second), now)
+
+    def _tokens(self, conn: Connection, user_id: uuid.UUID, now: dt.datetime) -> float:
+        """The bucket's tokens at ``now`` (refilled since its last change; locked until the transaction ends)."""
         _ensure_row(conn, user_id, self.name, float(self.capacity), now)
         query = select(rate_limits.c.tokens, rate_limits.c.updated_at).where(
             rate_limits.c.user_id == user_id, rate_limits.c.bucket == self.name)
@@ -68,13 +106,11 @@ class Bucket:
             query = query.with_for_update()
         row = conn.execute(query).one()
         elapsed = max(0.0, (now - row.updated_at).total_seconds())
-        tokens = min(float(self.capacity), row.tokens + elapsed * self.refill_per_second)
-        if tokens < 1.0:
-            raise RateLimited(f"Too many {self.what}; wait a moment and try again.",
-                              retry_after=math.ceil((1.0 - tokens) / self.refill_per_second))
+        return min(float(self.capacity), float(row.tokens) + elapsed * self.refill_per_second)
+
+    def _store(self, conn: Connection, user_id: uuid.UUID, tokens: float, now: dt.datetime) -> None:
         conn.execute(update(rate_limits).where(rate_limits.c.user_id == user_id, rate_limits.c.bucket == self.name)
-                     .values(tokens=tokens - 1.0, updated_at=now))
-        return tokens - 1.0
+                     .values(tokens=tokens, updated_at=now))
 
 
 #: the bucket of ``POST /api/chat``

@@ -102,3 +102,29 @@ def test_users_cannot_write_their_own_bucket(postgres_url: str, configure) -> No
                           f"insert into rate_limits values ('{user}', 'chat', 1000, now())"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
                 conn.execute(statement)
+
+
+def test_reserve_books_future_slots_and_drain_pushes_them_back(engine, monkeypatch) -> None:
+    """``reserve`` queues callers one slot apart instead of refusing them; ``drain`` (an upstream's
+    Retry-After) leaves nothing for that long; a slot beyond ``max_wait_s`` is refused, unbooked."""
+    from capandex import ratelimit
+
+    clock = [utcnow()]
+    monkeypatch.setattr(ratelimit, "utcnow", lambda: clock[0])  # every booking at one instant
+    user, budget = uuid.uuid4(), Bucket("key:test", 2, 10.0, "requests with this key")
+
+    def reserve(max_wait_s: float = 5.0) -> float:
+        with transaction() as conn:
+            return budget.reserve(conn, user_id=user, max_wait_s=max_wait_s)
+
+    waits = [reserve() for _ in range(5)]
+    assert waits[:2] == [0.0, 0.0]  # the burst
+    assert waits[2:] == pytest.approx([0.1, 0.2, 0.3])  # then one every 1/10 s
+    with transaction() as conn:
+        budget.drain(conn, user_id=user, seconds=30.0)
+        assert budget.wait_s(conn, user_id=user) == pytest.approx(30.0)
+    with pytest.raises(RateLimited) as refused:
+        reserve(max_wait_s=20.0)
+    assert refused.value.headers["Retry-After"] == "30"
+    clock[0] += dt.timedelta(seconds=31)
+    assert reserve() == 0.0  # the Retry-After is over

@@ -108,6 +108,12 @@ class BinanceServer(LoopbackExchange):
                               ("/api/v3/ping", lambda _r: (200, {}, {}))):
             self.route("GET", path, handler)
 
+    def limit_answer(self, status: int, retry_after: float) -> Response:
+        """Binance's answers: 429 ``-1003`` "Too many requests", 418 ``-1003`` "IP banned until …"."""
+        message = ("Too many requests; current limit of IP(127.0.0.1) is 6000 requests per minute." if status == 429
+                   else f"Way too many requests; IP(127.0.0.1) banned until {self.now() + int(retry_after * 1000)}.")
+        return error(status, -1003, message, {"Retry-After": str(max(1, int(retry_after)))})
+
     # -- market data -----------------------------------------------------------------------------
     def _market(self, symbol_id: str | None) -> tuple[str, str, str, float] | None:
         return next((m for m in self.markets if m[0] + m[1] == symbol_id), None)

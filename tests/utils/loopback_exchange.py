@@ -12,6 +12,15 @@ An exchange module subclasses :class:`LoopbackExchange`, sets :attr:`~LoopbackEx
             super().__post_init__()
             self.route("GET", "/api/v5/public/instruments", self._instruments)
 
+Rate limits, as Binance enforces its own (``request_limit``): more requests than ``(count, seconds)``
+in any sliding window answer 429 with ``Retry-After``; a request that comes before that Retry-After
+has passed answers 418 and bans the client for ``ban_s`` (every request in the ban answers 418).
+:attr:`LoopbackExchange.limited` counts the 429 and 418 answers::
+
+    server.request_limit = (30, 0.5)
+    ...
+    assert server.limited == Counter()          # nothing was refused
+
 Faults (consumed in order, per path; exchange modules add their own)::
 
     server.inject("/api/v5/trade/order", server_error(503), times=3)
@@ -87,14 +96,24 @@ class LoopbackExchange:
 
     latency_s: float = 0.0
     now_ms: int | None = None
+    request_limit: tuple[int, float] | None = None
+    retry_after_s: int = 1
+    ban_s: float = 2.0
 
     def __post_init__(self) -> None:
         self.routes: dict[tuple[str, str], Handler] = {}
         self.faults: dict[str, deque[Fault]] = {}
         self.requests: list[Request] = []
         self.unhandled: list[Request] = []
+        self.limited: Counter[int] = Counter()
+        self._window: deque[float] = deque()
+        self._limited_until = self._banned_until = 0.0
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
+
+    def limit_answer(self, status: int, retry_after: float) -> Response:
+        """The exchange's answer to a client over its request limit (429) or banned (418)."""
+        return status, "Too Many Requests", {"Content-Type": "text/plain", "Retry-After": str(int(retry_after))}
 
     # -- extension API ---------------------------------------------------------------------------
     def route(self, method: str, path: str, handler: Handler) -> None:
@@ -188,9 +207,31 @@ class LoopbackExchange:
         self.stop()
 
     # -- dispatch --------------------------------------------------------------------------------
+    def _over_limit(self) -> Response | None:
+        """429/418 when this request breaks :attr:`request_limit` (the lock is held)."""
+        if self.request_limit is None:
+            return None
+        now = time.monotonic()
+        if now < self._banned_until or now < self._limited_until:
+            self._banned_until = max(self._banned_until, now + self.ban_s)
+            self.limited[418] += 1
+            return self.limit_answer(418, self._banned_until - now)
+        count, seconds = self.request_limit
+        while self._window and self._window[0] <= now - seconds:
+            self._window.popleft()
+        if len(self._window) >= count:
+            self._limited_until = now + self.retry_after_s
+            self.limited[429] += 1
+            return self.limit_answer(429, self.retry_after_s)
+        self._window.append(now)
+        return None
+
     def dispatch(self, request: Request) -> Response:
         with self._lock:
             self.requests.append(request)
+            refused = self._over_limit()
+            if refused is not None:
+                return refused
             queue = self.faults.get(request.path)
             fault = queue.popleft() if queue else None
         if self.latency_s:

@@ -21,9 +21,10 @@ from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from capandex.errors import BadRequest, UpstreamError
+from capandex.errors import BadRequest, RateLimited, UpstreamError
 from capandex.exchanges.credentials import Credentials
-from capandex.exchanges.errors import OrderNotFound, ccxt_errors, counted
+from capandex.exchanges.errors import DEFAULT_RETRY_AFTER, OrderNotFound, ccxt_errors, counted
+from capandex.exchanges.limits import KeyLimit, RequestBudget, key_limit
 from capandex.exchanges.orders import CLIENT_ORDER_IDS, ClientIdSupport, ExchangeOrder, OrderFee, pick
 from capandex.exchanges.retry import retrier
 from capandex.exchanges.stops import STOP_ORDERS, StopSupport
@@ -80,10 +81,17 @@ class ExchangeClient:
     order never is (placing it twice is worse than failing once), while looking one up is.
     """
 
-    def __init__(self, exchange_id: str, instance: Any) -> None:
+    def __init__(self, exchange_id: str, instance: Any, *, lock: threading.RLock | None = None,
+                 budget: RequestBudget | None = None) -> None:
         self.id = exchange_id
         self.ccxt = instance
-        self.lock = threading.RLock()
+        self.lock = lock or threading.RLock()
+        self.budget = budget
+
+    def with_budget(self, budget: RequestBudget) -> ExchangeClient:
+        """This client (the same ccxt instance and lock) asking ``budget`` before every request it
+        sends, retries included (:mod:`capandex.exchanges.limits`)."""
+        return ExchangeClient(self.id, self.ccxt, lock=self.lock, budget=budget)
 
     def __repr__(self) -> str:
         return f"ExchangeClient({self.id!r}, sandbox={bool(getattr(self.ccxt, 'isSandboxModeEnabled', False))})"
@@ -94,11 +102,18 @@ class ExchangeClient:
         return self._call(what, lambda: fn(*args, **kwargs))
 
     def _call(self, what: str, fn: Callable[[], T], *, orders: bool = False) -> T:
+        if self.budget is not None:
+            self.budget.acquire()  # before the lock: waiting for a slot must not block other threads
         with self.lock:
             self.ccxt.last_json_response = None
-            with ccxt_errors(self.id, what, orders=orders,
-                             response_headers=lambda: self.ccxt.last_response_headers):
-                result = fn()
+            try:
+                with ccxt_errors(self.id, what, orders=orders,
+                                 response_headers=lambda: self.ccxt.last_response_headers):
+                    result = fn()
+            except RateLimited as exc:
+                if self.budget is not None:
+                    self.budget.back_off(float(exc.headers.get("Retry-After", DEFAULT_RETRY_AFTER)))
+                raise
             if self.ccxt.last_json_response is None:
                 # ccxt turns a non-JSON answer (a maintenance page) into None and then into an
                 # empty result; an empty candle page would be cached as "no data" for good.
@@ -327,6 +342,11 @@ class ExchangeClient:
         return float(limits.get("min") or 0.0)
 
     # -- facts -----------------------------------------------------------------------------------
+    @property
+    def key_limit(self) -> KeyLimit:
+        """The request budget of one API key on this exchange (:data:`~capandex.exchanges.limits.KEY_LIMITS`)."""
+        return key_limit(self.ccxt.id)
+
     def max_page_size(self, timeframe: str) -> int:
         """The most candles the exchange returns per OHLCV request (ccxt's published spot limit)."""
         features = (self.ccxt.features or {}).get("spot") or {}

@@ -100,6 +100,13 @@ def backoff_s(attempt: int, exc: Exception, level: Patience = REQUEST) -> float:
     return min(level.max_wait_s, level.base_s * 2.0 ** attempt)
 
 
+def _too_far(exc: Exception, level: Patience) -> bool:
+    """A Retry-After beyond the longest wait of ``level``: an earlier retry would only be refused
+    again (a Binance 418 ban, an exchange key's budget empty for the next 30 s), so none is made."""
+    after = exc.headers.get("Retry-After") if isinstance(exc, RateLimited) else None
+    return after is not None and float(after) > level.max_wait_s
+
+
 @overload
 def retrier(func: F) -> F: ...
 @overload
@@ -109,8 +116,9 @@ def retrier(*, retries: int | None = None) -> Callable[[F], F]: ...
 def retrier(func: Any = None, *, retries: int | None = None) -> Any:
     """Decorate a read so temporary failures are retried as the caller's :class:`Patience` says
     (``@retrier``; ``@retrier(retries=4)`` fixes the count), and only while the wait plus one more
-    attempt (at the exchange timeout) still ends within the patience's budget of the first; the
-    last failure propagates unchanged."""
+    attempt (at the exchange timeout) still ends within the patience's budget of the first, and
+    never after a Retry-After longer than the patience's longest wait; the last failure
+    propagates unchanged."""
 
     def decorate(inner: F) -> F:
         @functools.wraps(inner)
@@ -123,7 +131,7 @@ def retrier(func: Any = None, *, retries: int | None = None) -> Any:
                     return inner(*args, **kwargs)
                 except (UpstreamUnavailable, RateLimited) as exc:
                     wait = backoff_s(attempt, exc, level)
-                    if attempt == tries or monotonic() + wait + attempt_s() > deadline:
+                    if attempt == tries or monotonic() + wait + attempt_s() > deadline or _too_far(exc, level):
                         logger.warning("giving up on %s after %d attempts: %s", inner.__name__,
                                        attempt + 1, exc.message)
                         raise

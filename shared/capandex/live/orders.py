@@ -170,15 +170,18 @@ GatewayFactory = Callable[[Any], OrderGateway]
 
 
 def default_gateway(row: Any) -> OrderGateway:
-    """The live gateway for an execution: the user's key from the vault, the flow's symbol and fee."""
+    """The live gateway for an execution: the user's key from the vault (its requests booked against
+    the key's budget, :mod:`.budget`), the flow's symbol and fee."""
     from capandex.db.session import transaction
     from capandex.exchanges import get_client
     from capandex.keys.exchange import load_credentials
+    from capandex.live.budget import budgeted
     from capandex.live.executions import fee_rate
 
     with transaction() as conn:
         exchange_id, credentials = load_credentials(conn, user_id=row.user_id, key_id=row.exchange_key_id)
-    return LiveGateway(get_client(exchange_id, credentials), row.symbol, fee_rate(row))
+    client = budgeted(get_client(exchange_id, credentials), row.user_id, row.exchange_key_id)
+    return LiveGateway(client, row.symbol, fee_rate(row))
 
 
 class PaperGateway:

@@ -20,7 +20,9 @@ from typing import Any
 
 from capandex import timeutil
 from capandex.errors import CapandexError
-from capandex.live.scheduler import due_ticks
+from capandex.exchanges.limits import key_limit
+from capandex.exchanges.registry import active_ccxt_ids
+from capandex.live.scheduler import due_ticks, spread
 from capandex.live.worker import CandleSource, GatewayFactory, TickOutcome, process_tick
 from capandex.logs import set_correlation_id
 from capandex.telemetry import Metric, count
@@ -29,7 +31,8 @@ log = logging.getLogger("capandex.ticks")
 
 
 def schedule(*, now_ms: int | None = None, queue_url: str | None = None, sqs: Any = None) -> int:
-    """Enqueue one message per due tick; returns how many were sent."""
+    """Enqueue one message per due tick, the live ticks of one exchange key spread over the minute
+    (:func:`.scheduler.spread`); returns how many were sent."""
     from capandex.config import get_settings
     from capandex.db.session import transaction
 
@@ -38,13 +41,17 @@ def schedule(*, now_ms: int | None = None, queue_url: str | None = None, sqs: An
         raise RuntimeError("CAPANDEX_TICK_QUEUE_URL is not set")
     with transaction() as conn:
         messages = due_ticks(conn, timeutil.now_ms() if now_ms is None else now_ms)
+        ccxt_ids = active_ccxt_ids(conn)
+    delays = spread(messages, lambda exchange: key_limit(ccxt_ids.get(exchange, exchange)))
     if sqs is None:
         import boto3
 
         sqs = boto3.client("sqs")
     for start in range(0, len(messages), 10):
         chunk = messages[start:start + 10]
-        entries = [{"Id": str(i), "MessageBody": json.dumps(m)} for i, m in enumerate(chunk)]
+        entries = [{"Id": str(i), "DelaySeconds": delay, "MessageBody": json.dumps(
+            {k: m[k] for k in ("executionId", "candleMs", "mode")})}
+            for i, (m, delay) in enumerate(zip(chunk, delays[start:start + 10], strict=True))]
         failed = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed") or []
         if failed:  # the next minute's pass sends them again (same candle, same message)
             log.warning("enqueue failed", extra={"count": len(failed)})
