@@ -55,6 +55,7 @@ EXPECTED: dict[str, Any] = {
     "engine/optimize-start": 404,  # the flow it names does not exist yet
     "engine/optimize-status": 404,
     "engine/optimize-trials": 404,
+    "engine/parity": 404,  # no such execution in this container
     "engine/start": 404,
     "engine/status": 404,
     "engine/stop": 404,

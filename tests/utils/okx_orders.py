@@ -40,6 +40,21 @@ STATE = {"filled": "filled", "expired": "canceled", "open": "live", "canceled": 
 ALGO_STATE = {"open": "live", "filled": "effective", "expired": "effective", "canceled": "canceled"}
 
 
+#: placement faults OKX answers before looking at the order: a bare 503, its rate limit (HTTP 429)
+_REFUSALS: dict[str, Response] = {
+    "server_error": (503, "Service Unavailable", {"Content-Type": "text/plain"}),
+    "rate_limited": (429, {"code": "50011", "msg": "Too Many Requests", "data": []}, {}),
+    "ip_banned": (429, {"code": "50011", "msg": "Too Many Requests", "data": []}, {}),
+}
+
+
+def _refusal(why: str, client_id: str, asset: str, now_ms: int) -> Response:
+    """OKX's answer to an order the book refused (``why``: duplicate or insufficient_balance)."""
+    if why == "duplicate":
+        return refused(client_id, "51016", "Duplicated clOrdId", now_ms)
+    return refused(client_id, "51008", f"Order failed. Insufficient {asset} balance in account.", now_ms)
+
+
 def refused(client_id: str, code: str, message: str, now_ms: int) -> Response:
     """OKX's answer to a refused order: HTTP 200, ``code`` 1, the reason in ``data[0].sCode``."""
     return 200, {"code": "1", "msg": "All operations failed", "inTime": str(now_ms * 1000),
@@ -72,10 +87,8 @@ class OkxOrders(OrderBook):
         if body.get("tdMode") != "cash" or body.get("ordType") != "market" or not client_id.isalnum():
             return refused(client_id, "51000", "Parameter tdMode, ordType or clOrdId error", now)
         fault = self.placement_fault()
-        if fault == "server_error":
-            return 503, "Service Unavailable", {"Content-Type": "text/plain"}
-        if fault in ("rate_limited", "ip_banned"):
-            return 429, {"code": "50011", "msg": "Too Many Requests", "data": []}, {}
+        if fault in _REFUSALS:
+            return _REFUSALS[fault]
         if fault == "delisted":
             return refused(client_id, "51001", "Instrument ID or Spread ID doesn't exist.", now)
         base, quote = body["instId"].split("-")
@@ -85,11 +98,8 @@ class OkxOrders(OrderBook):
         if body["side"] == "buy" and body.get("tgtCcy") != "base_ccy":
             size /= self.prices[symbol]  # OKX's default for a market buy: sz is what to spend
         placed = self.place(client_id, symbol, body["side"], size, partial=fault == "partial_fill")
-        if placed == "duplicate":
-            return refused(client_id, "51016", "Duplicated clOrdId", now)
-        if placed == "insufficient_balance":
-            return refused(client_id, "51008", f"Order failed. Insufficient {quote} balance in account.", now)
-        assert isinstance(placed, BookOrder)
+        if not isinstance(placed, BookOrder):
+            return _refusal(placed, client_id, quote, now)
         self.after_accepting(fault)
         return 200, {"code": "0", "msg": "", "inTime": str(now * 1000), "outTime": str(now * 1000 + 300),
                      "data": [{"clOrdId": client_id, "ordId": placed.order_id, "tag": "", "ts": str(now),
@@ -108,17 +118,12 @@ class OkxOrders(OrderBook):
                 "slTriggerPx" not in body or body.get("slOrdPx") != "-1":
             return refused(client_id, "51000", "Parameter ordType, side, algoClOrdId or slTriggerPx error", now)
         fault = self.placement_fault()
-        if fault == "server_error":
-            return 503, "Service Unavailable", {"Content-Type": "text/plain"}
-        if fault in ("rate_limited", "ip_banned"):
-            return 429, {"code": "50011", "msg": "Too Many Requests", "data": []}, {}
+        if fault in _REFUSALS:
+            return _REFUSALS[fault]
         base, quote = body["instId"].split("-")
         placed = self.place_stop(client_id, f"{base}/{quote}", float(body["sz"]), float(body["slTriggerPx"]))
-        if placed == "duplicate":
-            return refused(client_id, "51016", "Duplicated clOrdId", now)
-        if placed == "insufficient_balance":
-            return refused(client_id, "51008", f"Order failed. Insufficient {base} balance in account.", now)
-        assert isinstance(placed, BookOrder)
+        if not isinstance(placed, BookOrder):
+            return _refusal(placed, client_id, base, now)
         self.after_accepting(fault)
         return ok([{"algoId": placed.order_id, "clOrdId": "", "algoClOrdId": client_id, "sCode": "0", "sMsg": "",
                     "tag": ""}])

@@ -12,22 +12,20 @@ Differences between exchanges are data (:data:`EXCHANGE_OPTIONS`, and for orders
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import replace
+from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from capandex.errors import BadRequest, RateLimited, UpstreamError
 from capandex.exchanges.credentials import Credentials
-from capandex.exchanges.errors import DEFAULT_RETRY_AFTER, OrderNotFound, ccxt_errors, counted
+from capandex.exchanges.errors import DEFAULT_RETRY_AFTER, ccxt_errors, counted
 from capandex.exchanges.limits import KeyLimit, RequestBudget, key_limit
-from capandex.exchanges.orders import CLIENT_ORDER_IDS, ClientIdSupport, ExchangeOrder, OrderFee, pick
+from capandex.exchanges.orders import CLIENT_ORDER_IDS, ClientIdSupport, ExchangeOrder, first_found
 from capandex.exchanges.retry import retrier
-from capandex.exchanges.stops import STOP_ORDERS, StopSupport
+from capandex.exchanges.stops import StopOrderMethods
 from capandex.timeutil import from_ms, iso_utc, utcnow
 
 T = TypeVar("T")
@@ -69,7 +67,7 @@ FIRST_CANDLE_MS: dict[str, int] = {
 }
 
 
-class ExchangeClient:
+class ExchangeClient(StopOrderMethods):
     """One ccxt exchange instance with Capandex's error mapping, retries and thread safety.
 
     ccxt's synchronous classes are not thread-safe (one throttle timestamp, one
@@ -230,100 +228,10 @@ class ExchangeClient:
     def fetch_order_by_client_id(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
         """The order on ``symbol`` with ``client_order_id``; None when the exchange does not know the
         id (through every lookup of :data:`~capandex.exchanges.orders.CLIENT_ORDER_IDS`)."""
-        for lookup in self.client_order_ids.lookups:
-            try:
-                raw = self._call(f"looking up order {client_order_id}",
-                                 lookup.bind(self.ccxt, symbol, client_order_id), orders=True)
-            except OrderNotFound:
-                continue
-            found = pick(raw, client_order_id)
-            if found is not None:
-                return ExchangeOrder.from_ccxt(found)
-        return None
-
-    # -- protective stops (capandex.exchanges.stops) ----------------------------------------------
-    @property
-    def stop_orders(self) -> StopSupport:
-        """How this exchange places, finds and cancels a spot stop-loss sell by client id;
-        :class:`BadRequest` where Capandex has none (positions are then protected on each tick only)."""
-        support = STOP_ORDERS.get(self.ccxt.id)
-        if support is None:
-            raise BadRequest(f"{self.id} offers no stop orders Capandex can keep a position's stop-loss with.")
-        return support
-
-    def create_stop_order(self, symbol: str, amount: float, level: float, client_order_id: str) -> ExchangeOrder:
-        """Place a stop-loss sell of ``amount`` base units triggered when the price falls to
-        ``level``, carrying ``client_order_id``. Never retried. Its ``status`` is ``open`` while it
-        waits (an acknowledgement the lookup does not see yet also comes back ``open``).
-
-        Raises:
-            InsufficientBalance, SymbolNotTradable, OrderRejected: refused for good.
-            DuplicateClientOrderId: a stop with this id exists: look it up.
-            UpstreamUnavailable, RateLimited, UpstreamError: the outcome is unknown: look the id up.
-        """
-        support = self.stop_orders
-        kind, price, params = support.create_args(self.market(symbol), level, client_order_id)
-        raw = self._call(f"placing a stop-loss sell of {amount:.8g} {symbol} at {level:.8g}",
-                         lambda: self.ccxt.create_order(symbol, kind, "sell", amount, price, params), orders=True)
-        order = ExchangeOrder.from_ccxt(raw)
-        if order.status is not None:
-            return replace(order, client_order_id=client_order_id)
-        found = self.fetch_stop_by_client_id(symbol, client_order_id)
-        return found or ExchangeOrder(order.id, client_order_id, "sell", "open", amount, 0.0, None, None, None,
-                                      trigger_price=level)
-
-    @retrier
-    def fetch_stop_by_client_id(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
-        """The stop order with ``client_order_id``, as it stands: ``open`` while it waits; once it
-        fired, its fill (on OKX, the fill of the order it triggered); None when the exchange does
-        not know the id."""
-        support = self.stop_orders
-        for lookup in support.lookups:
-            try:
-                raw = self._call(f"looking up stop order {client_order_id}",
-                                 lookup.bind(self.ccxt, symbol, client_order_id), orders=True)
-            except OrderNotFound:
-                continue
-            found = pick(raw, client_order_id)
-            if found is not None:
-                return self._stop_outcome(symbol, support, found, client_order_id)
-        return None
-
-    def _stop_outcome(self, symbol: str, support: StopSupport, raw: Mapping[str, Any],
-                      client_order_id: str) -> ExchangeOrder:
-        """The stop as found, completed where its record lacks the fill: the triggered order's
-        record (OKX), or its trades' fees (Binance)."""
-        order = replace(ExchangeOrder.from_ccxt(raw), client_order_id=client_order_id, side="sell")
-        child = (raw.get("info") or {}).get(support.child_order_field) if support.child_order_field else None
-        if child and order.status == "closed":
-            filled = self._call(f"looking up the order stop {client_order_id} triggered",
-                                lambda: self.ccxt.fetch_order(child, symbol), orders=True)
-            order = replace(ExchangeOrder.from_ccxt(filled), client_order_id=client_order_id,
-                            trigger_price=order.trigger_price)
-        if support.fees_from_trades and order.id and not order.fees and (order.filled or 0.0) > 0:
-            order_id = order.id
-            trades = self._call(f"fetching the fills of stop order {client_order_id}",
-                                lambda: self.ccxt.fetch_order_trades(order_id, symbol), orders=True)
-            fees = tuple(OrderFee(float(t["fee"].get("cost") or 0.0), t["fee"].get("currency"))
-                         for t in trades if t.get("fee"))
-            order = replace(order, fees=fees)
-        return order
-
-    def cancel_stop_by_client_id(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
-        """Cancel the stop ``client_order_id`` and return what it became: ``canceled`` (with what it
-        filled before, if anything) or, when it fired first, its fill; None when the exchange does
-        not know the id. An answer that the stop is gone (filled, cancelled, unknown) is not an
-        error: the lookup after it says which. Never retried itself (the lookup is).
-
-        Raises:
-            UpstreamUnavailable, RateLimited, UpstreamError: the cancel's outcome is unknown.
-        """
-        support = self.stop_orders
-        with contextlib.suppress(OrderNotFound):  # gone already: the lookup says how
-            self._call(f"cancelling stop order {client_order_id}",
-                       lambda: self.ccxt.cancel_order(None, symbol, support.cancel_params(client_order_id)),
-                       orders=True)
-        return self.fetch_stop_by_client_id(symbol, client_order_id)
+        found = first_found(self.client_order_ids.lookups, lambda lookup: self._call(
+            f"looking up order {client_order_id}", lookup.bind(self.ccxt, symbol, client_order_id), orders=True),
+            client_order_id)
+        return None if found is None else ExchangeOrder.from_ccxt(found)
 
     def amount_to_precision(self, symbol: str, amount: float) -> float:
         """``amount`` cut down to the market's amount precision; 0.0 when nothing is left."""

@@ -37,6 +37,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from capandex.exchanges.errors import OrderNotFound
+
 
 @dataclass(frozen=True, slots=True)
 class Lookup:
@@ -147,6 +149,21 @@ class ExchangeOrder:
         """The exchange only confirmed receipt (OKX and Bybit answer a new order with its ids
         alone): the fill is known only to a lookup."""
         return self.status is None and self.filled is None
+
+
+def first_found(lookups: tuple[Lookup, ...], fetch: Callable[[Lookup], Any], client_order_id: str
+                ) -> Mapping[str, Any] | None:
+    """The raw order with ``client_order_id`` the first of ``lookups`` finds (``fetch`` runs one
+    lookup; an :class:`~capandex.exchanges.errors.OrderNotFound` means "not this way"), or None."""
+    for lookup in lookups:
+        try:
+            raw = fetch(lookup)
+        except OrderNotFound:
+            continue
+        found = pick(raw, client_order_id)
+        if found is not None:
+            return found
+    return None
 
 
 def pick(raw: Any, client_order_id: str) -> Mapping[str, Any] | None:

@@ -33,11 +33,17 @@ a new id) and checks the take-profit on each tick.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+import contextlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
-from capandex.exchanges.orders import Lookup
+from capandex.errors import BadRequest
+from capandex.exchanges.errors import OrderNotFound
+from capandex.exchanges.orders import ExchangeOrder, Lookup, OrderFee, first_found
+from capandex.exchanges.retry import retrier
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,3 +115,94 @@ STOP_ORDERS: dict[str, StopSupport] = {
 def supports_stop_orders(ccxt_id: str) -> bool:
     """Whether Capandex can keep a protective stop on ``ccxt_id``'s spot markets."""
     return ccxt_id in STOP_ORDERS
+
+
+class StopOrderMethods:
+    """The stop-order half of :class:`~capandex.exchanges.ExchangeClient` (it inherits these): a
+    spot stop-loss sell placed, found and cancelled by client id through :data:`STOP_ORDERS`."""
+
+    id: str
+    ccxt: Any
+
+    def market(self, symbol: str) -> dict[str, Any]:
+        raise NotImplementedError  # the client's
+
+    def _call(self, what: str, fn: Callable[[], T], *, orders: bool = False) -> T:
+        raise NotImplementedError  # the client's
+
+    @property
+    def stop_orders(self) -> StopSupport:
+        """How this exchange places, finds and cancels a spot stop-loss sell by client id;
+        :class:`BadRequest` where Capandex has none (positions are then protected on each tick only)."""
+        support = STOP_ORDERS.get(self.ccxt.id)
+        if support is None:
+            raise BadRequest(f"{self.id} offers no stop orders Capandex can keep a position's stop-loss with.")
+        return support
+
+    def create_stop_order(self, symbol: str, amount: float, level: float, client_order_id: str) -> ExchangeOrder:
+        """Place a stop-loss sell of ``amount`` base units triggered when the price falls to
+        ``level``, carrying ``client_order_id``. Never retried. Its ``status`` is ``open`` while it
+        waits (an acknowledgement the lookup does not see yet also comes back ``open``).
+
+        Raises:
+            InsufficientBalance, SymbolNotTradable, OrderRejected: refused for good.
+            DuplicateClientOrderId: a stop with this id exists: look it up.
+            UpstreamUnavailable, RateLimited, UpstreamError: the outcome is unknown: look the id up.
+        """
+        support = self.stop_orders
+        kind, price, params = support.create_args(self.market(symbol), level, client_order_id)
+        raw = self._call(f"placing a stop-loss sell of {amount:.8g} {symbol} at {level:.8g}",
+                         lambda: self.ccxt.create_order(symbol, kind, "sell", amount, price, params), orders=True)
+        order = ExchangeOrder.from_ccxt(raw)
+        if order.status is not None:
+            return replace(order, client_order_id=client_order_id)
+        found = self.fetch_stop_by_client_id(symbol, client_order_id)
+        return found or ExchangeOrder(order.id, client_order_id, "sell", "open", amount, 0.0, None, None, None,
+                                      trigger_price=level)
+
+    @retrier
+    def fetch_stop_by_client_id(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
+        """The stop order with ``client_order_id``, as it stands: ``open`` while it waits; once it
+        fired, its fill (on OKX, the fill of the order it triggered); None when the exchange does
+        not know the id."""
+        support = self.stop_orders
+        found = first_found(support.lookups, lambda lookup: self._call(
+            f"looking up stop order {client_order_id}", lookup.bind(self.ccxt, symbol, client_order_id), orders=True),
+            client_order_id)
+        return None if found is None else self._stop_outcome(symbol, support, found, client_order_id)
+
+    def _stop_outcome(self, symbol: str, support: StopSupport, raw: Mapping[str, Any],
+                      client_order_id: str) -> ExchangeOrder:
+        """The stop as found, completed where its record lacks the fill: the triggered order's
+        record (OKX), or its trades' fees (Binance)."""
+        order = replace(ExchangeOrder.from_ccxt(raw), client_order_id=client_order_id, side="sell")
+        child = (raw.get("info") or {}).get(support.child_order_field) if support.child_order_field else None
+        if child and order.status == "closed":
+            filled = self._call(f"looking up the order stop {client_order_id} triggered",
+                                lambda: self.ccxt.fetch_order(child, symbol), orders=True)
+            order = replace(ExchangeOrder.from_ccxt(filled), client_order_id=client_order_id,
+                            trigger_price=order.trigger_price)
+        if support.fees_from_trades and order.id and not order.fees and (order.filled or 0.0) > 0:
+            order_id = order.id
+            trades = self._call(f"fetching the fills of stop order {client_order_id}",
+                                lambda: self.ccxt.fetch_order_trades(order_id, symbol), orders=True)
+            fees = tuple(OrderFee(float(t["fee"].get("cost") or 0.0), t["fee"].get("currency"))
+                         for t in trades if t.get("fee"))
+            order = replace(order, fees=fees)
+        return order
+
+    def cancel_stop_by_client_id(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
+        """Cancel the stop ``client_order_id`` and return what it became: ``canceled`` (with what it
+        filled before, if anything) or, when it fired first, its fill; None when the exchange does
+        not know the id. An answer that the stop is gone (filled, cancelled, unknown) is not an
+        error: the lookup after it says which. Never retried itself (the lookup is).
+
+        Raises:
+            UpstreamUnavailable, RateLimited, UpstreamError: the cancel's outcome is unknown.
+        """
+        support = self.stop_orders
+        with contextlib.suppress(OrderNotFound):  # gone already: the lookup says how
+            self._call(f"cancelling stop order {client_order_id}",
+                       lambda: self.ccxt.cancel_order(None, symbol, support.cancel_params(client_order_id)),
+                       orders=True)
+        return self.fetch_stop_by_client_id(symbol, client_order_id)

@@ -203,9 +203,9 @@ def _live_tick(row: Any, candle_ms: int, pending: PendingIntent | None, source: 
     tf = timeframe_ms(row.timeframe)
     span = catchup.plan(row.last_candle_ms, candle_ms, tf)
     synced = stop_sync.sync(row, gateway_for, engine, span.first_ms if span else None, tf)
-    if synced is not None:  # the resting stop filled (or vanished) where no candle's exit finds it
-        if synced.status != "done":
-            return replace(synced, candle_ms=candle_ms)
+    if synced is not None and synced.status == "in_progress":  # another worker records the stop
+        return replace(synced, candle_ms=candle_ms)
+    if synced is not None and synced.status == "done":  # it filled (or vanished) where no candle's exit finds it
         done.append(synced)
     if span is None:
         return _summary(row.id, candle_ms, done) if done else TickOutcome(row.id, candle_ms, "duplicate")

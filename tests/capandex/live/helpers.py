@@ -19,6 +19,18 @@ def make_flow(conn: Any, user_id: uuid.UUID, document: dict[str, Any], *, timefr
                                   document=document)["id"]
 
 
+def add_key(conn: Any, user_id: uuid.UUID, exchange: str = "binance") -> str:
+    """A valid exchange key row of ``user_id`` (sealing nothing: the tests hand the gateway its
+    client); its id."""
+    from capandex.db.schema import exchange_keys, new_id
+    from capandex.timeutil import utcnow
+
+    key_id = new_id("key")
+    conn.execute(exchange_keys.insert().values(id=key_id, user_id=user_id, exchange=exchange, label="test",
+                                               api_key_hint="k…", sealed={}, is_valid=True, created_at=utcnow()))
+    return key_id
+
+
 def source_of(candles: Candles):
     """A CandleSource serving ``candles`` (open times in [start, end]); records every call."""
     calls: list[tuple[int, int]] = []

@@ -7,9 +7,7 @@ import uuid
 
 import numpy as np
 import pytest
-from sqlalchemy import insert
 
-from capandex.db.schema import exchange_keys, new_id, utcnow
 from capandex.db.session import transaction
 from capandex.engine import Candles
 from capandex.live import catchup, intents
@@ -17,7 +15,7 @@ from capandex.live.executions import start_execution
 from capandex.live.orders import LiveGateway
 from capandex.live.worker import process_tick
 from tests.capandex.engine.factories import START_MS, sma_cross_flow
-from tests.capandex.live.helpers import make_flow, source_of
+from tests.capandex.live.helpers import add_key, make_flow, source_of
 from tests.utils.fixtures import open_venue
 
 MINUTE_MS = 60_000
@@ -60,10 +58,7 @@ def open_scenario(configure, postgres_url):
     with open_venue("binance", configure) as venue:
         user = uuid.uuid4()
         with transaction() as conn:
-            key_id = new_id("key")
-            conn.execute(insert(exchange_keys).values(id=key_id, user_id=user, exchange="binance", label="test",
-                                                      api_key_hint="k…", sealed={}, is_valid=True,
-                                                      created_at=utcnow()))
+            key_id = add_key(conn, user)
             flow = sma_cross_flow(2, 3, ("stop_loss", 2.0))
             # the stop is checked on each tick only: these tests are about the tick (test_exchange_stops
             # covers the stop resting on the exchange)

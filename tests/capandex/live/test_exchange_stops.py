@@ -9,9 +9,9 @@ import uuid
 
 import numpy as np
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
-from capandex.db.schema import exchange_keys, executions, new_id, orders, positions, utcnow
+from capandex.db.schema import executions, orders, positions
 from capandex.db.session import transaction
 from capandex.engine import Candles
 from capandex.errors import UpstreamUnavailable
@@ -21,7 +21,7 @@ from capandex.live.executions import start_execution
 from capandex.live.orders import LiveGateway
 from capandex.live.worker import process_tick
 from tests.capandex.engine.factories import HOUR_MS, price_rule_flow
-from tests.capandex.live.helpers import make_flow, source_of
+from tests.capandex.live.helpers import add_key, make_flow, source_of
 from tests.utils.fixtures import VENUES, open_venue
 
 N = 6
@@ -48,10 +48,7 @@ class Live:
         self.venue, self.book = venue, venue.book
         self.user = uuid.uuid4()
         with transaction() as conn:
-            key_id = new_id("key")
-            conn.execute(insert(exchange_keys).values(id=key_id, user_id=self.user, exchange=venue.id, label="t",
-                                                      api_key_hint="k…", sealed={}, is_valid=True,
-                                                      created_at=utcnow()))
+            key_id = add_key(conn, self.user, venue.id)
             flow_id = make_flow(conn, self.user, flow, exchange=venue.id)
             self.execution = start_execution(conn, user_id=self.user, flow_id=flow_id, mode="live",
                                              exchange_key_id=key_id, now_ms=int(CANDLES.time[2]))["executionId"]
@@ -267,9 +264,7 @@ def test_stops_on_exchange_can_be_turned_off_and_are_refused_where_unsupported(c
     configure(DATABASE_URL=postgres_url)
     user = uuid.uuid4()
     with transaction() as conn:
-        key_id = new_id("key")
-        conn.execute(insert(exchange_keys).values(id=key_id, user_id=user, exchange="okx", label="t", api_key_hint="k…",
-                                                  sealed={}, is_valid=True, created_at=utcnow()))
+        key_id = add_key(conn, user, "okx")
 
         def start(setting):
             flow = price_rule_flow(0.0, None, ("stop_loss", 2.0))

@@ -14,10 +14,10 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
 from capandex import ratelimit
-from capandex.db.schema import exchange_keys, executions, new_id, notifications, tick_records, utcnow
+from capandex.db.schema import executions, notifications, tick_records, utcnow
 from capandex.db.session import transaction
 from capandex.errors import CapandexError
 from capandex.exchanges import limits
@@ -29,7 +29,7 @@ from capandex.live.orders import LiveGateway
 from capandex.live.scheduler import spread
 from capandex.live.worker import process_tick
 from tests.capandex.engine.factories import price_rule_flow, random_walk
-from tests.capandex.live.helpers import make_flow, source_of
+from tests.capandex.live.helpers import add_key, make_flow, source_of
 from tests.utils.binance_server import rate_limit
 from tests.utils.fixtures import open_venue
 
@@ -44,10 +44,7 @@ class Fleet:
         self.venue, self.budget = venue, budget
         self.user = uuid.uuid4()
         with transaction() as conn:
-            self.key_id = new_id("key")
-            conn.execute(insert(exchange_keys).values(id=self.key_id, user_id=self.user, exchange="binance",
-                                                      label="one key", api_key_hint="k…", sealed={}, is_valid=True,
-                                                      created_at=utcnow()))
+            self.key_id = add_key(conn, self.user)
             self.executions = [start_execution(conn, user_id=self.user, mode="live", exchange_key_id=self.key_id,
                                                flow_id=make_flow(conn, self.user, price_rule_flow(0.0, 1e9)),
                                                now_ms=int(CANDLES.time[40]))["executionId"] for _ in range(size)]

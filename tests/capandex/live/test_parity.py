@@ -6,9 +6,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import insert
 
-from capandex.db.schema import exchange_keys, new_id, utcnow
 from capandex.db.session import transaction
 from capandex.live.executions import execution_status, start_execution
 from capandex.live.orders import LiveGateway
@@ -17,7 +15,7 @@ from capandex.live.ticks import run_pass
 from capandex.live.worker import process_tick
 from capandex.marketdata.chunks import SETTLE_MS
 from tests.capandex.engine.factories import HOUR_MS, price_rule_flow, random_walk, sma_cross_flow
-from tests.capandex.live.helpers import at, make_flow, source_of
+from tests.capandex.live.helpers import add_key, at, make_flow, source_of
 from tests.utils.fixtures import open_venue
 
 CANDLES = random_walk(200, seed=21)
@@ -56,9 +54,7 @@ def test_a_live_execution_shows_its_slippage_and_a_refused_order(configure, post
     with open_venue("binance", configure) as venue:
         user = uuid.uuid4()
         with transaction() as conn:
-            key_id = new_id("key")
-            conn.execute(insert(exchange_keys).values(id=key_id, user_id=user, exchange="binance", label="t",
-                                                      api_key_hint="k…", sealed={}, is_valid=True, created_at=utcnow()))
+            key_id = add_key(conn, user)
             flow_id = make_flow(conn, user, price_rule_flow(0.0, 1e9))  # buys when flat, sells when long
             execution = start_execution(conn, user_id=user, flow_id=flow_id, mode="live", exchange_key_id=key_id,
                                         now_ms=int(CANDLES.time[40]))["executionId"]
