@@ -61,8 +61,7 @@ class Bucket:
             RateLimited: the bucket is empty (nothing is taken); ``Retry-After`` is the whole
                 seconds until one token is back.
         """
-        now = utcnow()
-        tokens = self._tokens(conn, user_id, now)
+        tokens, now = self._tokens(conn, user_id)
         if tokens < 1.0:
             raise RateLimited(f"Too many {self.what}; wait a moment and try again.",
                               retry_after=math.ceil((1.0 - tokens) / self.refill_per_second))
@@ -78,8 +77,7 @@ class Bucket:
         Raises:
             RateLimited: the booking would be more than ``max_wait_s`` away (nothing is booked).
         """
-        now = utcnow()
-        tokens = self._tokens(conn, user_id, now)
+        tokens, now = self._tokens(conn, user_id)
         wait = max(0.0, (1.0 - tokens) / self.refill_per_second)
         if wait > max_wait_s:
             raise RateLimited(f"Rate limited: too many {self.what}; the next slot is {wait:.0f} s away.",
@@ -89,24 +87,27 @@ class Bucket:
 
     def wait_s(self, conn: Connection, *, user_id: uuid.UUID) -> float:
         """Seconds until a token booked now could be used (nothing is booked)."""
-        return max(0.0, (1.0 - self._tokens(conn, user_id, utcnow())) / self.refill_per_second)
+        return max(0.0, (1.0 - self._tokens(conn, user_id)[0]) / self.refill_per_second)
 
     def drain(self, conn: Connection, *, user_id: uuid.UUID, seconds: float) -> None:
         """Leave no token for the next ``seconds`` (an upstream answered 429 with Retry-After)."""
-        now = utcnow()
-        tokens = self._tokens(conn, user_id, now)
+        tokens, now = self._tokens(conn, user_id)
         self._store(conn, user_id, min(tokens, 1.0 - seconds * self.refill_per_second), now)
 
-    def _tokens(self, conn: Connection, user_id: uuid.UUID, now: dt.datetime) -> float:
-        """The bucket's tokens at ``now`` (refilled since its last change; locked until the transaction ends)."""
-        _ensure_row(conn, user_id, self.name, float(self.capacity), now)
+    def _tokens(self, conn: Connection, user_id: uuid.UUID) -> tuple[float, dt.datetime]:
+        """The bucket's tokens now (refilled since its last change) and that "now": read once the
+        row is locked (until the transaction ends), and never before the row's last change — a
+        clock read while waiting for another transaction's lock would store a change back in time,
+        and the next caller would be refilled for time that had been spent already."""
+        _ensure_row(conn, user_id, self.name, float(self.capacity), utcnow())
         query = select(rate_limits.c.tokens, rate_limits.c.updated_at).where(
             rate_limits.c.user_id == user_id, rate_limits.c.bucket == self.name)
         if conn.dialect.name == "postgresql":
             query = query.with_for_update()
         row = conn.execute(query).one()
-        elapsed = max(0.0, (now - row.updated_at).total_seconds())
-        return min(float(self.capacity), float(row.tokens) + elapsed * self.refill_per_second)
+        now = max(utcnow(), row.updated_at)
+        elapsed = (now - row.updated_at).total_seconds()
+        return min(float(self.capacity), float(row.tokens) + elapsed * self.refill_per_second), now
 
     def _store(self, conn: Connection, user_id: uuid.UUID, tokens: float, now: dt.datetime) -> None:
         conn.execute(update(rate_limits).where(rate_limits.c.user_id == user_id, rate_limits.c.bucket == self.name)
