@@ -3,7 +3,7 @@ candles it saw (``GET /api/engine/parity?executionId=``; its summary also in the
 
 **The backtest.** The flow the execution was started with, run by :func:`capandex.engine.backtest`'s
 simulator over the execution's candles — from its first processed candle to its last — plus the
-trailing history its first tick evaluated (:attr:`capandex.engine.CompiledFlow.history`), with no
+trailing history its first tick evaluated (:func:`capandex.live.history.history_window`), with no
 signal taken before its first candle (the execution did not exist then), at the flow's capital, fee
 and slippage. Indicators are seeded one history earlier than each tick's window, so recursive ones
 (EMA, RSI, ATR, MACD) agree to ~1e-12 relative: decisions differ only on a near-exact tie.
@@ -43,6 +43,7 @@ from capandex.db.owned import owned_row
 from capandex.db.schema import executions, positions, tick_records
 from capandex.errors import ValidationFailed, field_problem
 from capandex.live.executions import compiled_flow
+from capandex.live.history import history_window
 from capandex.marketdata.chunks import timeframe_ms
 from capandex.timeutil import epoch_ms, from_ms, iso_utc
 
@@ -95,7 +96,7 @@ def report(*, user_id: uuid.UUID, execution_id: str, limit: int = 500, candles: 
     last = row.last_candle_ms
     if first is not None and last is not None and last >= first:
         compiled = compiled_flow(row)
-        history = compiled.history or 0
+        history = history_window(compiled)
         _check_size((last - first) // tf + 1 + history)
         data = (candles or default_candles)(row.exchange, row.symbol, row.timeframe, first - history * tf, last)
         bt = _backtest(compiled, data, first)
