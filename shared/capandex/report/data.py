@@ -114,7 +114,7 @@ def _bucket_edges(n: int, max_bars: int) -> np.ndarray:
     if n <= max_bars:
         return np.arange(n + 1)
     size = int(np.ceil(n / max_bars))
-    return np.r_[np.arange(0, n, size), n]
+    return np.append(np.arange(0, n, size), n)
 
 
 def _bar_width(time: np.ndarray, edges: np.ndarray) -> float:
