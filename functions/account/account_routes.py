@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from capandex.api.deps import CurrentUser, Db
-from capandex.api.models import Success
 from capandex.api.openapi import errors
 from capandex.live import dashboard
 from capandex.live.models import MultiFlow
+from capandex.models import Success
 from capandex.notifications import (
     delete_notification,
     get_preferences,

@@ -13,13 +13,13 @@ from fastapi import APIRouter, Query
 
 from capandex.api.app import create_app, lambda_handler
 from capandex.api.deps import CurrentUser, Db
-from capandex.api.models import Success
 from capandex.api.openapi import errors
 from capandex.chat import repository as repo
 from capandex.chat.models import ChatMessagesPublic, ChatRequest
 from capandex.chat.service import start_chat
 from capandex.chat.sse import EventStreamResponse
 from capandex.chat.upstream import preload
+from capandex.models import Success
 from capandex.runtime import LambdaWebAdapterInvocations
 
 router = APIRouter(prefix="/api/chat", tags=["chat"])

@@ -7,7 +7,6 @@ from fastapi import APIRouter, status
 
 from capandex.api.app import create_app, lambda_handler
 from capandex.api.deps import CurrentUser, Db
-from capandex.api.models import Deleted
 from capandex.api.openapi import errors
 from capandex.flows import repository as repo
 from capandex.flows.models import (
@@ -20,6 +19,7 @@ from capandex.flows.models import (
     VersionCreated,
     VersionsPublic,
 )
+from capandex.models import Deleted
 
 router = APIRouter(prefix="/api/flows", tags=["flows"])
 

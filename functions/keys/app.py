@@ -16,7 +16,6 @@ from fastapi import APIRouter, Query, status
 
 from capandex.api.app import create_app, lambda_handler
 from capandex.api.deps import ConfirmedUser, CurrentUser, Db
-from capandex.api.models import Deleted, Success
 from capandex.api.openapi import errors
 from capandex.errors import ValidationFailed, field_problem
 from capandex.exchanges.credentials import Credentials
@@ -33,6 +32,7 @@ from capandex.keys.models import (
     ExchangeKeyValidate,
     ExchangeKeyValidation,
 )
+from capandex.models import Deleted, Success
 
 exchange_keys = APIRouter(prefix="/api/exchange-keys", tags=["exchange keys"])
 ai_keys = APIRouter(prefix="/api/ai-keys", tags=["ai keys"])

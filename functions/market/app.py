@@ -8,11 +8,11 @@ from fastapi import APIRouter, Query
 
 from capandex.api.app import create_app, lambda_handler
 from capandex.api.deps import CurrentUser, Db
-from capandex.api.models import ResponseModel
 from capandex.api.openapi import errors
 from capandex.errors import BadRequest, field_problem
 from capandex.exchanges import market
 from capandex.exchanges.registry import list_active, resolve
+from capandex.models import ResponseModel
 
 router = APIRouter(tags=["market"])
 

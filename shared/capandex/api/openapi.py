@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ConfigDict, Field
 
-from capandex.api.models import ResponseModel
+from capandex.models import ResponseModel
 
 if TYPE_CHECKING:
     from fastapi import FastAPI

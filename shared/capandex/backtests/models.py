@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-from capandex.api.models import RequestModel, ResponseModel, schema_examples
+from capandex.models import RequestModel, ResponseModel, schema_examples
 
 #: what ids made by ``new_id`` look like; anything else (a NUL byte Postgres refuses in text) is a 422
 ID_PATTERN = r"^[A-Za-z0-9_-]+$"

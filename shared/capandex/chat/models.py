@@ -11,9 +11,9 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
-from capandex.api.models import RequestModel, ResponseModel, schema_examples
 from capandex.errors import ValidationFailed, field_problem
 from capandex.flows.models import FlowBody
+from capandex.models import RequestModel, ResponseModel, schema_examples
 
 #: Most messages in one request (older turns should be dropped by the client).
 MAX_MESSAGES = 100

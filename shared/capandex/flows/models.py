@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from capandex.api.models import RequestModel, ResponseModel, schema_examples
+from capandex.models import RequestModel, ResponseModel, schema_examples
 
 MAX_NODES = 500
 MAX_EDGES = 2000

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field
 
-from capandex.api.models import RequestModel, ResponseModel, schema_examples
 from capandex.errors import ValidationFailed, field_problem
 from capandex.exchanges.credentials import Credentials
+from capandex.models import RequestModel, ResponseModel, schema_examples
 
 #: generous upper bounds: RSA/Ed25519 PEM secrets (Binance, Coinbase CDP) run to a few hundred chars
 MAX_API_KEY = 512

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
-from capandex.api.models import RequestModel, ResponseModel, schema_examples
+from capandex.models import RequestModel, ResponseModel, schema_examples
 from capandex.timeutil import utcnow
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field
 
-from capandex.api.models import RequestModel, ResponseModel, schema_examples
+from capandex.models import RequestModel, ResponseModel, schema_examples
 from capandex.notifications.preferences import PREFERENCE_KEYS
 
 

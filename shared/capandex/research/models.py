@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from capandex.api.models import RequestModel, ResponseModel
 from capandex.backtests.models import ID_PATTERN
+from capandex.models import RequestModel, ResponseModel
 
 
 class OptimizeCreate(RequestModel):

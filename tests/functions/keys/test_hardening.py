@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from pydantic import field_validator
 
 from capandex.api.app import create_app
-from capandex.api.models import RequestModel
+from capandex.models import RequestModel
 from tests.utils import secret_guard
 
 LIMITS = {"CAPANDEX_KEY_VALIDATION_RATE_BURST": "3", "CAPANDEX_KEY_VALIDATION_RATE_PER_HOUR": "36"}
@@ -83,7 +83,7 @@ def test_credentials_with_impossible_characters_are_400_naming_the_field(api, si
     body = {"exchange": "okx" if field == "passphrase" else "binance", **creds(), "passphrase": "pass-okx-1",
             field: value}
     response = user.post(path, json=body)
-    # a NUL is refused for every request body (422, capandex.api.models.RequestModel) before the
+    # a NUL is refused for every request body (422, capandex.models.RequestModel) before the
     # credential rules (400) look at the value
     assert response.status_code == (422 if "\x00" in value else 400), response.text
     error = response.json()["error"]

@@ -1,4 +1,9 @@
-"""Base classes for request and response models."""
+"""Base classes of the JSON models at the edges: request bodies, response bodies and the two
+answers every resource shares (``{"success": true}``, ``{"deleted": true}``).
+
+On the ground floor, beside :mod:`capandex.errors` and :mod:`capandex.safejson`, so each
+subsystem's ``models.py`` builds on them without importing the FastAPI layer (:mod:`capandex.api`).
+"""
 
 from __future__ import annotations
 
