@@ -67,11 +67,11 @@ the next candle's open, with fees and slippage from the settings.
 @cache
 def node_catalogue() -> str:
     """"How flows work": every node type with its data fields, built from the engine's own tables
-    (:mod:`capandex.engine.flow`), so a kind or operator the engine gains or drops shows here too.
+    (:mod:`capandex.engine.document`), so a kind or operator the engine gains or drops shows here too.
 
     The engine is imported on first use (numpy, ~0.1 s), not at cold start.
     """
-    from capandex.engine import flow as engine
+    from capandex.engine import document as engine
 
     indicators = "; ".join(_indicator_entry(kind, spec) for kind, spec in engine.INDICATORS.items())
     no_source = ", ".join(k for k, spec in engine.INDICATORS.items() if not spec.uses_source)

@@ -14,7 +14,8 @@ from typing import Any
 
 from capandex.engine.candles import Candles
 from capandex.engine.compiler import CompiledFlow, Signals, compile_flow
-from capandex.engine.flow import Flow, RunSettings, resolve_settings, validate_flow
+from capandex.engine.document import Flow, RunSettings
+from capandex.engine.flow import resolve_settings, validate_flow
 from capandex.engine.metrics import compute_metrics
 from capandex.engine.result import (
     API_EQUITY_POINTS,

@@ -21,7 +21,8 @@ import numpy.typing as npt
 
 from capandex.engine import indicators as ta
 from capandex.engine.candles import Candles
-from capandex.engine.flow import Flow, Node, validate_flow
+from capandex.engine.document import Flow, Node
+from capandex.engine.flow import validate_flow
 
 #: the recursive indicators and their smoothing factor, for the live history length
 _ALPHA = {"ema": lambda p: 2.0 / (p["period"] + 1), "rsi": lambda p: 1.0 / p["period"],

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
-    from capandex.engine.flow import BuyAction, Risk, RunSettings
+    from capandex.engine.document import BuyAction, Risk, RunSettings
 
 #: one bar's value (the stepper's Python floats) or every bar's (the simulator's float64 arrays)
 Real = TypeVar("Real", float, npt.NDArray[np.float64])

@@ -33,7 +33,7 @@ import numpy as np
 from capandex.engine import rules
 from capandex.engine.candles import Candles
 from capandex.engine.compiler import Signals
-from capandex.engine.flow import BuyAction, Risk, RunSettings
+from capandex.engine.document import BuyAction, Risk, RunSettings
 from capandex.engine.ranges import RangeExtremes
 
 _MIN_WINDOW = 1024

@@ -33,7 +33,7 @@ from typing import Any
 from capandex.engine import rules
 from capandex.engine.candles import Candles
 from capandex.engine.compiler import CompiledFlow, Signals
-from capandex.engine.flow import Risk, RunSettings
+from capandex.engine.document import Risk, RunSettings
 from capandex.engine.result import Trade, make_trade
 
 

@@ -43,7 +43,7 @@ from capandex.timeutil import epoch_ms, iso_utc, utcnow
 
 if TYPE_CHECKING:
     from capandex.engine import BrokerState, CompiledFlow
-    from capandex.engine.flow import Flow
+    from capandex.engine.document import Flow
 
 MODES = ("paper", "live")
 
@@ -286,7 +286,7 @@ def broker_state(row: Any) -> BrokerState:
 def fee_rate(row: Any) -> float:
     """The flow's ``settings.feeRate`` (a fraction; the engine's default when unset — a fee of 0
     is a real setting, not "unset") from the execution's document."""
-    from capandex.engine.flow import DEFAULT_FEE
+    from capandex.engine.document import DEFAULT_FEE
 
     fee = (row.state.get("document", {}).get("settings") or {}).get("feeRate")
     return DEFAULT_FEE if fee is None else float(fee)

@@ -45,7 +45,7 @@ from capandex.live.client_ids import client_order_id
 from capandex.live.orders import CANCEL, STOP, Fill, OrderIntent
 
 if TYPE_CHECKING:
-    from capandex.engine.flow import Risk
+    from capandex.engine.document import Risk
 
 #: a rise of the protective level smaller than this fraction does not move the stop (each move is
 #: a cancel and a placement; the tick still checks the exact level)

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from capandex.engine.flow import Flow
+from capandex.engine.document import Flow
 from capandex.errors import ValidationFailed, field_problem
 from capandex.research.montecarlo import MAX_RESAMPLES
 from capandex.research.objective import Constraints, Objective, parse_constraints, parse_objective

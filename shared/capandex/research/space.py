@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from capandex.engine.flow import INDICATORS, RISK_PARAMS, SIZING_PARAMS, Flow, Node, Param
+from capandex.engine.document import INDICATORS, RISK_PARAMS, SIZING_PARAMS, Flow, Node, Param
 from capandex.errors import ValidationFailed, field_problem
 
 Number = int | float

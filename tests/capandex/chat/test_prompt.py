@@ -13,7 +13,7 @@ from capandex.chat.prompt import (
     node_line,
     render_flow,
 )
-from capandex.engine import flow as engine
+from capandex.engine import document as engine
 from capandex.engine import validate_flow
 from capandex.errors import ValidationFailed
 from tests.utils.chat import sma_flow
