@@ -10,6 +10,7 @@ Pieces (each module's docstring has the details):
 - :mod:`.intents` — the pending intent a tick or a webhook call commits: its lease, its completion
   (act, record) and the failures;
 - :mod:`.ledger` — orders, positions and fills, and reconciliation with the account;
+- :mod:`.running` — a running execution's row as every one of them reads it;
 - :mod:`.ticks` — the SQS transport and the in-process pass used by ``capandex tick`` / ``serve``;
 - :mod:`.performance`, :mod:`.dashboard` — numbers from closed positions;
 - :mod:`.webhooks` — the secret-URL trigger of flows with a ``webhook`` trigger node.

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from capandex.live.executions import flow_name
+from capandex.live.running import flow_name
 from capandex.notifications import notify
 from capandex.timeutil import from_ms, now_ms
 

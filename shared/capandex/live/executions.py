@@ -12,8 +12,8 @@ symbol list), outside the start's transaction: a request must not hold a databas
 exchange where orders can be found by client order id (:data:`capandex.exchanges.orders.CLIENT_ORDER_IDS`):
 without that lookup an order could not be placed exactly once.
 
-The tick and the webhook trigger read a running execution through the same helpers:
-:func:`lock_execution`, :func:`compiled_flow`, :func:`broker_state`, :func:`fee_rate`.
+The tick, the webhook trigger and the ledger read a running execution through
+:mod:`capandex.live.running`.
 """
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ from capandex.errors import (
     ValidationFailed,
     field_problem,
 )
+from capandex.live.running import flow_name
 from capandex.live.timeframes import last_closed_open
 from capandex.marketdata.chunks import TIMEFRAME_MS
 from capandex.notifications import notify
 from capandex.timeutil import epoch_ms, iso_utc, utcnow
 
 if TYPE_CHECKING:
-    from capandex.engine import BrokerState, CompiledFlow
     from capandex.engine.document import Flow
 
 MODES = ("paper", "live")
@@ -257,46 +257,6 @@ def start_execution(conn: Connection, *, user_id: uuid.UUID, flow_id: str, mode:
     return {"executionId": execution_id, "status": "running", "mode": mode, "startedAt": iso_utc(now)}
 
 
-# -- reading a running execution (the tick and the webhook trigger) --------------------------------
-def lock_execution(conn: Connection, execution_id: str) -> Any:
-    """The execution's row, locked until ``conn``'s transaction ends (Postgres ``FOR UPDATE``;
-    SQLite transactions are already serial); None when it does not exist."""
-    query = select(executions).where(executions.c.id == execution_id)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    return conn.execute(query).first()
-
-
-def compiled_flow(row: Any) -> CompiledFlow:
-    """The flow the execution was started with, validated and compiled (its settings:
-    ``.flow.settings``)."""
-    from capandex.engine import compile_flow
-
-    return compile_flow(row.state["document"])
-
-
-def broker_state(row: Any) -> BrokerState:
-    """The engine's broker state the execution carries (a flat account before its first trade)."""
-    from capandex.engine import BrokerState
-
-    saved = row.state.get("broker")
-    return BrokerState.from_dict(saved) if saved else BrokerState.start(row.initial_capital)
-
-
-def fee_rate(row: Any) -> float:
-    """The flow's ``settings.feeRate`` (a fraction; the engine's default when unset — a fee of 0
-    is a real setting, not "unset") from the execution's document."""
-    from capandex.engine.document import DEFAULT_FEE
-
-    fee = (row.state.get("document", {}).get("settings") or {}).get("feeRate")
-    return DEFAULT_FEE if fee is None else float(fee)
-
-
-def flow_name(conn: Connection, row: Any) -> str:
-    """The name of the execution's flow, for notifications."""
-    return conn.execute(select(flows.c.name).where(flows.c.id == row.flow_id)).scalar() or "Flow"
-
-
 def _execution(conn: Connection, user_id: uuid.UUID, execution_id: str, *, lock: bool = False) -> Any:
     return owned_row(conn, executions, execution_id, user_id=user_id, lock=lock)
 
@@ -334,7 +294,7 @@ def stop_execution(conn: Connection, *, user_id: uuid.UUID, execution_id: str) -
     if row.status == "running":
         conn.execute(update(executions).where(executions.c.id == execution_id, executions.c.user_id == user_id)
                      .values(status="stopped", stopped_at=utcnow()))
-        name = conn.execute(select(flows.c.name).where(flows.c.id == row.flow_id)).scalar() or "Flow"
+        name = flow_name(conn, row)
         held = position_counts(conn, [row.id])[row.id]["open"]
         kept = "" if not held else (
             " Its open position stays open, marked at its last close (stop with closePosition: true to sell it)."

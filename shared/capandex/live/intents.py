@@ -65,10 +65,10 @@ from sqlalchemy.exc import IntegrityError
 from capandex.db.schema import executions, tick_records
 from capandex.errors import BadRequest, CapandexError, InvalidCredentials, NotFound, ValidationFailed
 from capandex.exchanges.errors import OrderRejected
-from capandex.live.executions import flow_name, lock_execution
 from capandex.live.ledger import apply_fills, finish_tick, write_order
 from capandex.live.orders import CANCEL, SKIPPED, Fill, GatewayFactory, OrderIntent
 from capandex.live.protective import resolve
+from capandex.live.running import flow_name, lock_execution
 from capandex.notifications import notify
 from capandex.timeutil import from_ms, now_ms, utcnow  # tests move the lease clock by patching this module's now_ms
 

@@ -26,8 +26,8 @@ from sqlalchemy import Connection, insert, select, update
 
 from capandex.db.schema import executions, new_id, orders, positions
 from capandex.live import protective
-from capandex.live.executions import fee_rate, flow_name
 from capandex.live.orders import CANCEL, MARKET, NOT_HELD, REJECTED, SKIPPED, STOP, Fill, OrderIntent, PaperGateway
+from capandex.live.running import fee_rate, flow_name
 from capandex.notifications import notify
 from capandex.timeutil import from_ms, utcnow
 

@@ -176,7 +176,7 @@ def default_gateway(row: Any) -> OrderGateway:
     from capandex.exchanges import get_client
     from capandex.keys.exchange import load_credentials
     from capandex.live.budget import budgeted
-    from capandex.live.executions import fee_rate
+    from capandex.live.running import fee_rate
 
     with transaction() as conn:
         exchange_id, credentials = load_credentials(conn, user_id=row.user_id, key_id=row.exchange_key_id)

@@ -42,8 +42,8 @@ from sqlalchemy import Connection, func, select, update
 from capandex.db.owned import owned_row
 from capandex.db.schema import executions, positions, tick_records
 from capandex.errors import ValidationFailed, field_problem
-from capandex.live.executions import compiled_flow
 from capandex.live.history import history_window
+from capandex.live.running import compiled_flow
 from capandex.marketdata.chunks import timeframe_ms
 from capandex.timeutil import epoch_ms, from_ms, iso_utc
 

@@ -23,9 +23,9 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from capandex.live import protective
-from capandex.live.executions import broker_state, flow_name, lock_execution
 from capandex.live.intents import IntentSource, PendingIntent, TickOutcome, claim, commit, complete_pending, pending_of
 from capandex.live.orders import GatewayFactory
+from capandex.live.running import broker_state, flow_name, lock_execution
 from capandex.notifications import notify
 from capandex.timeutil import now_ms
 

@@ -23,7 +23,7 @@ token is even looked up (:mod:`capandex.safejson`).
 Live mode uses the tick's intend → act → record protocol (:mod:`capandex.live.worker`) and its one
 pending-intent slot (:class:`capandex.live.intents.PendingIntent`, ``source`` ``webhook``), through
 the same functions as the tick (:func:`~capandex.live.intents.claim`,
-:func:`~capandex.live.executions.broker_state`, :func:`~capandex.live.intents.commit`,
+:func:`~capandex.live.running.broker_state`, :func:`~capandex.live.intents.commit`,
 :func:`~capandex.live.intents.complete_pending`): the claim and the intent commit together; the
 orders are placed under the intent's lease (lookup by client id first); the fills are recorded.
 If the worker dies between placing and recording, the sender's retry of the same call — or the
@@ -62,7 +62,6 @@ from capandex.errors import (
 from capandex.errors import field_problem as problem
 from capandex.exchanges.errors import OrderRejected
 from capandex.live import protective
-from capandex.live.executions import broker_state, compiled_flow, fee_rate, lock_execution
 from capandex.live.intents import (
     IntentSource,
     PendingIntent,
@@ -75,6 +74,7 @@ from capandex.live.intents import (
     record_pending,
 )
 from capandex.live.orders import GatewayFactory, OrderIntent, PaperGateway, default_gateway
+from capandex.live.running import broker_state, compiled_flow, fee_rate, lock_execution
 from capandex.timeutil import epoch_ms, utcnow
 
 if TYPE_CHECKING:

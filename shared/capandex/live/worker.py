@@ -54,7 +54,6 @@ from capandex.db.schema import executions
 from capandex.errors import CapandexError, UpstreamUnavailable
 from capandex.exchanges.errors import OrderRejected
 from capandex.live import catchup, protective, stop_sync
-from capandex.live.executions import broker_state, compiled_flow, flow_name, lock_execution
 from capandex.live.history import history_window
 from capandex.live.intents import (
     PERMANENT_ERRORS,
@@ -69,6 +68,7 @@ from capandex.live.intents import (
 )
 from capandex.live.ledger import finish_tick, record_paper_fills
 from capandex.live.orders import GatewayFactory, OrderIntent, PaperGateway, default_gateway
+from capandex.live.running import broker_state, compiled_flow, flow_name, lock_execution
 from capandex.marketdata.chunks import timeframe_ms
 
 if TYPE_CHECKING:

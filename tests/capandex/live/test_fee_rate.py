@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from capandex.live.executions import fee_rate
+from capandex.live.running import fee_rate
 
 
 @pytest.mark.parametrize(("settings", "expected"), [
