@@ -5,51 +5,35 @@ thread: plan → fetch one chunk (the Map's item) → run → (on any failure) m
 reads inside a task already retried (``capandex.exchanges.retry``, background patience); errors
 are raised unchanged, the state machine's ``Retry`` re-invokes a task only for Lambda's own
 errors, and its ``Catch`` hands every other failure to :func:`fail`, which reports Capandex errors
-by class name and message.
-
-Every task's log lines carry the backtest id as their correlation id, so one backtest's steps
-can be followed across the four functions.
+by message and hides bugs (:mod:`capandex.steptasks`).
 """
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from capandex.backtests import jobs
-from capandex.runtime import lambda_entry
-from capandex.steperrors import reason_from_step_error
+from capandex.steptasks import StateMachineTasks
 
-task = lambda_entry("backtest", correlation=lambda event: event.get("backtestId"), requires=("data_bucket",),
-                    traced=True)
+tasks = StateMachineTasks("backtest", id_key="backtestId", what="backtest")
 
 
-def _ids(event: dict[str, Any]) -> tuple[str, uuid.UUID]:
-    return event["backtestId"], uuid.UUID(event["userId"])
-
-
-@task
+@tasks
 def plan(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:
-    return jobs.plan_job(*_ids(event))
+    return jobs.plan_job(*tasks.ids(event))
 
 
-@task
+@tasks
 def fetch_chunk(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:
-    return jobs.fetch_chunk_job(*_ids(event), int(event["start"]), float(event.get("progressStep", 0.0)))
+    return jobs.fetch_chunk_job(*tasks.ids(event), int(event["start"]), float(event.get("progressStep", 0.0)))
 
 
-@task
+@tasks
 def run(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:
-    result = jobs.run_job(*_ids(event))
+    result = jobs.run_job(*tasks.ids(event))
     return {"backtestId": result["backtestId"], "status": result["status"]}  # the result itself is in S3
 
 
-@task
+@tasks
 def fail(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:
-    """``event["error"]`` is Step Functions' ``{"Error", "Cause"}``; a Lambda error's Cause is JSON
-    with ``errorType`` and ``errorMessage``. Only Capandex errors' messages reach the user."""
-    return jobs.fail_job(*_ids(event), reason_from(event.get("error") or {}))
-
-
-def reason_from(error: dict[str, Any]) -> str:
-    return reason_from_step_error(error, "backtest")
+    return jobs.fail_job(*tasks.ids(event), tasks.failure_reason(event))

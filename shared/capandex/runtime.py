@@ -17,8 +17,9 @@ correlation id and Lambda context (function, request id, cold start) and record 
 
 - :func:`api_handler` — the API functions: API Gateway REST events through Mangum; the correlation
   id is API Gateway's request id (also echoed in ``x-correlation-id``);
-- :func:`lambda_entry` — event functions (tick scheduler and worker, backtest tasks), with an
-  X-Ray trace through Powertools' Tracer when ``traced`` (exchange and AWS calls as subsegments);
+- :func:`lambda_entry` — event functions (tick scheduler and worker; the state machines' tasks
+  through :class:`capandex.steptasks.StateMachineTasks`), with an X-Ray trace through
+  Powertools' Tracer when ``traced`` (exchange and AWS calls as subsegments);
 - :class:`LambdaWebAdapterInvocations` — the chat function, which uvicorn serves behind the Lambda
   Web Adapter (no Python handler runs per invocation): the same per request, from the headers
   the adapter forwards.
