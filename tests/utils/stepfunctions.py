@@ -32,7 +32,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -84,7 +84,7 @@ class InProcessLambdas:
 
     def register(self, name: str, code_uri: str, handler: str) -> None:
         module_name, _, function = handler.rpartition(".")
-        self.handlers[name] = getattr(_load(self.root / code_uri, module_name), function)
+        self.handlers[name] = getattr(lambda_module(self.root / code_uri, module_name), function)
 
     def invoke(self, name: str, event: Any) -> tuple[str, bool, str]:
         """moto's ``LambdaFunction._invoke_lambda`` contract: (payload, errored, logs)."""
@@ -124,6 +124,8 @@ class StateMachines:
         self.template = load_template(root)
         self.lambdas = InProcessLambdas(root)
         self.waits: list[float] = []
+        #: the ARN :meth:`deploy` returned last
+        self.arn = ""
         self._stack = ExitStack()
 
     def __enter__(self) -> StateMachines:
@@ -172,8 +174,14 @@ class StateMachines:
             function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function_id}"
             definition = definition.replace("${" + key + "}", function_arn)
         sfn = boto3.client("stepfunctions", region_name=REGION)
-        return sfn.create_state_machine(name=f"{logical_id}-{uuid.uuid4().hex[:8]}", definition=definition,
-                                        roleArn=ROLE)["stateMachineArn"]
+        self.arn = sfn.create_state_machine(name=f"{logical_id}-{uuid.uuid4().hex[:8]}", definition=definition,
+                                            roleArn=ROLE)["stateMachineArn"]
+        return self.arn
+
+    def execution_arn(self, name: str) -> str:
+        """The ARN of the deployed machine's execution ``name`` (our executions are named after the
+        run they carry out: the backtest's or the optimisation's id)."""
+        return self.arn.replace(":stateMachine:", ":execution:") + f":{name}"
 
     def wait(self, execution_arn: str, timeout_s: float = 60.0) -> Execution:
         """Poll until the execution has ended; its status, output or error, and history."""
@@ -193,8 +201,31 @@ class StateMachines:
         return self.wait(execution, timeout_s)
 
 
-def _load(folder: Path, module_name: str) -> ModuleType:
-    """``folder/<module_name>.py`` as Lambda imports it (the folder is the code root)."""
+@contextmanager
+def deployed(root: Path, logical_id: str, *, bucket: str, monkeypatch: Any,
+             values: dict[str, str] | None = None) -> Iterator[StateMachines]:
+    """moto with S3 ``bucket`` and the template's state machine ``logical_id`` deployed
+    (``machines.arn``), as the state machine tests need it: exchange retries do not sleep, and the
+    candle stores are cleared before and after (the caller then points the settings at the bucket
+    and the ARN)."""
+    from capandex.exchanges import retry
+    from capandex.marketdata.store import clear_stores
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setattr(retry, "sleep", lambda _s: None)
+    with StateMachines(root) as machines:
+        boto3.client("s3", region_name=REGION).create_bucket(Bucket=bucket)
+        machines.deploy(logical_id, values)
+        clear_stores()
+        try:
+            yield machines
+        finally:
+            clear_stores()
+
+
+def lambda_module(folder: Path, module_name: str) -> ModuleType:
+    """``folder/<module_name>.py`` as Lambda imports it (the folder is the code root), once: the
+    state machine's tasks and a test that drives them one by one share the module."""
     name = f"lambda_{folder.name}_{module_name}"
     if name in sys.modules:
         return sys.modules[name]
@@ -206,8 +237,52 @@ def _load(folder: Path, module_name: str) -> ModuleType:
     return module
 
 
-def iter_state_machines(template: dict[str, Any]) -> Iterator[str]:
-    """Logical ids of every state machine in the template."""
-    for logical_id, resource in template["Resources"].items():
-        if resource["Type"] in ("AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine"):
-            yield logical_id
+# -- a definition, read ---------------------------------------------------------------------------
+def all_states(scope: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(name, state, its scope's States) for every state, nested Map processors included."""
+    out = []
+    for name, state in scope["States"].items():
+        out.append((name, state, scope["States"]))
+        if state["Type"] == "Map":
+            out += all_states(state["ItemProcessor"])
+    return out
+
+
+def check_well_formed(definition: dict[str, Any]) -> None:
+    """Assert what any definition of ours must be: it starts at a state it has, every state that
+    does not end the run has exactly one of ``Next``/``End``, every transition names a state of
+    its own scope, and every ``Retry`` has a positive count and back-off and names Step Functions'
+    or Lambda's errors or a Capandex error class (a task's error reaches the machine as its class
+    name)."""
+    from capandex import errors
+
+    assert definition["StartAt"] in definition["States"]
+    for name, state, scope in all_states(definition):
+        if state["Type"] not in ("Succeed", "Fail", "Choice"):
+            assert ("Next" in state) != bool(state.get("End")), name
+        targets = [state.get("Next"), state.get("Default")] + [c["Next"] for c in state.get("Catch", []) +
+                                                                state.get("Choices", [])]
+        assert all(t is None or t in scope for t in targets), f"{name} → {targets}"
+        for retry in state.get("Retry", []):
+            assert retry.get("MaxAttempts", 3) >= 1 and retry.get("BackoffRate", 2.0) >= 1, name
+            for error in retry["ErrorEquals"]:
+                assert error.startswith(("States.", "Lambda.")) or issubclass(getattr(errors, error),
+                                                                              errors.CapandexError), name
+
+
+def check_tasks_are_handlers(root: Path, logical_id: str, code_uri: str) -> set[str]:
+    """Assert that every Task of the template's state machine ``logical_id`` invokes a function
+    of the template whose ``Handler`` is a callable of ``code_uri`` (``functions/backtest/``);
+    the substitution keys of those functions."""
+    resources = load_template(root)["Resources"]
+    machine = resources[logical_id]["Properties"]
+    definition = json.loads((root / machine["DefinitionUri"]).read_text())
+    used = {s["Resource"][2:-1] for _, s, _ in all_states(definition) if s["Type"] == "Task"}
+    substitutions = machine["DefinitionSubstitutions"]
+    assert used <= set(substitutions)
+    for key in used:
+        function = resources[substitutions[key]["Fn::GetAtt"][0]]["Properties"]
+        assert function["CodeUri"] == code_uri, key
+        module_name, _, attribute = function["Handler"].rpartition(".")
+        assert callable(getattr(lambda_module(root / code_uri, module_name), attribute)), key
+    return used

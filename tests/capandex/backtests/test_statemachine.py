@@ -6,15 +6,12 @@ by one, complete a backtest or mark it failed with a reason."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import uuid
 from pathlib import Path
-from typing import Any
 
 import boto3
 import pytest
-import yaml
 from moto import mock_aws
 
 from capandex import errors
@@ -23,7 +20,15 @@ from capandex.exchanges.retry import BACKGROUND
 from capandex.marketdata.chunks import chunk_starts
 from tests.capandex.engine.factories import sma_cross_flow
 from tests.utils.binance_server import BinanceServer, server_error
-from tests.utils.stepfunctions import StateMachines
+from tests.utils.stepfunctions import (
+    StateMachines,
+    all_states,
+    check_tasks_are_handlers,
+    check_well_formed,
+    deployed,
+    lambda_module,
+    load_template,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 ASL = ROOT / "statemachines" / "backtest.asl.json"
@@ -31,49 +36,13 @@ DAY = 86_400_000
 T0 = 1_704_067_200_000
 
 
-class _CfnLoader(yaml.SafeLoader):
-    pass
-
-
-_CfnLoader.add_multi_constructor("!", lambda loader, suffix, node: (
-    loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode) else
-    loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode) else loader.construct_mapping(node)))
-
-
-def template() -> dict[str, Any]:
-    return yaml.load((ROOT / "template.yaml").read_text(), Loader=_CfnLoader)
-
-
 def handlers_module():
-    spec = importlib.util.spec_from_file_location("backtest_handlers", ROOT / "functions/backtest/handlers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _states(scope: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(name, state, its scope's States) for every state, nested Map processors included."""
-    out = []
-    for name, state in scope["States"].items():
-        out.append((name, state, scope["States"]))
-        if state["Type"] == "Map":
-            out += _states(state["ItemProcessor"])
-    return out
+    return lambda_module(ROOT / "functions" / "backtest", "handlers")
 
 
 def test_definition_is_well_formed() -> None:
     definition = json.loads(ASL.read_text())
-    assert definition["StartAt"] in definition["States"]
-    for name, state, scope in _states(definition):
-        if state["Type"] not in ("Succeed", "Fail"):
-            assert ("Next" in state) != bool(state.get("End")), name
-        for target in [state.get("Next")] + [c["Next"] for c in state.get("Catch", [])]:
-            assert target is None or target in scope, f"{name} → {target}"
-        for retry in state.get("Retry", []):
-            assert retry["MaxAttempts"] >= 1 and retry["BackoffRate"] >= 1
-            for error in retry["ErrorEquals"]:  # Capandex errors are matched by class name
-                assert error.startswith(("States.", "Lambda.")) or issubclass(getattr(errors, error),
-                                                                              errors.CapandexError)
+    check_well_formed(definition)
     states = definition["States"]
     assert states["FetchChunks"]["MaxConcurrencyPath"] == "$.maxConcurrency"
     assert states["FetchChunks"]["ItemsPath"] == "$.chunks"
@@ -83,26 +52,19 @@ def test_definition_is_well_formed() -> None:
                                           "Next": "MarkFailed"}]
     # exchange reads retry inside the tasks (capandex.exchanges.retry): a Retry on an exchange error
     # here would multiply the requests one failing page costs
-    for name, state, _scope in _states(definition):
+    for name, state, _scope in all_states(definition):
         for retry in state.get("Retry", []):
             assert all(error.startswith("Lambda.") for error in retry["ErrorEquals"]) or name == "MarkFailed", name
 
 
 def test_every_task_resource_is_a_real_handler_in_the_template() -> None:
-    resources = template()["Resources"]
+    resources = load_template(ROOT)["Resources"]
     machine = resources["BacktestStateMachine"]["Properties"]
     assert machine["DefinitionUri"] == "statemachines/backtest.asl.json"
-    substitutions = machine["DefinitionSubstitutions"]
-    module = handlers_module()
-    used = {s["Resource"][2:-1] for _, s, _ in _states(json.loads(ASL.read_text())) if s["Type"] == "Task"}
-    assert used == set(substitutions)
-    for key in used:
-        function_name = substitutions[key][0] if isinstance(substitutions[key], list) else substitutions[key]
-        function = resources[function_name.split(".")[0]]["Properties"]
-        assert function["CodeUri"] == "functions/backtest/"
-        assert callable(getattr(module, function["Handler"].split(".")[1]))
+    assert check_tasks_are_handlers(ROOT, "BacktestStateMachine", "functions/backtest/") == set(
+        machine["DefinitionSubstitutions"])
     engine = resources["EngineFunction"]["Properties"]
-    assert engine["Environment"]["Variables"]["CAPANDEX_BACKTEST_STATE_MACHINE_ARN"] == "BacktestStateMachine"
+    assert engine["Environment"]["Variables"]["CAPANDEX_BACKTEST_STATE_MACHINE_ARN"] == {"Ref": "BacktestStateMachine"}
 
 
 @mock_aws
@@ -205,9 +167,9 @@ def test_fail_task_keeps_capandex_messages_and_hides_bugs(submitted) -> None:
                    "error": {"Error": "UpstreamUnavailable", "Cause": cause}})
     with transaction(user) as conn:
         assert service.get(conn, user, backtest_id)["error"] == "binance could not be reached."
-    assert "internal error" in handlers.reason_from(
-        {"Error": "KeyError", "Cause": json.dumps({"errorType": "KeyError", "errorMessage": "secret-ish"})})
-    assert "too long" in handlers.reason_from({"Error": "States.Timeout", "Cause": ""})
+    assert "internal error" in handlers.tasks.failure_reason({"error": {
+        "Error": "KeyError", "Cause": json.dumps({"errorType": "KeyError", "errorMessage": "secret-ish"})}})
+    assert "too long" in handlers.tasks.failure_reason({"error": {"Error": "States.Timeout", "Cause": ""}})
 
 
 # -- the state machine itself, run by moto's ASL interpreter ---------------------------------------
@@ -217,21 +179,11 @@ BUCKET = "capandex-data-test"
 @pytest.fixture
 def machines(binance_env: BinanceServer, configure, monkeypatch):
     """The template's backtest state machine under the interpreter; the engine starts executions of it."""
-    from capandex.exchanges import retry
-    from capandex.marketdata.store import clear_stores
-
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setattr(retry, "sleep", lambda _s: None)
-    with StateMachines(ROOT) as machines:
-        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
-        arn = machines.deploy("BacktestStateMachine")
+    with deployed(ROOT, "BacktestStateMachine", bucket=BUCKET, monkeypatch=monkeypatch) as machines:
         configure(CAPANDEX_EXCHANGE_URLS=binance_env.exchange_urls_env(), DATABASE_URL=None,
                   CAPANDEX_BACKTEST_SYNC_BUDGET_S="0", CAPANDEX_DATA_BUCKET=BUCKET,
-                  CAPANDEX_BACKTEST_STATE_MACHINE_ARN=arn)
-        clear_stores()
-        machines.arn = arn  # type: ignore[attr-defined]
+                  CAPANDEX_BACKTEST_STATE_MACHINE_ARN=machines.arn)
         yield machines
-    clear_stores()
 
 
 def _submit_and_wait(machines: StateMachines):
@@ -239,8 +191,7 @@ def _submit_and_wait(machines: StateMachines):
     from capandex.db.session import transaction
 
     user, backtest_id = _submit_large_backtest()
-    arn = machines.arn.replace(":stateMachine:", ":execution:")  # type: ignore[attr-defined]
-    execution = machines.wait(f"{arn}:{backtest_id}")  # the execution is named after the backtest
+    execution = machines.wait(machines.execution_arn(backtest_id))  # named after the backtest
     with transaction(user) as conn:
         row = service.get(conn, user, backtest_id)
     return user, backtest_id, execution, row

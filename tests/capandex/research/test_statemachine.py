@@ -25,7 +25,13 @@ from capandex.research import service
 from capandex.research.models import OptimizeCreate
 from tests.capandex.engine.factories import sma_cross_flow
 from tests.utils.binance_server import BinanceServer
-from tests.utils.stepfunctions import StateMachines, load_template
+from tests.utils.stepfunctions import (
+    StateMachines,
+    check_tasks_are_handlers,
+    check_well_formed,
+    deployed,
+    load_template,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 ASL = ROOT / "statemachines" / "optimize.asl.json"
@@ -35,26 +41,9 @@ RESEARCH = {"space": {"fast.period": {"min": 3, "max": 9, "step": 3}, "slow.peri
             "method": "tpe", "trials": 6, "seed": 4, "walkForward": {"train": "20d", "test": "10d"}}
 
 
-def _states(scope: dict) -> list[tuple[str, dict, dict]]:
-    out = []
-    for name, state in scope["States"].items():
-        out.append((name, state, scope["States"]))
-        if state["Type"] == "Map":
-            out += _states(state["ItemProcessor"])
-    return out
-
-
 def test_definition_is_well_formed_and_wired_to_real_handlers() -> None:
     definition = json.loads(ASL.read_text())
-    for name, state, scope in _states(definition):
-        if state["Type"] not in ("Succeed", "Fail", "Choice"):
-            assert ("Next" in state) != bool(state.get("End")), name
-        targets = [state.get("Next"), state.get("Default")] + [c["Next"] for c in state.get("Catch", []) +
-                                                                state.get("Choices", [])]
-        assert all(t is None or t in scope for t in targets), name
-        for retry in state.get("Retry", []):
-            assert all(e.startswith(("States.", "Lambda.")) or issubclass(getattr(errors, e), errors.CapandexError)
-                       for e in retry["ErrorEquals"])
+    check_well_formed(definition)
     states = definition["States"]
     evaluate = states["Evaluate"]
     assert evaluate["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
@@ -65,37 +54,19 @@ def test_definition_is_well_formed_and_wired_to_real_handlers() -> None:
     for name in ("Plan", "FetchChunks", "Prepare", "Evaluate", "Collect", "Reduce"):  # nothing ends "running"
         assert states[name]["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error",
                                           "Next": "MarkFailed"}]
-    resources = load_template(ROOT)["Resources"]
-    machine = resources["OptimizeStateMachine"]["Properties"]
-    used = {s["Resource"][2:-1] for _, s, _ in _states(definition) if s["Type"] == "Task"}
-    assert used | {"DataBucketName"} == set(machine["DefinitionSubstitutions"])
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("optimize_handlers", ROOT / "functions/optimize/handlers.py")
-    handlers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(handlers)
-    for key in used:
-        function = resources[machine["DefinitionSubstitutions"][key]["Fn::GetAtt"][0]]["Properties"]
-        assert function["CodeUri"] == "functions/optimize/" and callable(getattr(handlers, function["Handler"][9:]))
+    used = check_tasks_are_handlers(ROOT, "OptimizeStateMachine", "functions/optimize/")
+    substitutions = load_template(ROOT)["Resources"]["OptimizeStateMachine"]["Properties"]["DefinitionSubstitutions"]
+    assert used | {"DataBucketName"} == set(substitutions)
 
 
 @pytest.fixture
 def machines(binance_env: BinanceServer, configure, monkeypatch):
-    from capandex.exchanges import retry
-    from capandex.marketdata.store import clear_stores
-
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setattr(retry, "sleep", lambda _s: None)
-    with StateMachines(ROOT) as machines:
-        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
-        arn = machines.deploy("OptimizeStateMachine", {"DataBucketName": BUCKET})
+    with deployed(ROOT, "OptimizeStateMachine", bucket=BUCKET, monkeypatch=monkeypatch,
+                  values={"DataBucketName": BUCKET}) as machines:
         configure(CAPANDEX_EXCHANGE_URLS=binance_env.exchange_urls_env(), DATABASE_URL=None,
-                  CAPANDEX_DATA_BUCKET=BUCKET, CAPANDEX_OPTIMIZE_STATE_MACHINE_ARN=arn,
+                  CAPANDEX_DATA_BUCKET=BUCKET, CAPANDEX_OPTIMIZE_STATE_MACHINE_ARN=machines.arn,
                   CAPANDEX_OPTIMIZE_MAX_CONCURRENCY="3")
-        clear_stores()
-        machines.arn = arn  # type: ignore[attr-defined]
         yield machines
-    clear_stores()
 
 
 def submit_and_wait(machines: StateMachines, **research):
@@ -108,8 +79,7 @@ def submit_and_wait(machines: StateMachines, **research):
     started = service.submit(user, OptimizeCreate(
         flowId=flow["id"], exchange="binance", symbol="ETH/USDT", timeframe="1h", startDate="2024-01-01T00:00:00Z",
         endDate="2024-02-20T00:00:00Z", **(RESEARCH | research)))
-    execution = machines.wait(machines.arn.replace(":stateMachine:", ":execution:")  # type: ignore[attr-defined]
-                              + f":{started['optimizationId']}", timeout_s=120)
+    execution = machines.wait(machines.execution_arn(started["optimizationId"]), timeout_s=120)
     with transaction(user) as conn:
         row = service.get(conn, user, started["optimizationId"])
     return user, execution, row

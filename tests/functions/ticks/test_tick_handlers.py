@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 import uuid
 from pathlib import Path
@@ -15,16 +14,14 @@ from capandex.db.session import transaction
 from capandex.live.executions import execution_status, start_execution
 from tests.capandex.engine.factories import sma_cross_flow
 from tests.capandex.live.helpers import make_flow
+from tests.utils.stepfunctions import lambda_module
 
 ROOT = Path(__file__).resolve().parents[3]
 EVENT_TIME = "2025-01-15T10:31:00Z"
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"ticks_{name}", ROOT / "functions" / "ticks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return lambda_module(ROOT / "functions" / "ticks", name)
 
 
 @pytest.fixture
