@@ -1,8 +1,8 @@
 """Fixtures every test module may use: databases, settings, users and API clients.
 
 - ``postgres_url``: a per-session database on a real PostgreSQL with Supabase's roles and the
-  committed migration (skipped when no PostgreSQL can be had, except under ``CI=true``, where
-  that fails the run).
+  committed migrations applied in order (skipped when no PostgreSQL can be had, except under
+  ``CI=true``, where that fails the run).
 - ``database_url``: parametrised over SQLite and Postgres, for code that must work on both.
 - ``configure``: point the settings at a database and a fresh data directory.
 - ``api``: a client for every function through the local gateway, plus ``user()`` credentials.

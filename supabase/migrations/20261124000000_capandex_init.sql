@@ -182,49 +182,6 @@ CREATE INDEX ix_flow_versions_flow_id ON capandex.flow_versions (flow_id);
 
 CREATE INDEX ix_flow_versions_user_id ON capandex.flow_versions (user_id);
 
-CREATE TABLE capandex.optimizations (
-	id VARCHAR(64) NOT NULL, 
-	user_id UUID NOT NULL, 
-	flow_id VARCHAR(64) NOT NULL, 
-	status VARCHAR(16) NOT NULL, 
-	exchange VARCHAR(32) NOT NULL, 
-	symbol VARCHAR(64) NOT NULL, 
-	timeframe VARCHAR(8) NOT NULL, 
-	start_ms BIGINT NOT NULL, 
-	end_ms BIGINT NOT NULL, 
-	method VARCHAR(8) NOT NULL, 
-	trials_total INTEGER NOT NULL, 
-	best JSONB, 
-	result_key VARCHAR(512), 
-	execution_arn VARCHAR(512), 
-	error TEXT, 
-	created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
-	updated_at TIMESTAMP WITH TIME ZONE NOT NULL, 
-	completed_at TIMESTAMP WITH TIME ZONE, 
-	deadline_at TIMESTAMP WITH TIME ZONE, 
-	PRIMARY KEY (id), 
-	FOREIGN KEY(flow_id) REFERENCES capandex.flows (id) ON DELETE CASCADE
-);
-
-CREATE INDEX ix_optimizations_flow_id ON capandex.optimizations (flow_id);
-
-CREATE INDEX ix_optimizations_user_id ON capandex.optimizations (user_id);
-
-CREATE UNIQUE INDEX optimizations_one_running_per_user ON capandex.optimizations (user_id) WHERE status = 'running';
-
-CREATE TABLE capandex.optimization_batches (
-	optimization_id VARCHAR(64) NOT NULL, 
-	round INTEGER NOT NULL, 
-	batch INTEGER NOT NULL, 
-	user_id UUID NOT NULL, 
-	trials INTEGER NOT NULL, 
-	created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
-	PRIMARY KEY (optimization_id, round, batch), 
-	FOREIGN KEY(optimization_id) REFERENCES capandex.optimizations (id) ON DELETE CASCADE
-);
-
-CREATE INDEX ix_optimization_batches_user_id ON capandex.optimization_batches (user_id);
-
 CREATE TABLE capandex.orders (
 	id VARCHAR(64) NOT NULL, 
 	user_id UUID NOT NULL, 
@@ -240,8 +197,6 @@ CREATE TABLE capandex.orders (
 	fee FLOAT, 
 	status VARCHAR(16) NOT NULL, 
 	candle_ms BIGINT NOT NULL, 
-	kind VARCHAR(8) NOT NULL, 
-	trigger_price FLOAT, 
 	created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
 	PRIMARY KEY (id), 
 	FOREIGN KEY(execution_id) REFERENCES capandex.executions (id) ON DELETE CASCADE, 
@@ -268,7 +223,6 @@ CREATE TABLE capandex.positions (
 	pnl FLOAT, 
 	pnl_percent FLOAT, 
 	exit_reason VARCHAR(16), 
-	note TEXT, 
 	PRIMARY KEY (id), 
 	FOREIGN KEY(flow_id) REFERENCES capandex.flows (id) ON DELETE CASCADE, 
 	FOREIGN KEY(execution_id) REFERENCES capandex.executions (id) ON DELETE CASCADE
@@ -371,22 +325,6 @@ create policy flow_versions_owner on capandex.flow_versions for all to authentic
 grant select, insert, update, delete on capandex.flow_versions to authenticated;
 
 grant all on capandex.flow_versions to service_role;
-
-alter table capandex.optimizations enable row level security;
-
-create policy optimizations_owner on capandex.optimizations for all to authenticated using (user_id = (select auth.uid())) with check (user_id = (select auth.uid()));
-
-grant select, insert, update, delete on capandex.optimizations to authenticated;
-
-grant all on capandex.optimizations to service_role;
-
-alter table capandex.optimization_batches enable row level security;
-
-create policy optimization_batches_owner on capandex.optimization_batches for all to authenticated using (user_id = (select auth.uid())) with check (user_id = (select auth.uid()));
-
-grant select, insert, update, delete on capandex.optimization_batches to authenticated;
-
-grant all on capandex.optimization_batches to service_role;
 
 alter table capandex.orders enable row level security;
 

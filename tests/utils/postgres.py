@@ -4,8 +4,8 @@ Order of preference: ``CAPANDEX_TEST_POSTGRES`` (a server URL), the machine's se
 127.0.0.1:5432 (trust auth), or a throw-away cluster made here with ``initdb``/``pg_ctl`` (run as
 an unprivileged user when the tests run as root; ``CAPANDEX_TEST_POSTGRES=throwaway`` forces it).
 Each test session gets its own database with Supabase's roles and ``auth.uid()``
-(tests/sql/supabase_shim.sql) and the committed migration applied, and drops it at the end, so
-parallel runs never see each other's rows.
+(tests/sql/supabase_shim.sql) and every committed migration applied in order (as a deployed
+project got its schema), and drops it at the end, so parallel runs never see each other's rows.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 import psycopg
@@ -103,16 +104,18 @@ def server_url() -> tuple[str, ThrowawayCluster | None]:
     return cluster.url, cluster
 
 
-def create_test_database(server: str) -> str:
-    """A fresh database with the Supabase shim and every migration applied; returns its URL."""
+def create_test_database(server: str, scripts: Iterable[str] | None = None) -> str:
+    """A fresh database with the Supabase shim and ``scripts`` applied, each in its own transaction
+    (default: every file of supabase/migrations in version order, as ``supabase db push`` applies
+    them); returns its URL. ``server`` may be the URL of any database on the server."""
     name = f"capandex_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(f'create database "{name}"')
     url = server.rsplit("/", 1)[0] + f"/{name}"
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(SHIM.read_text())
-        for migration in MIGRATIONS:
-            conn.execute(migration.read_text())
+        for script in (m.read_text() for m in MIGRATIONS) if scripts is None else scripts:
+            conn.execute(script)  # several statements, one query: an implicit transaction
     return url
 
 

@@ -1,9 +1,12 @@
 """The one schema definition (SQLAlchemy Core).
 
 Postgres (Supabase) and SQLite are both created from these tables: SQLite with
-``metadata.create_all``, Postgres from the migration rendered by :mod:`capandex.db.migrations`
-(which adds row-level security). Every user-owned table has a ``user_id`` column; RLS lets a
-row be seen and changed only when ``user_id = auth.uid()``.
+``metadata.create_all`` (a file of an earlier release is upgraded by
+:mod:`capandex.db.sqlite_upgrade`), Postgres by the files of ``supabase/migrations/``, which a
+test holds equal to the schema :mod:`capandex.db.migrations` renders from these tables (with
+row-level security). A change here needs a delta migration: see that module. Every user-owned
+table has a ``user_id`` column; RLS lets a row be seen and changed only when
+``user_id = auth.uid()``.
 
 Ids are text with a readable prefix (``flow_…``, ``ver_…``) as the API reference shows them;
 user ids are Supabase's ``auth.users.id`` uuids.
@@ -88,9 +91,11 @@ def _flow_ref(ondelete: str = "CASCADE", nullable: bool = False) -> Column[str]:
 
 #: Tables readable by every signed-in user and owned by nobody.
 SHARED_TABLES = ("exchanges",)
-#: User-owned tables whose rows only the server writes: the owner may read them, but through
-#: Supabase's Data API a user who could write ``rate_limits`` would refill their own bucket.
-SERVER_WRITTEN_TABLES = ("rate_limits",)
+#: User-owned tables whose rows only the server writes (transactions without a user): the owner
+#: may read them, never write them. A user who could write ``rate_limits`` would refill their own
+#: bucket; one who could write ``optimizations`` would end a running row to start another
+#: (the one-running index is the cost bound) or point ``result_key`` at another user's result.
+SERVER_WRITTEN_TABLES = ("rate_limits", "optimizations", "optimization_batches")
 
 exchanges = Table(
     "exchanges", metadata,
@@ -249,7 +254,9 @@ orders = Table(
     Column("status", String(16), nullable=False),
     Column("candle_ms", BigInteger, nullable=False),
     #: "market", or "stop": a protective stop-loss sell resting on the exchange at trigger_price
-    Column("kind", String(8), nullable=False, default="market"),
+    #: (a server default: orders written before stops existed, and by a release that does not know
+    #: the column, are market orders)
+    Column("kind", String(8), nullable=False, server_default="market"),
     Column("trigger_price", Float),
     _created(),
 )

@@ -170,7 +170,7 @@ def prepare_job(optimization_id: str, user_id: uuid.UUID) -> dict[str, Any]:
     row = _row(user_id, optimization_id)
     ctx = context(store, user_id, optimization_id, row)
     study = Study(ctx.spec, ctx.scopes)
-    with transaction(user_id) as conn:
+    with transaction() as conn:  # the server's role: users cannot write optimisations
         repo.set_plan(conn, user_id=user_id, optimization_id=optimization_id, trials_total=study.total)
     return _next_round(store, user_id, optimization_id, study, 0, len(ctx.candles))
 
@@ -217,7 +217,7 @@ def batch_job(item: dict[str, Any]) -> dict[str, Any]:
     body = {"trials": [_trial_record(t) for t in trials]}
     store.put(key(user_id, optimization_id, f"rounds/{round_number}/result-{index}.json"),
               json.dumps(body, allow_nan=False, separators=(",", ":")).encode(), "application/json")
-    with transaction(user_id) as conn:
+    with transaction() as conn:  # the server's role: users cannot write optimisations
         repo.record_batch(conn, user_id=user_id, optimization_id=optimization_id, round_number=round_number,
                           batch=index, trials=len(trials))
     return {"batch": index, "trials": len(trials)}
@@ -257,7 +257,7 @@ def reduce_job(optimization_id: str, user_id: uuid.UUID) -> dict[str, Any]:
     result_key = key(user_id, optimization_id, "result.json")
     store.put(key(user_id, optimization_id, "trials.npz"), study.tables[0].to_bytes())
     store.put(result_key, json.dumps(result, allow_nan=False, separators=(",", ":")).encode(), "application/json")
-    with transaction(user_id) as conn:
+    with transaction() as conn:  # the server's role: users cannot write optimisations
         repo.complete(conn, user_id=user_id, optimization_id=optimization_id, best=result["best"],
                       result_key=result_key)
     return {"optimizationId": optimization_id, "status": repo.COMPLETED}
@@ -265,7 +265,7 @@ def reduce_job(optimization_id: str, user_id: uuid.UUID) -> dict[str, Any]:
 
 def fail_job(optimization_id: str, user_id: uuid.UUID, reason: str) -> dict[str, Any]:
     """The catch-all: mark the optimisation failed with ``reason`` (if it is still running)."""
-    with transaction(user_id) as conn:
+    with transaction() as conn:  # the server's role: users cannot write optimisations
         repo.fail(conn, user_id=user_id, optimization_id=optimization_id, reason=reason)
     return {"optimizationId": optimization_id, "status": repo.FAILED, "error": reason}
 

@@ -3,7 +3,9 @@
 Plain functions over a caller-owned Connection that always filter by owner too (SQLite has no
 row-level security); none of them commits. Statuses: ``running`` → ``completed`` | ``failed`` |
 ``cancelled``; a late report never overwrites an ended row (every update is guarded by
-``status = 'running'``).
+``status = 'running'``). Callers write in the server's transaction (``transaction()``, no user):
+both tables are server-written (:data:`capandex.db.schema.SERVER_WRITTEN_TABLES`), their owner
+may only read them.
 """
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ def submit(user_id: uuid.UUID, body: OptimizeCreate, *, now: dt.datetime | None 
     if not all(plan.ready for plan in core.plan(candle_range, client, store)):
         client.market(body.symbol)  # an unknown symbol is a 400 before anything starts
     settings = get_settings()
-    with transaction(user_id) as conn:
+    with transaction() as conn:  # the server's role: only the server writes optimisations (schema.py)
         _fail_stale(conn, user_id)
         try:
             row = repo.create(conn, user_id=user_id, flow_id=body.flowId, exchange=body.exchange, symbol=body.symbol,
@@ -174,16 +174,16 @@ def _retry_after(conn: Connection, user_id: uuid.UUID, row: Any) -> float:
 def get(conn: Connection, user_id: uuid.UUID, optimization_id: str) -> dict[str, Any]:
     """An optimisation as the API shows it (see :class:`~capandex.research.models.OptimizationPublic`)."""
     row = repo.get(conn, user_id=user_id, optimization_id=optimization_id)
-    if repo.is_stale(row):
-        repo.fail(conn, user_id=user_id, optimization_id=optimization_id, reason=_STALE)
-        row = repo.get(conn, user_id=user_id, optimization_id=optimization_id)
+    # a stale row is shown failed without writing (a read; users cannot write optimisations): the
+    # next submission records the failure (_fail_stale)
+    status, error = (repo.FAILED, _STALE) if repo.is_stale(row) else (row.status, row.error)
     done = repo.trials_done(conn, user_id=user_id, optimization_id=optimization_id)
     total = max(row.trials_total, done)
-    progress = 100.0 if row.status == repo.COMPLETED else (round(100.0 * done / total, 1) if total else 0.0)
-    out: dict[str, Any] = {"optimizationId": row.id, "status": row.status, "progress": progress, "trialsDone": done,
+    progress = 100.0 if status == repo.COMPLETED else (round(100.0 * done / total, 1) if total else 0.0)
+    out: dict[str, Any] = {"optimizationId": row.id, "status": status, "progress": progress, "trialsDone": done,
                            "trialsTotal": total}
-    if row.status == repo.FAILED:
-        out["error"] = row.error
+    if status == repo.FAILED:
+        out["error"] = error
     if row.status == repo.COMPLETED and row.result_key:
         from capandex.marketdata import get_store
 
@@ -198,7 +198,7 @@ def cancel(user_id: uuid.UUID, optimization_id: str) -> dict[str, Any]:
     Raises:
         NotFound: not the user's. Conflict: it has already ended.
     """
-    with transaction(user_id) as conn:
+    with transaction() as conn:  # the server's role: only the server writes optimisations
         row = repo.get(conn, user_id=user_id, optimization_id=optimization_id)
         if not repo.cancel(conn, user_id=user_id, optimization_id=optimization_id):
             raise Conflict(f"The optimisation has already ended ({row.status}).")
@@ -287,7 +287,7 @@ def start(optimization_id: str, user_id: uuid.UUID) -> None:
     settings = get_settings()
     if settings.optimize_state_machine_arn:
         arn = start_execution(settings.optimize_state_machine_arn, optimization_id, user_id)
-        with transaction(user_id) as conn:
+        with transaction() as conn:  # the server's role: only the server writes optimisations
             repo.set_plan(conn, user_id=user_id, optimization_id=optimization_id, execution_arn=arn)
         return
     with _lock:

@@ -1,24 +1,17 @@
-"""The one schema: committed migration, row-level security, and the embedded SQLite."""
+"""The one schema: row-level security, the seed, and what users may write (the migration files
+themselves: test_migrations.py)."""
 
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import psycopg
 import pytest
 from sqlalchemy import select
 
 from capandex.db.migrations import render_postgres
-from capandex.db.schema import SEED_EXCHANGES, USER_TABLES, exchanges
+from capandex.db.schema import SEED_EXCHANGES, SERVER_WRITTEN_TABLES, USER_TABLES, exchanges
 from capandex.db.session import get_engine, transaction
-
-MIGRATION = Path(__file__).resolve().parents[3] / "supabase" / "migrations" / "20261124000000_capandex_init.sql"
-
-
-def test_committed_migration_matches_the_schema() -> None:
-    assert MIGRATION.read_text() == render_postgres(), \
-        "schema.py changed: run `capandex db sql > supabase/migrations/20261124000000_capandex_init.sql`"
 
 
 def test_every_user_table_has_rls_and_an_owner_policy() -> None:
@@ -94,3 +87,21 @@ def test_user_transactions_run_under_rls(postgres_url: str) -> None:
         count = conn.execute(text("select count(*) from capandex.flows where user_id = :u"), {"u": alice}).scalar()
         assert count == 0
         assert conn.execute(text("select current_user")).scalar() == "authenticated"
+
+
+def test_users_only_read_server_written_tables(postgres_url: str) -> None:
+    """An optimisation's status and result, or a rate-limit bucket, cannot be written as the owner
+    (one running optimisation per user is the cost bound; result_key names what GET reads)."""
+    assert {"rate_limits", "optimizations", "optimization_batches"} <= set(SERVER_WRITTEN_TABLES)
+    alice = uuid.uuid4()
+    with psycopg.connect(postgres_url) as conn:
+        for table in SERVER_WRITTEN_TABLES:
+            _as(conn, alice)
+            assert conn.execute(f"select count(*) from {table} where user_id = %s", (alice,)).fetchone() == (0,)
+            for statement in (f"update {table} set user_id = user_id", f"delete from {table}",
+                              f"insert into {table} (user_id) values ('{alice}')"):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(statement)
+                conn.rollback()
+                _as(conn, alice)
+            conn.rollback()
