@@ -27,7 +27,8 @@ from sqlalchemy import Connection, Engine, Table, create_engine, event, insert, 
 from sqlalchemy.pool import NullPool
 
 from capandex.db.migrations import seed_rows
-from capandex.db.schema import POSTGRES_SCHEMA, exchanges, metadata
+from capandex.db.schema import POSTGRES_SCHEMA, exchanges
+from capandex.db.sqlite_upgrade import upgrade_sqlite
 
 if TYPE_CHECKING:
     from sqlalchemy.dialects import postgresql, sqlite
@@ -92,7 +93,7 @@ def _create_sqlite(url: str) -> Engine:
     def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
-    metadata.create_all(engine)
+    upgrade_sqlite(engine, path or ":memory:")  # a file from an earlier release gains what it lacks
     with engine.begin() as conn:
         if conn.execute(select(exchanges.c.id).limit(1)).first() is None:
             conn.execute(insert(exchanges), seed_rows())
