@@ -29,7 +29,8 @@ class Metric(StrEnum):
 
     #: SQS tick messages the worker finished (done, skipped, duplicate or failed for good)
     TICKS_PROCESSED = "TicksProcessed"
-    #: tick messages handed back to SQS for redelivery (a transient failure or a crash)
+    #: tick messages handed back to SQS for redelivery (a transient failure, a crash, or not started
+    #: because the invocation was nearly out of time)
     TICKS_RETRIED = "TicksRetried"
     #: live orders the exchange accepted (or that were found by their client order id)
     ORDERS_PLACED = "OrdersPlaced"

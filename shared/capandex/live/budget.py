@@ -15,6 +15,12 @@ the request fails as rate limited (a transient failure: the tick's intent is rel
 pass resumes it with the same client ids). An exchange answering 429/418 with ``Retry-After``
 empties the key's bucket for that long (:meth:`KeyBudget.back_off`), so no other execution on the
 key sends anything before it.
+
+**Never past the invocation's end.** Inside :func:`until` (the tick worker sets it per SQS record
+from Lambda's remaining time) a slot is waited for only while it still leaves
+:data:`FINISH_RESERVE_S` before that deadline: a wait that would run the Lambda into its timeout
+fails the request as rate limited instead, so the worker reports that record for redelivery and
+every record it finished stays finished (a timed-out invocation would redeliver the whole batch).
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -35,8 +44,33 @@ if TYPE_CHECKING:
 #: the longest one request waits for its slot (seconds): a worker has 60 s for its batch
 MAX_WAIT_S = 20.0
 
+#: seconds a request must still have after its slot, before the invocation's deadline: the request
+#: itself (the exchange's 10 s timeout) and recording the tick's outcome
+FINISH_RESERVE_S = 15.0
+
 #: an indirection so tests can watch the waiting
 sleep = time.sleep
+
+#: ``time.monotonic()`` by which the current invocation must be done (None: no deadline)
+_deadline: ContextVar[float | None] = ContextVar("capandex_budget_deadline", default=None)
+
+
+@contextmanager
+def until(deadline: float | None) -> Iterator[None]:
+    """Cap every :meth:`KeyBudget.acquire` inside by ``deadline`` (``time.monotonic()`` seconds)."""
+    token = _deadline.set(deadline)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def _patience(max_wait_s: float) -> float:
+    """How long a slot may be waited for: ``max_wait_s``, less what the deadline does not leave."""
+    deadline = _deadline.get()
+    if deadline is None:
+        return max_wait_s
+    return min(max_wait_s, deadline - time.monotonic() - FINISH_RESERVE_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,14 +93,15 @@ class KeyBudget:
         """Book the next slot and wait for it.
 
         Raises:
-            RateLimited: the slot is more than ``max_wait_s`` away, or the exchange asked the key to
-                wait longer than that (:meth:`back_off`) while this request waited for its slot.
+            RateLimited: the slot is more than ``max_wait_s`` away (or further than the deadline of
+                :func:`until` allows), or the exchange asked the key to wait longer than
+                ``max_wait_s`` (:meth:`back_off`) while this request waited for its slot.
         """
         from capandex.db.session import transaction
 
         bucket = self.bucket
         with transaction() as conn:  # the server's role: users may not write their buckets
-            wait = bucket.reserve(conn, user_id=self.user_id, max_wait_s=self.max_wait_s)
+            wait = bucket.reserve(conn, user_id=self.user_id, max_wait_s=max(_patience(self.max_wait_s), 0.0))
         if wait <= 0:
             return
         sleep(wait)

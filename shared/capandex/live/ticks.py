@@ -4,7 +4,11 @@
 * :func:`handle_batch` — the worker Lambda's body: one tick per SQS record; records whose tick
   failed transiently are returned as ``batchItemFailures`` so only they are redelivered
   (``ReportBatchItemFailures``). A tick that failed for good (:data:`.worker.PERMANENT_ERRORS`:
-  recorded by the worker, which returns ``failed``) and a malformed message are consumed.
+  recorded by the worker, which returns ``failed``) and a malformed message are consumed. The
+  batch never runs into the Lambda's timeout (which would redeliver every record, the finished
+  ones too): a record is started only while :data:`RECORD_RESERVE_S` are left, the rest are
+  reported for redelivery untouched, and the key budget's waits stop short of the deadline
+  (:func:`.budget.until`).
 * :func:`run_pass` — scheduler then worker in this process (``capandex tick``; ``--at`` replays a
   moment in the past for paper executions); :func:`run_local_pass` is what ``capandex serve``
   calls once a minute.
@@ -15,6 +19,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -22,12 +28,17 @@ from capandex import timeutil
 from capandex.errors import CapandexError
 from capandex.exchanges.limits import key_limit
 from capandex.exchanges.registry import active_ccxt_ids
+from capandex.live import budget
 from capandex.live.scheduler import due_ticks, spread
 from capandex.live.worker import CandleSource, GatewayFactory, TickOutcome, process_tick
 from capandex.logs import set_correlation_id
 from capandex.telemetry import Metric, count
 
 log = logging.getLogger("capandex.ticks")
+
+#: seconds of the invocation a record needs left to be started: one key-budget wait
+#: (:data:`.budget.MAX_WAIT_S`) and the request and bookkeeping after it
+RECORD_RESERVE_S = budget.MAX_WAIT_S + budget.FINISH_RESERVE_S
 
 
 def schedule(*, now_ms: int | None = None, queue_url: str | None = None, sqs: Any = None) -> int:
@@ -58,17 +69,26 @@ def schedule(*, now_ms: int | None = None, queue_url: str | None = None, sqs: An
     return len(messages)
 
 
-def handle_batch(event: dict[str, Any], *, candles: CandleSource | None = None,
-                 gateway: GatewayFactory | None = None) -> dict[str, Any]:
+def handle_batch(event: dict[str, Any], *, remaining_ms: Callable[[], int] | None = None,
+                 candles: CandleSource | None = None, gateway: GatewayFactory | None = None) -> dict[str, Any]:
     """Process an SQS batch; ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}`` lists
-    the records to redeliver: those whose tick raised (a transient failure, or a crash). Each
+    the records to redeliver: those whose tick raised (a transient failure, or a crash), and those
+    not started because less than :data:`RECORD_RESERVE_S` of the invocation was left
+    (``remaining_ms``: Lambda's ``context.get_remaining_time_in_millis``; None: no deadline). Each
     record's log lines carry its message id as the correlation id."""
-    failures = []
-    for record in event.get("Records", []):
+    deadline = None if remaining_ms is None else time.monotonic() + remaining_ms() / 1000
+    records = event.get("Records", [])
+    failures, deferred = [], 0
+    for record in records:
         set_correlation_id(record.get("messageId"))
+        if deadline is not None and deadline - time.monotonic() < RECORD_RESERVE_S:
+            deferred += 1
+            failures.append({"itemIdentifier": record["messageId"]})
+            continue
         try:
             body = json.loads(record["body"])
-            outcome = process_tick(body["executionId"], int(body["candleMs"]), candles=candles, gateway=gateway)
+            with budget.until(deadline):
+                outcome = process_tick(body["executionId"], int(body["candleMs"]), candles=candles, gateway=gateway)
             log.info("tick", extra=asdict(outcome))
         except (KeyError, ValueError, TypeError):
             log.error("malformed tick message dropped", extra={"message_id": record.get("messageId")})
@@ -78,8 +98,10 @@ def handle_batch(event: dict[str, Any], *, candles: CandleSource | None = None,
         except Exception:
             log.exception("tick crashed", extra={"message_id": record.get("messageId")})
             failures.append({"itemIdentifier": record["messageId"]})
+    if deferred:
+        log.warning("ticks deferred: the invocation is nearly out of time", extra={"count": deferred})
     count(Metric.TICKS_RETRIED, len(failures))
-    count(Metric.TICKS_PROCESSED, len(event.get("Records", [])) - len(failures))
+    count(Metric.TICKS_PROCESSED, len(records) - len(failures))
     return {"batchItemFailures": failures}
 
 

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from moto import mock_aws
@@ -106,3 +107,38 @@ def test_a_permanent_failure_is_consumed_and_a_transient_one_redelivered(binance
             notifications.c.user_id == user, notifications.c.event == "engine_error")).scalars().all()
     assert (row.status, row.consecutive_failures) == ("running", 1)
     assert len(errors) == 1 and "NOPE/USDT" in errors[0]
+
+
+def test_records_the_invocation_has_no_time_for_are_redelivered_untouched(binance_env, configure, postgres_url,
+                                                                         monkeypatch):
+    """Lambda would end an invocation that outlasts its timeout and redeliver the whole batch, the
+    ticks it finished too: the worker starts a record only while a key-budget wait and the work
+    after it still fit, and hands the rest back. Here each tick takes 15 s of a 60 s invocation."""
+    from capandex.live import budget, ticks
+
+    configure(DATABASE_URL=postgres_url, CAPANDEX_EXCHANGE_URLS=binance_env.exchange_urls_env())
+    now_ms = int(dt.datetime.fromisoformat(EVENT_TIME.replace("Z", "+00:00")).timestamp() * 1000)
+    user = uuid.uuid4()
+    with transaction() as conn:
+        started = [start_execution(conn, user_id=user, mode="paper", now_ms=now_ms - 30 * 60_000, flow_id=make_flow(
+            conn, user, sma_cross_flow(3, 8), timeframe="1m"))["executionId"] for _ in range(3)]
+    clock = [1000.0]
+    monkeypatch.setattr(ticks, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(budget, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    process_tick = ticks.process_tick
+
+    def fifteen_seconds(*args, **kwargs):
+        try:
+            return process_tick(*args, **kwargs)
+        finally:
+            clock[0] += 15.0
+
+    monkeypatch.setattr(ticks, "process_tick", fifteen_seconds)
+    context = SimpleNamespace(get_remaining_time_in_millis=lambda: 60_000)
+    event = {"Records": [{"messageId": f"m{i}", "body": json.dumps({"executionId": e, "candleMs": now_ms - 120_000})}
+                         for i, e in enumerate(started)]}
+    assert _load("worker").handler(event, context) == {"batchItemFailures": [{"itemIdentifier": "m2"}]}
+    with transaction() as conn:
+        ticked = [execution_status(conn, user_id=user, execution_id=e)["currentTick"] for e in started]
+    assert ticked == [29, 29, 0]  # 45 s were left for m1 (>= 35), 30 s for m2: not started
+    assert ticks.RECORD_RESERVE_S == budget.MAX_WAIT_S + budget.FINISH_RESERVE_S == 35.0
