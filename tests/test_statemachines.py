@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 
 from tests.utils import sam
-from tests.utils.stepfunctions import iter_state_machines, load_template
+from tests.utils.stepfunctions import all_states, load_template
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = load_template(ROOT)
-MACHINES = sorted(iter_state_machines(TEMPLATE))
+MACHINES = sorted(logical_id for logical_id, resource in TEMPLATE["Resources"].items()
+                  if resource["Type"] in ("AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine"))
 #: what Lambda itself may answer a synchronous invocation with, and a retry can cure
 LAMBDA_SERVICE_ERRORS = {"Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException",
                          "Lambda.TooManyRequestsException"}
@@ -31,13 +32,8 @@ def _definition(logical_id: str) -> dict[str, Any]:
     return json.loads((ROOT / TEMPLATE["Resources"][logical_id]["Properties"]["DefinitionUri"]).read_text())
 
 
-def _states(scope: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    found = []
-    for name, state in scope["States"].items():
-        found.append((name, state))
-        if state["Type"] == "Map":
-            found += _states(state["ItemProcessor"])
-    return found
+def _states(definition: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(name, state) for name, state, _scope in all_states(definition)]
 
 
 def test_both_machines_are_covered() -> None:
@@ -47,10 +43,10 @@ def test_both_machines_are_covered() -> None:
 @pytest.mark.parametrize("logical_id", MACHINES)
 def test_every_state_machine_is_executed_by_the_interpreter_in_the_suite(logical_id: str) -> None:
     """Structure alone proves little: some test deploys the machine into moto's Step Functions
-    (tests/utils/stepfunctions.py) and waits for an execution of it to end."""
+    (``tests/utils/stepfunctions.deployed``) and waits for an execution of it to end."""
     executing = [path for path in (ROOT / "tests").rglob("test_*.py")
-                 if re.search(rf"\.deploy\(\s*[\"']{logical_id}[\"']", text := path.read_text())
-                 and "StateMachines(" in text and re.search(r"\.(execute|wait)\(", text)]
+                 if re.search(rf"deployed\(ROOT, [\"']{logical_id}[\"']", text := path.read_text())
+                 and re.search(r"machines\.(execute|wait)\(", text)]
     assert executing, f"no test executes {logical_id}"
 
 
