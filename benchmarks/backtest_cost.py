@@ -13,19 +13,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import resource
 import sys
-import tempfile
 import time
 import tracemalloc
 import uuid
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.utils.binance_server import BinanceServer  # noqa: E402
+from harness import beside_loopback_binance
 
 START = dt.datetime(2017, 1, 1, tzinfo=dt.UTC)
 
@@ -36,10 +30,7 @@ def main() -> int:
     parser.add_argument("--period", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, BinanceServer() as server:
-        os.environ.update(CAPANDEX_ENV="local", CAPANDEX_DATA_DIR=tmp, LOG_LEVEL="WARNING",
-                          CAPANDEX_EXCHANGE_URLS=server.exchange_urls_env())
-        os.environ.pop("DATABASE_URL", None)
+    with beside_loopback_binance() as server:
         from fastapi.testclient import TestClient
 
         from capandex.api.gateway import Gateway

@@ -23,31 +23,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import httpx
+from harness import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.utils import postgres  # noqa: E402
-from tests.utils.anthropic_server import AnthropicServer, Pause, StreamReply, text_reply  # noqa: E402
-from tests.utils.chat import GOOD_KEY  # noqa: E402
+from tests.utils import postgres
+from tests.utils.anthropic_server import AnthropicServer, Pause, StreamReply, text_reply
+from tests.utils.chat import GOOD_KEY
+from tests.utils.http_server import free_port
 
 ASK = {"messages": [{"role": "user", "content": "Why does my flow not trade?"}]}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_chat(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:

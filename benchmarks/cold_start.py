@@ -39,10 +39,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from harness import ROOT
 
-from tests.utils import sam  # noqa: E402  (the driver resolves environments as SAM CLI does)
+from tests.utils import sam  # the driver resolves environments as SAM CLI does
 
 #: function → the event its first request answers (auth, a database read, a JSON response)
 FIRST_REQUESTS = {

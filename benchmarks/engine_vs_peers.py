@@ -11,15 +11,13 @@ Run:  .venv/bin/pip install vectorbt   # the `bench` extra
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import tracemalloc
 import warnings
-from pathlib import Path
 
 import numpy as np
+from harness import random_walk
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "shared"))
 from capandex.engine import backtest
 from capandex.engine.examples import sma_cross
 
@@ -28,13 +26,7 @@ FLOW = sma_cross(10, 30, ("stop_loss", 2), sizePercent=100)
 
 def candles(n: int, seed: int = 42) -> dict[str, np.ndarray]:
     """Seeded one-minute random walk (0.1 % per minute) with consistent OHLC."""
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.001, n)))
-    open_ = np.r_[100.0, close[:-1]] * np.exp(rng.normal(0, 0.0002, n))
-    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, 0.0005, n)))
-    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, 0.0005, n)))
-    return {"time": 1_600_000_000_000 + np.arange(n, dtype=np.int64) * 60_000, "open": open_, "high": high,
-            "low": low, "close": close, "volume": rng.uniform(1, 100, n)}
+    return random_walk(n, step_ms=60_000, close_sd=0.001, open_sd=0.0002, wick_sd=0.0005, seed=seed)
 
 
 REPEATS = 5  # best of N for the fast engines (timeit's convention: the minimum is the least noisy)

@@ -14,34 +14,22 @@ included, and how a burst of workers on one key is paced.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
-import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from harness import add_postgres_option, embedded_defaults
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--postgres", action="store_true",
-                        help="a throw-away database on the local PostgreSQL (tests/utils/postgres.py); default SQLite")
+    add_postgres_option(parser)
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--workers", type=int, default=10)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ["CAPANDEX_DATA_DIR"] = tmp
-        if args.postgres:
-            from tests.utils import postgres
-
-            os.environ["DATABASE_URL"] = postgres.create_test_database(postgres.server_url()[0])
-        else:
-            os.environ["DATABASE_URL"] = f"sqlite:///{tmp}/bench.db"
+    with embedded_defaults(postgres=args.postgres):
         from capandex.db.session import get_engine
         from capandex.exchanges.limits import KeyLimit
         from capandex.live.budget import KeyBudget

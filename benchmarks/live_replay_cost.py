@@ -13,18 +13,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import resource
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.utils.binance_server import BinanceServer  # noqa: E402
+from harness import beside_loopback_binance
 
 
 def main() -> int:
@@ -32,10 +26,7 @@ def main() -> int:
     parser.add_argument("--timeframe", default="1h")
     parser.add_argument("--hours", type=int, default=24)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, BinanceServer() as server:
-        os.environ.update(CAPANDEX_ENV="local", CAPANDEX_DATA_DIR=tmp, LOG_LEVEL="WARNING",
-                          CAPANDEX_EXCHANGE_URLS=server.exchange_urls_env())
-        os.environ.pop("DATABASE_URL", None)
+    with beside_loopback_binance() as server:
         from capandex.db.session import transaction
         from capandex.exchanges.client import FIRST_CANDLE_MS
         from capandex.live.executions import start_execution

@@ -14,35 +14,21 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import statistics
-import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from harness import add_postgres_option, beside_loopback_binance
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--postgres", action="store_true",
-                        help="a throw-away database on the local PostgreSQL (tests/utils/postgres.py); default SQLite")
+    add_postgres_option(parser)
     parser.add_argument("--executions", type=int, default=50)
     parser.add_argument("--ticks", type=int, default=20)
     args = parser.parse_args()
 
-    from tests.utils.binance_server import BinanceServer
-
-    with BinanceServer() as server, tempfile.TemporaryDirectory() as tmp:
-        os.environ.update(CAPANDEX_DATA_DIR=tmp, CAPANDEX_EXCHANGE_URLS=server.exchange_urls_env())
-        if args.postgres:
-            from tests.utils import postgres
-
-            os.environ["DATABASE_URL"] = postgres.create_test_database(postgres.server_url()[0])
-        else:
-            os.environ["DATABASE_URL"] = f"sqlite:///{tmp}/bench.db"
+    with beside_loopback_binance(postgres=args.postgres):
         from capandex.db.session import transaction
         from capandex.live.executions import start_execution
         from capandex.live.worker import process_tick
@@ -68,7 +54,7 @@ def main() -> None:
                 fills += outcome.fills
         warm = timings[len(ids):]  # the first pass fetched and stored the candle history
         p50, p95 = statistics.median(warm), statistics.quantiles(warm, n=20)[18]
-        db = "postgres" if "postgres" in os.environ["DATABASE_URL"] else "sqlite"
+        db = "postgres" if args.postgres else "sqlite"
         print(f"{len(timings)} ticks ({args.executions} executions x {args.ticks} candles, {db}), {fills} fills")
         print(f"first pass (cold candle store): {statistics.median(timings[:len(ids)]):.1f} ms/tick median")
         print(f"warm: p50 {p50:.1f} ms/tick, p95 {p95:.1f} ms/tick, {1000 / statistics.mean(warm):.0f} ticks/s "

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,14 +31,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import httpx
 
-import httpx  # noqa: E402
-
-from tests.capandex.engine.factories import sma_cross_flow  # noqa: E402
-from tests.utils.binance_server import BinanceServer  # noqa: E402
-from tests.utils.serve import wait_until_serving  # noqa: E402
+from tests.capandex.engine.factories import sma_cross_flow
+from tests.utils.binance_server import BinanceServer
+from tests.utils.http_server import free_port
+from tests.utils.serve import wait_until_serving
 
 SETTINGS = {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h"}
 #: flows one user keeps at most (deletes its oldest beyond)
@@ -186,12 +183,6 @@ async def lost_writes(base: str, users: list[User]) -> list[str]:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main() -> int:

@@ -12,17 +12,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.utils.binance_server import BinanceServer  # noqa: E402
+from harness import beside_loopback_binance
 
 START = dt.datetime(2023, 1, 1, tzinfo=dt.UTC)
 
@@ -35,10 +29,7 @@ def main() -> int:
     end = START + dt.timedelta(days=args.days)
     start_ms, end_ms = int(START.timestamp() * 1000), int(end.timestamp() * 1000)
 
-    with tempfile.TemporaryDirectory() as tmp, BinanceServer(latency_s=args.latency_ms / 1000) as server:
-        os.environ.update(CAPANDEX_ENV="local", CAPANDEX_DATA_DIR=tmp,
-                          CAPANDEX_EXCHANGE_URLS=server.exchange_urls_env())
-        os.environ.pop("DATABASE_URL", None)
+    with beside_loopback_binance(latency_s=args.latency_ms / 1000) as server:
         from capandex.marketdata import fetch_candles, progress_bar
 
         def run(label: str) -> tuple[float, int, int]:

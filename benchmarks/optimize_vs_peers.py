@@ -31,11 +31,9 @@ import subprocess
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "shared"))
+from harness import random_walk
 
 N_CANDLES = 100_000
 FAST, SLOW = list(range(5, 101, 5)), list(range(10, 201, 10))
@@ -47,13 +45,7 @@ CAPITAL = 10_000.0
 
 def candles(n: int = N_CANDLES, seed: int = 42) -> dict[str, np.ndarray]:
     """Seeded one-hour random walk (0.5 % per hour) with consistent OHLC."""
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.005, n)))
-    open_ = np.r_[100.0, close[:-1]] * np.exp(rng.normal(0, 0.001, n))
-    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, 0.002, n)))
-    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, 0.002, n)))
-    return {"time": 1_600_000_000_000 + np.arange(n, dtype=np.int64) * 3_600_000, "open": open_, "high": high,
-            "low": low, "close": close, "volume": rng.uniform(1, 100, n)}
+    return random_walk(n, step_ms=3_600_000, close_sd=0.005, open_sd=0.001, wick_sd=0.002, seed=seed)
 
 
 def side_capandex(data: dict[str, np.ndarray]) -> dict[str, object]:

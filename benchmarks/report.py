@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "shared"))
-sys.path.insert(0, str(Path(__file__).parent))
 from engine_vs_peers import FLOW, candles
 
 from capandex.engine import Candles, backtest
