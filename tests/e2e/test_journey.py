@@ -18,7 +18,6 @@ import datetime as dt
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -42,6 +41,7 @@ from tests.utils.anthropic_server import AnthropicServer, text_reply
 from tests.utils.binance_server import BinanceServer
 from tests.utils.binance_signed import SignedBinance
 from tests.utils.chat import sse_payloads
+from tests.utils.http_server import free_port
 from tests.utils.serve import wait_until_serving
 
 HOUR_MS = 3_600_000
@@ -113,12 +113,6 @@ class Stack:
     secrets: list[str] = field(default_factory=list)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data_dir = tmp_path_factory.mktemp("journey")
@@ -130,7 +124,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                "PYTHONUNBUFFERED": "1"}  # every line reaches the captured output at once
         for name in ("DATABASE_URL", "CAPANDEX_EXCHANGE_SANDBOX", "SUPABASE_URL", "SUPABASE_JWT_SECRET"):
             env.pop(name, None)
-        port = _free_port()
+        port = free_port()
         with log.open("w") as out:
             process = subprocess.Popen([sys.executable, "-m", "capandex.cli", "serve", "--port", str(port),
                                         "--no-ticks"], env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,20 +16,15 @@ import pytest
 
 from capandex.auth import issue_dev_token
 from capandex.config import DEV_JWT_SECRET
+from tests.utils.http_server import free_port
 
 FLOW = {"name": "SMA cross", "settings": {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h"},
         "nodes": [{"id": "fast", "type": "indicator", "data": {"kind": "sma", "period": 10}}], "edges": []}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    port = _free_port()
+    port = free_port()
     data_dir = tmp_path_factory.mktemp("serve")
     env = {**os.environ, "CAPANDEX_ENV": "local", "CAPANDEX_DATA_DIR": str(data_dir)}
     env.pop("DATABASE_URL", None)

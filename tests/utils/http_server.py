@@ -1,14 +1,23 @@
-"""A tiny loopback HTTP server for tests: real sockets, real HTTP, scripted answers."""
+"""A tiny loopback HTTP server for tests: real sockets, real HTTP, scripted answers; and a free
+loopback port for the servers the tests and benchmarks start in subprocesses."""
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 Handler = Callable[[BaseHTTPRequestHandler], tuple[int, Any, dict[str, str]]]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (the OS's pick)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class LoopbackServer:

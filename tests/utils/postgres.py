@@ -23,6 +23,8 @@ from pathlib import Path
 
 import psycopg
 
+from tests.utils.http_server import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 SHIM = ROOT / "tests" / "sql" / "supabase_shim.sql"
 MIGRATIONS = sorted((ROOT / "supabase" / "migrations").glob("*.sql"))
@@ -57,7 +59,7 @@ class ThrowawayCluster:
             raise PostgresUnavailable("no PostgreSQL server reachable and no initdb/pg_ctl installed")
         self.pg_ctl = pg_ctl
         self.dir = Path(tempfile.mkdtemp(prefix="capandex-pg-"))
-        self.port = _free_port()
+        self.port = free_port()
         self.user = None if os.geteuid() != 0 else _unprivileged_user()
         if self.user:
             shutil.chown(self.dir, user=self.user)
@@ -74,12 +76,6 @@ class ThrowawayCluster:
     def close(self) -> None:
         self._run([self.pg_ctl, "-D", str(self.dir / "data"), "-m", "immediate", "stop"])
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _unprivileged_user() -> str:
