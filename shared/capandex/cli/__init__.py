@@ -22,13 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="capandex", description="Capandex backend tools.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"capandex.cli.{name}")
-        except ModuleNotFoundError as exc:  # a subsystem not built yet
-            if exc.name != f"capandex.cli.{name}":
-                raise
-            continue
-        module.register(subparsers)
+        importlib.import_module(f"capandex.cli.{name}").register(subparsers)
     return parser
 
 

@@ -14,10 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
-from capandex.cli.backtest import add_run_arguments
+from capandex.cli.common import add_run_arguments, load_candles, read_run_flow
 from capandex.errors import BadRequest
 
 #: below this many candle-trials a process pool costs more than it saves (its start-up is ~1 s)
@@ -51,19 +50,14 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from capandex.cli.backtest import check_options, load_candles, read_flow
-    from capandex.cli.common import announce_data_dir
-    from capandex.engine import Candles, validate_flow
+    from capandex.engine import Candles
     from capandex.marketdata.progress import progress_bar
     from capandex.research.optimizer import optimize
     from capandex.research.request import parse_request
     from capandex.research.runner import default_workers
 
-    if args.exchange:  # downloads are cached in the data directory; --candles touches nothing there
-        announce_data_dir(quiet=args.json)
-    check_options(args)
-    flow = read_flow(Path(args.flow))
-    spec = parse_request(request_from_args(args), validate_flow(flow))
+    flow, validated = read_run_flow(args)
+    spec = parse_request(request_from_args(args), validated)
     candles = Candles.from_any(load_candles(args))
     workers = args.workers
     if workers is None:

@@ -144,7 +144,7 @@ def test_cli_invalid_flow_and_missing_marketdata(tmp_path, capsys):
     with pytest.raises(BadRequest, match="needs --symbol"):
         import argparse
 
-        from capandex.cli.backtest import load_candles
+        from capandex.cli.common import load_candles
 
         load_candles(argparse.Namespace(candles=None, exchange="binance", symbol=None, timeframe=None,
                                         start=None, end=None))
