@@ -23,6 +23,8 @@ LOGIC_OPERATORS = ("and", "or", "not")
 RISK_KINDS = ("stop_loss", "take_profit", "trailing_stop", "kill_switch")
 TRIGGER_KINDS = ("candle_close", "webhook")
 SIZING_FIELDS = ("sizePercent", "amount", "riskPercent")
+#: the settings a flow document may carry (the engine's money settings, the market, live stops)
+SETTINGS_FIELDS = ("exchange", "symbol", "timeframe", "initialCapital", "feeRate", "slippage", "stopsOnExchange")
 #: §5's defaults (Capandex paper mode)
 DEFAULT_CAPITAL, DEFAULT_FEE, DEFAULT_SLIPPAGE = 10_000.0, 0.001, 0.001
 MAX_PERIOD = 100_000
@@ -184,3 +186,13 @@ def input_handles(node: Node) -> tuple[str, ...] | None:
     if node.type in ("logic", "action"):
         return None
     return ()
+
+
+def data_fields(node: Node) -> tuple[str, ...]:
+    """The ``data`` fields a node of this type and kind reads."""
+    if node.type == "indicator":
+        return ("kind", "source", *INDICATORS[node.kind].params)
+    if node.type == "action":
+        return ("action", *SIZING_FIELDS)
+    return {"price": ("field",), "constant": ("value",), "condition": ("operator", "value"),
+            "logic": ("operator",), "risk": ("kind", "percent"), "trigger": ("kind",)}[node.type]

@@ -27,6 +27,7 @@ from capandex.engine.document import (
     PRICE_FIELDS,
     RISK_KINDS,
     RISK_PARAMS,
+    SETTINGS_FIELDS,
     SIZING_FIELDS,
     SIZING_PARAMS,
     TRIGGER_KINDS,
@@ -36,10 +37,12 @@ from capandex.engine.document import (
     Param,
     Risk,
     RunSettings,
+    data_fields,
     input_handles,
     output_handles,
     output_type,
 )
+from capandex.engine.typos import misspelt_fields
 from capandex.errors import ValidationFailed
 
 
@@ -74,7 +77,8 @@ def validate_flow(document: Mapping[str, Any]) -> Flow:
 def _raise(problems: _Problems) -> None:
     first = problems[0]
     where = f"node {first['nodeId']!r} " if first["nodeId"] else ""
-    more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+    others = len(problems) - 1
+    more = f" (and {others} more problem{'s' if others > 1 else ''})" if others else ""
     raise ValidationFailed(f"invalid flow: {where}{first['field']}: {first['message']}{more}",
                            details=list(problems))
 
@@ -99,6 +103,8 @@ def _parse_nodes(raw: Any, problems: _Problems) -> dict[str, Node]:
         node = _parse_node(node_id, item.get("type"), data, problems)
         if node is not None:
             nodes[node_id] = node
+            for given, meant in misspelt_fields(data, data_fields(node)):
+                problems.add(node_id, f"data.{given}", f"not a field of this node; did you mean {meant}?")
     return nodes
 
 
@@ -340,6 +346,8 @@ def _parse_settings(raw: Any, problems: _Problems) -> RunSettings:
         if why:
             problems.add(None, f"settings.{name}", why)
         values[name] = default if value is None or why else float(value)
+    for given, meant in misspelt_fields(raw, SETTINGS_FIELDS):
+        problems.add(None, f"settings.{given}", f"not a setting; did you mean {meant}?")
     if raw.get("stopsOnExchange") is not None and not isinstance(raw["stopsOnExchange"], bool):
         # live executions only (capandex.live.protective); the engine checks its type like any setting
         problems.add(None, "settings.stopsOnExchange", "must be true or false")

@@ -102,3 +102,29 @@ def test_an_edge_end_that_is_not_a_string_is_a_problem_not_a_crash():
     flow["edges"] = [*flow["edges"], {"id": "odd", "source": ["fast"], "target": {"id": "up"}}]
     fields = {p["field"] for p in problems(flow)}
     assert {"edge odd.source", "edge odd.target"} <= fields
+
+
+def test_a_misspelt_field_is_a_problem_naming_the_field_meant():
+    """A field that is almost a parameter would silently leave the default in force (a buy of
+    100 % instead of 10 %); other unknown fields (the editor's label) are the editor's business."""
+    flow = sma_cross_flow()
+    data = {node["id"]: node["data"] for node in flow["nodes"]}
+    data["buy"]["sizePercnt"] = 10
+    data["slow"]["length"] = 50                      # TradingView's name for the period
+    data["fast"]["label"] = "Fast SMA"               # not a typo: kept, ignored
+    flow["settings"] = {"initalCapital": 500, "fee": 0.002, "dashboardColour": "blue"}
+    found = {(p["nodeId"], p["field"]): p["message"] for p in problems(flow)}
+    assert found == {
+        ("buy", "data.sizePercnt"): "not a field of this node; did you mean sizePercent?",
+        ("slow", "data.length"): "not a field of this node; did you mean period?",
+        (None, "settings.initalCapital"): "not a setting; did you mean initialCapital?",
+        (None, "settings.fee"): "not a setting; did you mean feeRate?",
+    }
+
+
+def test_a_field_of_another_kind_is_not_mistaken_for_a_typo():
+    flow = sma_cross_flow()
+    flow["nodes"].append({"id": "sto", "type": "indicator", "data": {"kind": "stochastic", "kperiod": 5}})
+    flow["nodes"].append({"id": "bb", "type": "indicator", "data": {"kind": "bollinger", "period": 20, "stddev": 2}})
+    found = [(p["nodeId"], p["field"], p["message"]) for p in problems(flow)]
+    assert found == [("sto", "data.kperiod", "not a field of this node; did you mean kPeriod?")]
