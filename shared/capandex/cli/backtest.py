@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from capandex.cli.common import add_run_arguments, load_candles, read_run_flow
+from capandex.cli.common import add_run_arguments, announce_written, load_candles, read_run_flow
 
 
 def register(subparsers: Any) -> None:
@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
         write_report(result, candles, validated, args.plot, exchange=args.exchange or settings.get("exchange", ""),
                      symbol=args.symbol or settings.get("symbol", ""),
                      timeframe=args.timeframe or settings.get("timeframe", ""))
+        announce_written(args.plot)
     if args.json:
         sys.stdout.write(result.to_json() + "\n")
     else:

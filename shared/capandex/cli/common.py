@@ -1,4 +1,5 @@
-"""What the commands share: saying where local state lives (every command that touches it), and
+"""What the commands share: saying where local state lives (every command that touches it) and
+where a file they wrote went, and
 the inputs of a run — FLOW.json, its candles and the costs — that ``backtest`` and ``optimize``
 take alike."""
 
@@ -30,13 +31,19 @@ def announce_data_dir(*, quiet: bool = False) -> None:
     print(f"data: {settings.data_dir}{database}", file=sys.stderr, flush=True)
 
 
+def announce_written(path: str, what: str = "report") -> None:
+    """Say on stderr where a file went (stdout stays the result, e.g. ``--json``)."""
+    print(f"{what}: {Path(path).resolve()}", file=sys.stderr, flush=True)
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """FLOW.json, where the candles come from, and the costs: shared by ``backtest`` and ``optimize``."""
     parser.add_argument("flow", metavar="FLOW.json", help="the flow document")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--candles", metavar="FILE.csv", help="candles: header row, time + OHLCV columns")
-    source.add_argument("--exchange", help="download candles from this exchange (an id of GET /api/exchanges, "
-                                           "e.g. binance); cached like the API's")
+    source.add_argument("--exchange", help="this exchange's candles (an id of GET /api/exchanges, e.g. binance): "
+                                           "from the store when imported (capandex candles import) or cached, "
+                                           "else downloaded and cached like the API's")
     parser.add_argument("--symbol", help="trading pair, e.g. BTC/USDT (with --exchange)")
     parser.add_argument("--timeframe", help="candle timeframe, e.g. 1h (with --exchange)")
     parser.add_argument("--start", help="start date, ISO 8601 (with --exchange)")

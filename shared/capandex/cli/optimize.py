@@ -16,7 +16,7 @@ import json
 import sys
 from typing import Any
 
-from capandex.cli.common import add_run_arguments, load_candles, read_run_flow
+from capandex.cli.common import add_run_arguments, announce_written, load_candles, read_run_flow
 from capandex.errors import BadRequest
 
 #: below this many candle-trials a process pool costs more than it saves (its start-up is ~1 s)
@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         from capandex.research.plot import write_plot
 
         write_plot(result, spec, args.plot)
+        announce_written(args.plot, "plot")
     if args.json:
         sys.stdout.write(json.dumps(json_output(result), allow_nan=False) + "\n")
     else:

@@ -16,12 +16,14 @@ def run(args: argparse.Namespace) -> int:
     from capandex.cli.common import announce_data_dir
     from capandex.live.performance import parse_bound
     from capandex.live.ticks import run_pass
+    from capandex.timeutil import from_ms, iso_utc
 
     at = parse_bound(args.at, "--at") if args.at else None
     announce_data_dir()
     outcomes = run_pass(at)
     for o in outcomes:
         extra = f" ({o.error})" if o.error else ""
-        print(f"{o.execution_id} candle {o.candle_ms}: {o.status}, {o.fills} fill(s){extra}")
-    print(f"{len(outcomes)} tick(s)")
+        print(f"{o.execution_id} candle {iso_utc(from_ms(o.candle_ms))}: {o.status}, {o.fills} fill(s){extra}")
+    idle = "" if outcomes else " (no running execution has a closed candle it has not processed yet)"
+    print(f"{len(outcomes)} tick(s){idle}")
     return 0

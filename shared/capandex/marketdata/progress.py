@@ -49,8 +49,12 @@ class ProgressBar:
     def __enter__(self) -> ProgressBar:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        elif self.total:  # a failure: say where it stopped, never a finished-looking bar
+            self.stream.write(("\r" if self._tty else "") + f"{self.line()} stopped\n")
+            self.stream.flush()
 
 
 def progress_bar(label: str = "candles", stream: TextIO | None = None) -> ProgressBar:

@@ -57,3 +57,35 @@ def test_dates_follow_the_api_rules(flow_file: str, binance_env: BinanceServer, 
     assert data.startswith("data: ")  # where the candles would be cached
     assert err.startswith("error: Invalid backtest range") and needle in err, err
     assert binance_env.count("/api/v3/klines") == 0  # refused before any download
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["backtest", "flow.json", "--exchnage", "binance"], "capandex backtest: error: unknown option --exchnage; "
+                                                          "did you mean --exchange?"),
+    (["candles", "import", "a.csv", "--symbl", "BTC/USDT"], "capandex candles import: error: unknown option "
+                                                             "--symbl; did you mean --symbol?"),
+    (["optimize", "flow.json", "--candles", "c.csv", "--parm=fast.period=5"], "did you mean --param?"),
+])
+def test_a_mistyped_option_is_named_before_any_missing_one(capsys, argv, said) -> None:
+    """argparse would first say "--exchange is required" and never name the typo behind it."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_abbreviated_options_still_work(flow_file: str, capsys) -> None:
+    assert main(["backtest", flow_file, "--exch", "binance", "--sym", "BTC/USDT", *RANGE[4:], "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["totalTrades"] > 0
+
+
+def test_an_unreachable_exchange_exits_1_without_a_finished_bar(flow_file: str, configure, capsys) -> None:
+    """Not the command's fault: exit 1 (retry later), not 2 (fix the command); and no bar at 100 %."""
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    configure(CAPANDEX_EXCHANGE_URLS=json.dumps({"binance": f"http://127.0.0.1:{port}"}))
+    assert main(["backtest", flow_file, *RANGE]) == 1
+    err = capsys.readouterr().err
+    assert "error: binance could not be reached or timed out" in err and "100.0%" not in err

@@ -97,10 +97,11 @@ def test_cli_json_output(tmp_path, capsys):
     assert len(out["equityCurve"]) == 500 and out["metrics"]["totalTrades"] == 9
 
 
-def test_cli_plots(tmp_path):
+def test_cli_plots(tmp_path, capsys):
     flow = write(tmp_path, "flow.json", json.dumps(FLOW))
     html = tmp_path / "chart.html"
     assert main(["backtest", flow, "--candles", str(DATA), "--plot", str(html)]) == 0
+    assert capsys.readouterr().err == f"report: {html.resolve()}\n"  # where it went, stdout kept for results
     text = html.read_text()  # the Bokeh report, BokehJS inlined (tests/capandex/report opens it in Chromium)
     assert "Bokeh" in text and "<script src=" not in text and '<link rel="stylesheet" href="http' not in text
     png = tmp_path / "chart.png"

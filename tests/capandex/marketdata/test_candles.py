@@ -159,6 +159,17 @@ def test_progress_bar_summary_line() -> None:
     assert "BTC/USDT 1m [" in stream.getvalue() and "100.0% 100/100" in stream.getvalue()
 
 
+def test_a_failed_download_never_shows_a_finished_bar() -> None:
+    stopped = "BTC/USDT 1m [" + "#" * 6 + "-" * 24 + "]  20.0% 20/100 stopped\n"
+    for progressed, expected in ((False, ""), (True, stopped)):
+        stream = io.StringIO()
+        with pytest.raises(RuntimeError), progress_bar("BTC/USDT 1m", stream) as bar:
+            if progressed:
+                bar(20, 100)
+            raise RuntimeError("the exchange went away")
+        assert stream.getvalue() == expected
+
+
 def test_find_gaps() -> None:
     t = np.array([0, 60, 120, 300, 360], dtype=np.int64) * 1000
     assert find_gaps(t, MIN, 0, 420_000) == [Gap(180_000, 300_000, 2)]
