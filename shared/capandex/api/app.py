@@ -64,11 +64,18 @@ def _error_message(error: dict[str, Any]) -> str:
     return message
 
 
-def _validation_error(exc: RequestValidationError) -> CapandexError:
+def _validation_error(exc: RequestValidationError, content_type: str | None = None) -> CapandexError:
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
         return BadRequest("The request body is not valid JSON.")
     details = [{"field": _field_path(e.get("loc", ())), "message": _error_message(e)} for e in errors]
+    whole_body = [e.get("type") for e in errors if tuple(e.get("loc", ())) == ("body",)]
+    if whole_body and not _is_json(content_type) and exc.body not in (None, b""):
+        # FastAPI reads a body as JSON only when it says so (a cross-site form cannot then pass for
+        # JSON); `curl -d` sends form data unless told otherwise, so name the header that is missing
+        sent = f"is {content_type.split(';')[0].strip()!r}" if content_type else "is missing"
+        return BadRequest(f"Send the request body as JSON with the header Content-Type: application/json "
+                          f"(this request's Content-Type {sent}).")
     if len(details) == 1 and details[0]["field"] == "body":
         kind = errors[0].get("type")
         if kind == "missing":
@@ -77,6 +84,12 @@ def _validation_error(exc: RequestValidationError) -> CapandexError:
             return BadRequest("The request body must be a JSON object.")
     fields = ", ".join(d["field"] for d in details)
     return ValidationFailed(f"Invalid input: {fields}.", details=details)
+
+
+def _is_json(content_type: str | None) -> bool:
+    """Whether FastAPI parses a body of this Content-Type as JSON (``application/json``, ``…+json``)."""
+    kind = (content_type or "").split(";")[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
 
 
 class BodyLimitMiddleware:
@@ -192,8 +205,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(_validation_error(exc))
+    async def _request_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(_validation_error(exc, request.headers.get("content-type")))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -137,6 +137,22 @@ def test_non_json_bodies_are_4xx(alice, content: bytes, content_type: str) -> No
     error_of(response)
 
 
+@pytest.mark.parametrize(("headers", "named"), [
+    ({"Content-Type": "application/x-www-form-urlencoded"}, "is 'application/x-www-form-urlencoded'"),  # curl -d
+    ({"Content-Type": "text/plain; charset=utf-8"}, "is 'text/plain'"),
+    ({}, "is missing"),
+])
+def test_a_json_body_without_its_content_type_says_which_header_to_send(alice, flow_id: str, headers, named) -> None:
+    """FastAPI reads a body as JSON only when its Content-Type says so (a cross-site form cannot
+    pass for JSON); the answer names the header instead of calling the JSON object not one."""
+    for response in (alice.put(f"/api/flows/{flow_id}", content=b'{"name": "v2"}', headers=headers),
+                     alice.post("/api/engine/start", content=b'{"flowId": "x", "mode": "paper"}', headers=headers)):
+        assert response.status_code == 400, response.text
+        assert error_of(response) == {"code": "bad_request", "message": (
+            f"Send the request body as JSON with the header Content-Type: application/json "
+            f"(this request's Content-Type {named}).")}
+
+
 def test_oversized_body_is_413(alice) -> None:
     big = {"name": "x", "nodes": [{"id": f"n{i}", "type": "price", "data": {"pad": "x" * 4000}} for i in range(300)]}
     response = alice.post("/api/flows", json=big)
