@@ -1,7 +1,6 @@
 """What the commands share: saying where local state lives (every command that touches it) and
-where a file they wrote went, and
-the inputs of a run — FLOW.json, its candles and the costs — that ``backtest`` and ``optimize``
-take alike."""
+where a file they wrote went, and the inputs of a run — FLOW.json, its candles and the costs —
+that ``backtest`` and ``optimize`` take alike."""
 
 from __future__ import annotations
 

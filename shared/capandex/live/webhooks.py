@@ -75,6 +75,7 @@ from capandex.live.intents import (
 )
 from capandex.live.orders import GatewayFactory, OrderIntent, PaperGateway, default_gateway
 from capandex.live.running import broker_state, compiled_flow, fee_rate, lock_execution
+from capandex.marketdata.chunks import timeframe_ms
 from capandex.timeutil import epoch_ms, utcnow
 
 if TYPE_CHECKING:
@@ -179,6 +180,10 @@ def fire(*, flow_id: str, token: str, body: bytes, call_id: str | None = None,
     key = idempotency_key(body, call_id or body_id, now)
     with transaction() as conn:
         row = _authorised_execution(conn, flow_id, token)
+        if (row.state or {}).get("replay"):
+            # an alert happens now: at today's price it has no place in a replay of the past
+            raise Conflict("This execution replays the past, driven by `capandex tick --at`; webhook alerts fire "
+                           "executions that run on the real clock.")
         # a duplicate or a call over the rate limit is answered before the exchange is asked for a
         # price, so repeated calls cost no exchange traffic (the claim below re-checks under the lock)
         if _already_handled(conn, row, key):
@@ -262,10 +267,10 @@ def _check_rate(conn: Connection, execution_id: str, now: dt.datetime, *, counti
 
 
 def _claim_and_intend(conn: Connection, execution_id: str, key: int, action: str | None, reference: float,
-                      now: dt.datetime, *, owner: str | None) -> _Claim:
+                      now: dt.datetime, *, owner: str | None, fill_ms: int | None = None) -> _Claim:
     """Under the execution's lock, claim the call and decide its orders (:class:`_Claim`); with
     ``owner`` the intent is also committed as the execution's pending intent, leased to ``owner``,
-    its orders written ``pending``."""
+    its orders written ``pending``. Its fills are dated ``fill_ms`` (default ``now``)."""
     row = lock_execution(conn, execution_id)
     pending = pending_of(row)
     if pending is not None:
@@ -279,9 +284,9 @@ def _claim_and_intend(conn: Connection, execution_id: str, key: int, action: str
     orders = _with_stop(row, key, _decide(row, key, action, state, reference))
     if not orders:
         return _Claim("empty")
-    now_ms = epoch_ms(now)
+    at_ms = epoch_ms(now) if fill_ms is None else fill_ms
     intent = PendingIntent(key, IntentSource.WEBHOOK, orders, state, replace(state, pending=None), reference,
-                           now_ms, now_ms)
+                           at_ms, at_ms)
     if owner is not None:
         intent = intent.leased_to(owner)
         commit(conn, row, intent)
@@ -319,9 +324,10 @@ def _with_stop(row: Any, key: int, orders: tuple[OrderIntent, ...]) -> tuple[Ord
 
 
 def _fire_paper(conn: Connection, execution_id: str, key: int, action: str | None, reference: float,
-                now: dt.datetime) -> dict[str, Any]:
-    """Paper mode: claim, fill and record in the caller's one transaction."""
-    found = _claim_and_intend(conn, execution_id, key, action, reference, now, owner=None)
+                now: dt.datetime, *, fill_ms: int | None = None) -> dict[str, Any]:
+    """Paper mode: claim, fill and record in the caller's one transaction (the fills dated
+    ``fill_ms``, default ``now``)."""
+    found = _claim_and_intend(conn, execution_id, key, action, reference, now, owner=None, fill_ms=fill_ms)
     if found.kind != "claimed" or found.pending is None:
         return _answer(execution_id, found.kind != "empty", [])
     row = lock_execution(conn, execution_id)
@@ -333,14 +339,22 @@ def _fire_paper(conn: Connection, execution_id: str, key: int, action: str | Non
 
 def close_paper_position(conn: Connection, execution_id: str, now: dt.datetime) -> list[dict[str, Any]]:
     """Sell a running paper execution's open position at its last processed close (slippage and
-    fee as any exit), through the webhook's paper path; the fills (none when flat)."""
+    fee as any exit), through the webhook's paper path; the fills (none when flat).
+
+    A replay's sale is dated when that close happened (the end of its last processed candle), not
+    ``now``: its trades live in the replayed past, and a sale years later would stretch its equity
+    curve (and the flow's performance) across the gap."""
     row = lock_execution(conn, execution_id)
     state = broker_state(row)
     if row.status != "running" or state.units <= 0.0:
         return []
     last_close = (float(row.state["equity"]) - state.cash) / state.units  # equity = cash + units × close
     key = idempotency_key(b"", f"stop:{execution_id}", now)
-    orders: list[dict[str, Any]] = _fire_paper(conn, execution_id, key, "sell", last_close, now)["orders"]
+    fill_ms = None
+    if row.state.get("replay") and row.last_candle_ms is not None:
+        fill_ms = int(row.last_candle_ms) + timeframe_ms(row.timeframe)
+    orders: list[dict[str, Any]] = _fire_paper(conn, execution_id, key, "sell", last_close, now,
+                                               fill_ms=fill_ms)["orders"]
     return orders
 
 

@@ -136,6 +136,23 @@ def test_webhook_fires_once_per_call(api, monkeypatch):
     assert rotated != url and api.client.post(url, content=b"buy").status_code == 404
 
 
+def test_a_replay_refuses_webhook_alerts(api, monkeypatch):
+    """An alert fires at today's price: a replay of the past is driven by `capandex tick --at` only."""
+    import datetime as dt
+
+    from capandex.live import webhooks
+
+    monkeypatch.setattr(webhooks, "default_price", lambda exchange, symbol: pytest.fail("the exchange was asked"))
+    me = api.as_user()
+    flow_id = _flow(me, [{"id": "hook", "type": "trigger", "data": {"kind": "webhook"}}])
+    url = me.post(f"/api/flows/{flow_id}/webhook").json()["url"]
+    past = (dt.datetime.now(dt.UTC) - dt.timedelta(days=3)).replace(minute=0, second=0, microsecond=0)
+    assert me.post("/api/engine/start", json={"flowId": flow_id, "mode": "paper",
+                                              "replayFrom": past.isoformat()}).status_code == 200
+    refused = api.client.post(url, content=b"buy")
+    assert refused.status_code == 409 and "replays the past" in refused.json()["error"]["message"]
+
+
 def test_webhook_rate_limit(api, monkeypatch, configure):
     from capandex.live import webhooks
 
@@ -285,6 +302,31 @@ def test_stop_keeps_or_closes_the_paper_position(api, monkeypatch):
         note = me.get("/api/notifications", params={"type": "engine_stop"}).json()["notifications"][0]
         assert ("stays open" in note["message"]) is (not close)
     assert stopped.json()["pnl"] < 0  # bought and sold at the same price: both fees and slippages paid
+
+
+def test_closing_a_replay_dates_the_sale_at_its_last_close(api):
+    """A replay's ``closePosition`` sells at the last replayed close, and the trade is dated then —
+    not at the wall clock, which would stretch the flow's performance across the years between."""
+    import datetime as dt
+
+    from capandex.live.ticks import run_pass
+
+    me = api.as_user()
+    always_long = {"name": "Hold", "settings": SETTINGS, "nodes": [
+        {"id": "close", "type": "price", "data": {"field": "close"}},
+        {"id": "above", "type": "condition", "data": {"operator": ">", "value": 0}},
+        {"id": "buy", "type": "action", "data": {"action": "buy"}}],
+        "edges": [{"source": "close", "target": "above", "targetHandle": "a"}, {"source": "above", "target": "buy"}]}
+    flow_id = me.post("/api/flows", json=always_long).json()["id"]
+    start = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) - dt.timedelta(days=5)
+    execution = me.post("/api/engine/start", json={"flowId": flow_id, "mode": "paper", "replayFrom": start.isoformat()}
+                        ).json()["executionId"]
+    run_pass(start + dt.timedelta(hours=3, minutes=1))  # three candles: bought at the second one's open
+    stopped = me.post("/api/engine/stop", json={"executionId": execution, "closePosition": True}).json()
+    assert (stopped["openPositions"], stopped["totalTrades"]) == (0, 1)
+    curve = me.get(f"/api/flows/{flow_id}/performance").json()["equityCurve"]
+    last_close_ms = int((start + dt.timedelta(hours=3)).timestamp() * 1000)
+    assert curve[-1]["timestamp"] == last_close_ms, curve
 
 
 def test_close_position_is_for_paper_only(api):
