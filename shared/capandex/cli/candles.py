@@ -50,6 +50,9 @@ def run_import(args: argparse.Namespace) -> int:
         first = summary["gaps"][0]
         print(f"gaps: {summary['missing']} missing candles in {len(summary['gaps'])} gaps (first {first['start']} "
               f"to {first['end']}); backtests run over the candles that exist and warn about them")
+    for hole in summary["holes"]:
+        print(f"kept the candles stored before: the {hole['missing']:,} between them and these ({hole['start']} to "
+              f"{hole['end']}) count as a gap until you import them")
     return 0
 
 
@@ -59,7 +62,8 @@ def _result_dict(result: Any, args: argparse.Namespace) -> dict[str, Any]:
     first, last = iso_utc_array([result.first_ms, result.end_ms - _step(args.timeframe)])
     gaps = [g.to_dict() for g in result.gaps]
     return {"exchange": args.exchange, "symbol": args.symbol, "timeframe": args.timeframe, "candles": result.rows,
-            "first": first, "last": last, "gaps": gaps, "missing": sum(g["missing"] for g in gaps)}
+            "first": first, "last": last, "gaps": gaps, "missing": sum(g["missing"] for g in gaps),
+            "holes": [h.to_dict() for h in result.holes]}
 
 
 def _step(timeframe: str) -> int:

@@ -84,13 +84,15 @@ class Problems:
 
 @dataclass(frozen=True)
 class ImportResult:
-    """What an import stored: rows, their span ``[first_ms, end_ms)``, the gaps inside it, chunks written."""
+    """What an import stored: rows, their span ``[first_ms, end_ms)``, the gaps inside it, chunks
+    written, and the holes between it and candles the store already held (now gaps of the series)."""
 
     rows: int
     first_ms: int
     end_ms: int
     gaps: tuple[Gap, ...]
     chunks: int
+    holes: tuple[Gap, ...] = ()
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -196,7 +198,8 @@ def _parse_row(row: list[str], cols: dict[str, int], kind: str, step: int, line:
         close = _parse_time(row[cols["close_time"]])
         if close is None or close != time + step - 1:
             seen = "unreadable" if close is None else _interval_name(close - time + 1)
-            problems.add(line, f"close time says a {seen} candle, not {_interval_name(step)}")
+            hint = f" (a {seen} file? then --timeframe {seen})" if seen in TIMEFRAME_MS else ""
+            problems.add(line, f"close time says a {seen} candle, not {_interval_name(step)}{hint}")
             return None
     return [float(time), *values]
 
@@ -270,31 +273,36 @@ def store_rows(exchange: str, symbol: str, timeframe: str, rows: np.ndarray, *,
     """Write validated, sorted rows into the chunk store.
 
     The import is authoritative for ``[first candle, last candle + timeframe)``: inside it, its
-    candles replace whatever the store had; a chunk's existing coverage that touches or overlaps
-    the import is kept (the two join), one separated from it by a hole is dropped (a chunk holds
-    one covered span; the dropped part is fetched again when a request needs it).
+    candles replace whatever the store had; what the store had outside it is kept. A chunk holds
+    one covered span, so stored candles separated from the import by a hole join it across the
+    hole, which then counts as a gap (:attr:`ImportResult.holes`; importing the candles of the hole
+    fills it). Dropping them instead would lose candles a user imported, without a word.
     """
     import numpy as np
 
     store = store or get_store()
     step = timeframe_ms(timeframe)
     first, end = int(rows[0, 0]), int(rows[-1, 0]) + step
-    written = 0
+    written, holes = 0, []
     for start in chunk_starts(timeframe, first, end):
         chunk_end = start + chunk_span_ms(timeframe)
         lo, hi = max(first, start), min(end, chunk_end)
         part = rows[(rows[:, 0] >= lo) & (rows[:, 0] < hi)]
         key = chunk_key(exchange, symbol, timeframe, start)
         existing = load_chunk(store, key, timeframe)
-        if existing is not None and existing.covered_from <= hi and lo <= existing.covered_until_ms:
+        touching = existing is not None and existing.covered_from <= hi and lo <= existing.covered_until_ms
+        if existing is not None and (touching or len(existing.time)):
             old = existing.rows()
+            holes += [Gap(a, b, (b - a) // step) for a, b in ((existing.covered_until_ms, lo),
+                                                             (hi, existing.covered_from)) if a < b]
             part = sorted_unique(np.concatenate([old[(old[:, 0] < lo) | (old[:, 0] >= hi)], part]))
             lo, hi = min(lo, existing.covered_from), max(hi, existing.covered_until_ms)
         chunk = Chunk.from_rows(start, chunk_end, hi, part, covered_from_ms=lo)
         store.put(key, encode(chunk))
         written += 1
     gaps = find_gaps(rows[:, 0].astype(np.int64), step, first, end)
-    return ImportResult(rows=len(rows), first_ms=first, end_ms=end, gaps=tuple(gaps), chunks=written)
+    return ImportResult(rows=len(rows), first_ms=first, end_ms=end, gaps=tuple(gaps), chunks=written,
+                        holes=tuple(sorted(holes, key=lambda g: g.start_ms)))
 
 
 def import_files(paths: list[str | Path], exchange: str, symbol: str, timeframe: str, *,
@@ -314,17 +322,6 @@ def _check_symbol(symbol: str) -> None:
 
 
 # -- listing -------------------------------------------------------------------------------------
-def _joined(gaps: list[Gap]) -> list[Gap]:
-    """Gaps that continue across a chunk boundary as one."""
-    out: list[Gap] = []
-    for gap in gaps:
-        if out and out[-1].end_ms == gap.start_ms:
-            out[-1] = Gap(out[-1].start_ms, gap.end_ms, out[-1].missing + gap.missing)
-        else:
-            out.append(gap)
-    return out
-
-
 @dataclass(frozen=True)
 class StoredSeries:
     """One (exchange, symbol, timeframe) in the store: its candles' span, count and gaps."""
@@ -365,7 +362,9 @@ def list_series(store: Any | None = None) -> list[StoredSeries]:
         if not len(time):
             continue
         step = timeframe_ms(timeframe)
-        gaps = _joined([g for c in chunks for g in find_gaps(c.time, step, c.covered_from, c.covered_until_ms)])
+        # every missing candle between the first and the last: periods the exchange had none, and
+        # stretches never imported or fetched (two imports months apart leave a hole between them)
+        gaps = find_gaps(time, step, int(time[0]), int(time[-1]) + step)
         symbol = unquote(folder.parent.name).replace("_", "/")
         series.append(StoredSeries(exchange=folder.parent.parent.name, symbol=symbol, timeframe=timeframe,
                                    candles=len(time), first_ms=int(time[0]), last_ms=int(time[-1]),

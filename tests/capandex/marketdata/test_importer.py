@@ -73,7 +73,7 @@ def test_every_problem_is_reported_with_its_line(tmp_path: Path) -> None:
         read_files([path], "1h", now=NOW)
     problems = [(d["field"].rsplit(":", 1)[1], d["message"]) for d in caught.value.details]
     assert problems == [
-        ("2", "close time says a 1m candle, not 1h"),
+        ("2", "close time says a 1m candle, not 1h (a 1m file? then --timeframe 1m)"),
         ("7", "expected 12 columns, got 4"),
         ("3", "a price is not positive"),
         ("3", "low is above open or close"),
@@ -106,6 +106,18 @@ def test_an_import_joins_what_the_store_had_and_wins_inside_its_span(tmp_path: P
     import_files([_write(tmp_path / "b.csv", second)], "binance", "BTC/USDT", "1h", store=store, now=NOW)
     candles = fetch_candles("binance", "BTC/USDT", "1h", T0, T0 + 15 * HOUR, store=store, client=NoExchange(), now=NOW)
     assert list(candles.open) == [100.0] * 5 + [300.0] * 10
+
+
+def test_the_list_counts_the_hole_between_two_imports_as_a_gap(tmp_path: Path) -> None:
+    """Two imports a month apart: a backtest of the month between would go to the exchange, so
+    the list must not say "gaps: none"."""
+    store = LocalStore(tmp_path / "store")
+    for name, start in (("a.csv", T0), ("b.csv", T0 + 31 * 24 * HOUR)):
+        import_files([_write(tmp_path / name, [kline(start + i * HOUR, 100) for i in range(24)])],
+                     "binance", "BTC/USDT", "1h", store=store, now=NOW)
+    (listed,) = [s.to_dict() for s in list_series(store)]  # the first import is kept
+    assert (listed["candles"], listed["first"], listed["last"]) == (48, "2024-01-01T00:00:00Z", "2024-02-01T23:00:00Z")
+    assert listed["gaps"] == [{"start": "2024-01-02T00:00:00Z", "end": "2024-02-01T00:00:00Z", "missing": 30 * 24}]
 
 
 def test_unclosed_candles_and_bad_symbols_are_refused(tmp_path: Path) -> None:
@@ -141,7 +153,15 @@ def test_the_cli_imports_lists_and_reports_errors_as_json(tmp_path: Path, config
                  "--timeframe", "1h"]) == 2
     err = capsys.readouterr().err.splitlines()[1:]  # after the data directory
     assert err[0].startswith("error: The candle files were not imported: 2 problem(s)")
-    assert err[1:] == [f"  {bad}:1: close time says a 1m candle, not 1h", f"  {bad}:2: expected 12 columns, got 3"]
+    assert err[1:] == [f"  {bad}:1: close time says a 1m candle, not 1h (a 1m file? then --timeframe 1m)",
+                       f"  {bad}:2: expected 12 columns, got 3"]
+
+    later = _write(tmp_path / "later.csv", [kline(T0 + (48 + i) * HOUR, 100) for i in range(24)])
+    assert main(["candles", "import", str(later), "--exchange", "binance", "--symbol", "BTC/USDT",
+                 "--timeframe", "1h"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == (
+        "kept the candles stored before: the 18 between them and these (2024-01-02T06:00:00Z to "
+        "2024-01-03T00:00:00Z) count as a gap until you import them")
 
 
 def _write(path: Path, lines: list[str]) -> Path:
