@@ -1,5 +1,6 @@
 """Project-wide checks: lint, the API Gateway events cover the API, cold-start imports, every state
-machine executed. (The template: tests/test_template.py; `sam local invoke`: tests/test_sam_local.py.)"""
+machine executed, the README's configuration table matches the settings. (The template:
+tests/test_template.py; `sam local invoke`: tests/test_sam_local.py.)"""
 
 from __future__ import annotations
 
@@ -33,11 +34,26 @@ def test_ruff_is_clean() -> None:
 
 def test_mypy_is_clean() -> None:
     """Types as configured in pyproject.toml ([tool.mypy]: shared/capandex and functions/, strict
-    for the engine, live engine, exchanges and vault). The cache in .mypy_cache makes a re-run
+    for the engine, live engine, exchanges, vault, research and report). The cache in .mypy_cache makes a re-run
     take about a second; a cold run about half a minute."""
     result = subprocess.run([sys.executable, "-m", "mypy", "--no-error-summary"], cwd=ROOT, capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+def test_readme_configuration_table_lists_every_setting() -> None:
+    """Every variable ``Settings`` reads is in the README's configuration table, and the table
+    names no variable that does not exist (a renamed or removed setting would leave it lying)."""
+    from capandex.config import Settings, env_name
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Configuration"):readme.index("## Limits and quotas")]
+    listed = {name for row in table.splitlines() if row.startswith("| `")
+              for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split(" | ")[0])}
+    settings = {env_name(field) for field in Settings.model_fields}
+    read_elsewhere = {"LOG_LEVEL"}  # capandex.logs, before any settings are read
+    assert settings - listed == set()
+    assert listed - settings - read_elsewhere == set()
 
 
 def _event_route(event: dict) -> tuple[str, str]:
