@@ -9,8 +9,8 @@ Every request runs in one transaction (:func:`transaction`). For a signed-in use
 transaction also switches to Supabase's ``authenticated`` role with the user's claims, so
 row-level security applies to the backend's own queries too: a bug that forgets an owner
 filter still cannot read another user's rows. SQLite (the embedded default) has no roles; there
-the owner filters in :mod:`capandex.db.repo` are the guard, and the same repository tests run on
-both databases.
+the owner filters of each subsystem's repository (:func:`capandex.db.owned.owned_row` and the
+queries beside it) are the guard, and the same repository tests run on both databases.
 """
 
 from __future__ import annotations

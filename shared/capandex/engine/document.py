@@ -139,8 +139,9 @@ class Risk:
 @dataclass(frozen=True, slots=True)
 class RunSettings:
     """What one run of a flow trades with: capital in quote currency; fee and slippage as fractions
-    (0.001 = 0.1 %). A flow document's ``settings`` parse to one; :func:`resolve_settings` lets a
-    caller's arguments override it. (Not :class:`capandex.config.Settings`, the deployment's.)"""
+    (0.001 = 0.1 %). A flow document's ``settings`` parse to one;
+    :func:`capandex.engine.flow.resolve_settings` lets a caller's arguments override it. (Not
+    :class:`capandex.config.Settings`, the deployment's.)"""
 
     capital: float = DEFAULT_CAPITAL
     fee: float = DEFAULT_FEE

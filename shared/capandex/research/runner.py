@@ -3,9 +3,10 @@
 :func:`run_study` asks the study for batches and evaluates them — at most ``2 × workers`` in flight,
 so memory stays bounded whatever the size of the space — until the study is finished. With
 ``workers > 1`` the batches run in a ``spawn`` process pool whose workers receive the flow and the
-candles once (:func:`_install`) and keep one :class:`TrialRunner` per scope, the same
-:func:`evaluate_batch` the Step Functions batch task runs. ``cancel`` is polled between batches;
-when it answers True no new batch starts and :class:`Cancelled` is raised.
+candles once (:func:`_install`) and keep an :class:`Evaluator` (one :class:`TrialRunner` per
+scope), the same one the Step Functions batch task runs (:func:`capandex.research.jobs.batch_job`).
+``cancel`` is polled between batches; when it answers True no new batch starts and
+:class:`Cancelled` is raised.
 """
 
 from __future__ import annotations
