@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     #: one tick processes at most this many unprocessed candles, oldest first; the rest wait for the
     #: next tick, never skipped (capandex.live.catchup: beyond it the user is told it is behind)
     live_max_catchup_candles: int = Field(500, ge=1, alias="CAPANDEX_LIVE_MAX_CATCHUP")
+    #: a live buy is placed only while its signal candle is the newest settled candle or at most
+    #: this many before it, and at most ``live_entry_max_delay_seconds`` after its close; an older
+    #: one is not placed (capandex.live.entries). Exits are always placed.
+    live_entry_max_age_candles: int = Field(1, ge=0, alias="CAPANDEX_LIVE_ENTRY_MAX_AGE_CANDLES")
+    live_entry_max_delay_seconds: int = Field(900, ge=60, alias="CAPANDEX_LIVE_ENTRY_MAX_DELAY_SECONDS")
     #: seconds a worker holds a live order intent while it places it; no other worker places (or
     #: looks up and re-places) those orders meanwhile. A worker that gives up releases it at once
     #: (capandex.live.intents); this bound only matters when a worker dies holding it, so it must

@@ -11,6 +11,8 @@ Pieces (each module's docstring has the details):
   (act, record) and the failures;
 - :mod:`.ledger` — orders, positions and fills, and reconciliation with the account;
 - :mod:`.running` — a running execution's row as every one of them reads it;
+- :mod:`.catchup` — missed candles processed in order; :mod:`.entries` — a live buy only while
+  its signal is fresh; :mod:`.protective`, :mod:`.stop_sync` — stop orders resting on the exchange;
 - :mod:`.ticks` — the SQS transport and the in-process pass used by ``capandex tick`` / ``serve``;
 - :mod:`.performance`, :mod:`.dashboard` — numbers from closed positions;
 - :mod:`.webhooks` — the secret-URL trigger of flows with a ``webhook`` trigger node.

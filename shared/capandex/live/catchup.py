@@ -6,8 +6,9 @@ intend → act → record, so every candle's signals are evaluated and every can
 against the open position's stop-loss, take-profit and trailing levels. A level crossed inside a
 candle that is processed late (a newer candle had already settled when it was processed) exits
 by the next market order, at the price the exchange fills it at, and the trade carries a note
-saying so (:func:`late_exit_note`). Paper executions fill at the stepper's prices, as the
-backtest does, whenever the candle is processed.
+saying so (:func:`late_exit_note`). A *buy* decided on a late candle is not placed once its signal
+is stale (:mod:`.entries`): exits protect, entries would speculate. Paper executions fill at the
+stepper's prices, as the backtest does, whenever the candle is processed.
 
 **The bound.** One tick processes at most ``CAPANDEX_LIVE_MAX_CATCHUP`` candles (500 by default):
 a tick must finish inside the worker's 60 s, and a live candle may cost several exchange round

@@ -65,8 +65,9 @@ from sqlalchemy.exc import IntegrityError
 from capandex.db.schema import executions, tick_records
 from capandex.errors import BadRequest, CapandexError, InvalidCredentials, NotFound, ValidationFailed
 from capandex.exchanges.errors import OrderRejected
+from capandex.live import entries
 from capandex.live.ledger import apply_fills, finish_tick, write_order
-from capandex.live.orders import CANCEL, SKIPPED, Fill, GatewayFactory, OrderIntent
+from capandex.live.orders import CANCEL, MARKET, SKIPPED, STALE, Fill, GatewayFactory, OrderIntent
 from capandex.live.protective import resolve
 from capandex.live.running import flow_name, lock_execution
 from capandex.notifications import notify
@@ -291,15 +292,24 @@ def _act(row: Any, pending: PendingIntent, gateway_for: GatewayFactory, engine: 
          ) -> tuple[list[tuple[OrderIntent, Fill]], OrderRejected | None]:
     """Phase 2: place (or find) each order in turn, as :func:`capandex.live.protective.resolve`
     completes it from the fills before it; stop at the first one refused for good (written
-    ``rejected``), which is returned with the fills before it."""
+    ``rejected``), which is returned with the fills before it. A buy whose signal went stale
+    (:func:`capandex.live.entries.is_fresh`, checked as the intent is acted on) is only looked up:
+    :data:`~capandex.live.orders.STALE` when the exchange does not know it."""
     from capandex.db.session import transaction
+    from capandex.marketdata.chunks import timeframe_ms
 
     gateway = gateway_for(row)
+    fresh = entries.is_fresh(pending.entry_ms, timeframe_ms(row.timeframe))
     fills: list[tuple[OrderIntent, Fill]] = []
     for planned in pending.orders:
         order = resolve(planned, fills)  # a stop's level from the entry's fill; nothing left to sell
         if order is None:
             fills.append((planned, Fill.nothing(planned, SKIPPED)))
+            continue
+        if order.kind == MARKET and order.side == "buy" and not fresh:
+            # resumed too late to open a position (:mod:`.entries`): only an order placed before
+            # is recorded
+            fills.append((order, gateway.find(order) or Fill.nothing(order, STALE)))
             continue
         try:
             fills.append((order, gateway.place(order)))

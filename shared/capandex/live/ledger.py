@@ -25,8 +25,19 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, insert, select, update
 
 from capandex.db.schema import executions, new_id, orders, positions
-from capandex.live import protective
-from capandex.live.orders import CANCEL, MARKET, NOT_HELD, REJECTED, SKIPPED, STOP, Fill, OrderIntent, PaperGateway
+from capandex.live import entries, protective
+from capandex.live.orders import (
+    CANCEL,
+    MARKET,
+    NOT_HELD,
+    REJECTED,
+    SKIPPED,
+    STALE,
+    STOP,
+    Fill,
+    OrderIntent,
+    PaperGateway,
+)
 from capandex.live.running import fee_rate, flow_name
 from capandex.notifications import notify
 from capandex.timeutil import from_ms, utcnow
@@ -218,12 +229,14 @@ def apply_fills(conn: Connection, row: Any, pending: PendingIntent,
             book.sell(fill.amount, fill.price, fill.cost - fill.fee, reason, whole=not fill.partial, note=intent.note)
         elif fill.side == "buy" and fill.amount > 0:
             book.buy(fill)
-        if fill.status not in (NOT_HELD, SKIPPED):
+        if fill.status not in (NOT_HELD, SKIPPED, STALE):
             _notify_fill(conn, row, name, fill, intent.reason)
     state = replace(after, **book.money(), pending=None)
     equity = float(rules.equity(state.cash, state.units, pending.close))
     new_state = {k: v for k, v in row.state.items() if k not in ("pending_tick", "stop")}
     new_state.update(broker=state.to_dict(), equity=equity)
+    if any(f.status == STALE for _, f in fills):  # told at the end of the tick (:mod:`.entries`)
+        new_state = entries.noted(new_state, pending.order_candle_ms)
     if stop is not None and book.units > 0:
         new_state["stop"] = stop.to_dict()
     return new_state

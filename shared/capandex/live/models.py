@@ -67,6 +67,8 @@ class ParitySummary(ResponseModel):
     asOf: str | None = Field(description="the last candle the report covers")
     matched: int
     missing: int
+    skippedEntries: int = Field(0, description="missing trades whose buy was not placed because its signal was "
+                                                "processed too late (reason stale_signal)")
     extra: int
     backtestPnl: float
     realPnl: float
@@ -120,6 +122,9 @@ class ParityTrade(ResponseModel):
     entrySlippage: float | None = Field(description="real entry / backtest entry - 1")
     exitSlippage: float | None = Field(description="1 - real exit / backtest exit")
     pnlDifference: float | None = Field(description="real pnl - backtest pnl, once both are closed")
+    reason: Literal["stale_signal", "rejected"] | None = Field(
+        None, description="why a missing trade's buy was not placed: its signal was processed too late to open a "
+                          "position (stale_signal), or the exchange refused it (rejected)")
 
 
 class ParityReport(ResponseModel):

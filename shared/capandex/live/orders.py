@@ -46,8 +46,9 @@ if TYPE_CHECKING:
     from capandex.exchanges import ExchangeClient
     from capandex.exchanges.orders import ExchangeOrder
 
-__all__ = ["CANCEL", "MARKET", "NOT_HELD", "REJECTED", "SKIPPED", "STOP", "Fill", "GatewayFactory", "LiveGateway",
-           "OrderGateway", "OrderIntent", "OrderOutcomeUnknown", "OrderRejected", "PaperGateway", "default_gateway"]
+__all__ = ["CANCEL", "MARKET", "NOT_HELD", "REJECTED", "SKIPPED", "STALE", "STOP", "Fill", "GatewayFactory",
+           "LiveGateway", "OrderGateway", "OrderIntent", "OrderOutcomeUnknown", "OrderRejected", "PaperGateway",
+           "default_gateway"]
 
 
 #: :attr:`OrderIntent.kind`: a market order; a protective stop-loss sell resting on the exchange;
@@ -100,6 +101,8 @@ NOT_HELD = "not_held"
 SKIPPED = "skipped"
 #: ... of a protective stop the exchange refused (the position stays protected on each tick only)
 REJECTED = "rejected"
+#: ... of a buy not placed because its signal was stale when it came to be sent (:mod:`.entries`)
+STALE = "stale"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +112,7 @@ class Fill:
     status (``closed`` = completely filled; ``canceled``/``expired``/``open`` with some
     ``amount`` = partly filled, e.g. a market order that ran out of liquidity; :data:`NOT_HELD`
     = no order was placed because the account held nothing tradable to sell; ``open`` = a
-    protective stop resting on the exchange; :data:`SKIPPED`, :data:`REJECTED`). ``unheld``: base
+    protective stop resting on the exchange; :data:`SKIPPED`, :data:`REJECTED`, :data:`STALE`). ``unheld``: base
     units of a sell the account did not hold (sold outside Capandex), 0 for buys and paper.
     ``requested``: the quantity the order asked for (a resting stop's); ``time_ms``: when the
     exchange last traded or changed it (a stop's fill time)."""
@@ -146,8 +149,8 @@ class Fill:
     @property
     def order_status(self) -> str:
         """``orders.status`` for this fill: filled, partially_filled, unfilled, not_held, skipped,
-        rejected, open (a resting stop) or canceled (a stop cancelled before it filled)."""
-        if self.status in (NOT_HELD, SKIPPED, REJECTED, "open"):
+        rejected, stale, open (a resting stop) or canceled (a stop cancelled before it filled)."""
+        if self.status in (NOT_HELD, SKIPPED, REJECTED, STALE, "open"):
             return self.status
         if self.amount <= 0:
             return "canceled" if self.status == "canceled" else "unfilled"
@@ -163,6 +166,9 @@ class OrderGateway(Protocol):
 
     def stop_state(self, intent: OrderIntent) -> Fill | None:
         """What the protective stop ``intent`` is now on the exchange (None: unknown there)."""
+
+    def find(self, intent: OrderIntent) -> Fill | None:
+        """The market order ``intent`` as the exchange has it (None: unknown there); places nothing."""
 
 
 #: execution row → the gateway that places its orders (live mode)
@@ -193,6 +199,9 @@ class PaperGateway:
     def stop_state(self, intent: OrderIntent) -> Fill | None:
         raise NotImplementedError("paper executions keep no stop orders on an exchange")
 
+    def find(self, intent: OrderIntent) -> Fill | None:
+        raise NotImplementedError("paper orders are filled as they are placed")
+
     def place(self, intent: OrderIntent) -> Fill:
         cost = intent.amount * intent.reference_price
         return Fill(intent.client_order_id, f"paper-{intent.client_order_id}", intent.side, intent.amount,
@@ -220,6 +229,13 @@ class LiveGateway:
         """The order with the intent's client id, or None when the exchange does not know it."""
         order = self.client.fetch_order_by_client_id(self.symbol, intent.client_order_id)
         return None if order is None else self._fill(order, intent)
+
+    def find(self, intent: OrderIntent) -> Fill | None:
+        """The order with the intent's client id as it stands (one still working is waited for, as
+        :meth:`place` does); None when the exchange does not know it. Places nothing: a buy whose
+        signal went stale is only looked up (:mod:`.entries`)."""
+        found = self.lookup(intent)
+        return None if found is None else self._settled(intent, found)
 
     def free_base(self) -> float | None:
         """Free balance of the symbol's base currency (None when the exchange did not say)."""

@@ -17,8 +17,10 @@ Per matched trade: the backtest's and the real entry/exit (time, price, reason),
 pnl; realised slippage ``entrySlippage`` = real entry / backtest entry − 1 (positive: paid more) and
 ``exitSlippage`` = 1 − real exit / backtest exit (positive: received less), as fractions;
 ``pnlDifference`` = real pnl − backtest pnl (quote currency). A backtest trade with no real one is
-``missing`` (e.g. the order was refused); a real one with no backtest trade is ``extra`` (e.g. a
-webhook call, a position reconciled differently).
+``missing``, with ``reason`` when its buy was not placed: ``stale_signal`` (its candle was processed
+too late to open a position, :mod:`capandex.live.entries`) or ``rejected`` (the exchange refused
+the order); a real one with no backtest trade is ``extra`` (e.g. a webhook call, a position
+reconciled differently).
 
 **Tracking error** (summary): the root mean square, over every trade of the report (matched,
 missing as a real pnl of 0, extra as a backtest pnl of 0), of real pnl − backtest pnl, in quote
@@ -40,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, func, select, update
 
 from capandex.db.owned import owned_row
-from capandex.db.schema import executions, positions, tick_records
+from capandex.db.schema import executions, orders, positions, tick_records
 from capandex.errors import ValidationFailed, field_problem
 from capandex.live.history import history_window
 from capandex.live.running import compiled_flow
@@ -89,6 +91,7 @@ def report(*, user_id: uuid.UUID, execution_id: str, limit: int = 500, candles: 
     with transaction(user_id) as conn:
         row = owned_row(conn, executions, execution_id, user_id=user_id)
         real = _real_trades(conn, row)
+        unplaced = _unplaced_buys(conn, row)
         first = conn.execute(select(func.min(tick_records.c.candle_ms)).where(
             tick_records.c.execution_id == row.id, tick_records.c.candle_ms >= 0)).scalar()
     tf = timeframe_ms(row.timeframe)
@@ -100,7 +103,7 @@ def report(*, user_id: uuid.UUID, execution_id: str, limit: int = 500, candles: 
         _check_size((last - first) // tf + 1 + history)
         data = (candles or default_candles)(row.exchange, row.symbol, row.timeframe, first - history * tf, last)
         bt = _backtest(compiled, data, first)
-    out = _compare(row, bt, real, tf, first, limit)
+    out = _compare(row, bt, real, tf, first, limit, unplaced)
     with transaction() as conn:  # the server's role: users cannot write an execution's state
         current = conn.execute(select(executions.c.state).where(executions.c.id == row.id)).scalar_one()
         conn.execute(update(executions).where(executions.c.id == row.id)
@@ -140,6 +143,18 @@ def _real_trades(conn: Connection, row: Any) -> list[Side]:
     return trades
 
 
+#: ``orders.status`` of a buy that was not placed → the ``reason`` of the backtest trade it misses
+MISSING_REASONS = {"stale": "stale_signal", "rejected": "rejected"}
+
+
+def _unplaced_buys(conn: Connection, row: Any) -> dict[int, str]:
+    """Signal candle (open time) → why the execution's buy of that candle was not placed
+    (:data:`MISSING_REASONS`)."""
+    rows = conn.execute(select(orders.c.candle_ms, orders.c.status).where(
+        orders.c.execution_id == row.id, orders.c.side == "buy", orders.c.status.in_(list(MISSING_REASONS))))
+    return {int(candle_ms): MISSING_REASONS[status] for candle_ms, status in rows}
+
+
 def _backtest(compiled: CompiledFlow, data: Candles, first_ms: int) -> list[Side]:
     """The flow's backtest over ``data``, taking no signal before ``first_ms``."""
     import numpy as np
@@ -168,7 +183,7 @@ def _backtest(compiled: CompiledFlow, data: Candles, first_ms: int) -> list[Side
 
 
 def _compare(row: Any, bt: Sequence[Side], real: Sequence[Side], tf: int, first: int | None,
-             limit: int) -> dict[str, Any]:
+             limit: int, unplaced: dict[int, str] | None = None) -> dict[str, Any]:
     by_signal_bt = {t.entry_ms // tf * tf - tf: t for t in bt}
     by_signal_real = {t.entry_ms // tf * tf - tf: t for t in real}
     rows: list[dict[str, Any]] = []
@@ -187,6 +202,7 @@ def _compare(row: Any, bt: Sequence[Side], real: Sequence[Side], tf: int, first:
             if slip is not None:
                 bucket.append(slip)
         rows.append({"signalCandle": iso_utc(from_ms(signal)), "status": status,
+                     "reason": (unplaced or {}).get(signal) if status == "missing" else None,
                      "backtest": b.to_dict() if b else None, "real": r.to_dict() if r else None,
                      "entrySlippage": entry_slip, "exitSlippage": exit_slip,
                      "pnlDifference": difference if closed else None})
@@ -194,6 +210,7 @@ def _compare(row: Any, bt: Sequence[Side], real: Sequence[Side], tf: int, first:
     summary = {
         "asOf": iso_utc(from_ms(row.last_candle_ms)) if row.last_candle_ms is not None else None,
         "matched": sum(r["status"] == "matched" for r in rows), "missing": sum(r["status"] == "missing" for r in rows),
+        "skippedEntries": sum(r["reason"] == "stale_signal" for r in rows),
         "extra": sum(r["status"] == "extra" for r in rows),
         "backtestPnl": sum(t.pnl for t in bt if t.pnl is not None),
         "realPnl": sum(t.pnl for t in real if t.pnl is not None),

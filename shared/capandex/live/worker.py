@@ -33,8 +33,10 @@ the exchange as a stop order (:mod:`.protective`): the tick's orders then includ
 and cancelling it, and a fill the candles do not show is recorded first (:mod:`.stop_sync`).
 
 **Catching up.** A tick processes every unprocessed closed candle up to its own, oldest first
-(:mod:`.catchup`): paper in one transaction, live one intend → act → record per candle, each
-decided from the real fills of the one before.
+(:mod:`.catchup`): paper in one transaction; live, the candles that need no order together in one
+transaction (no intent, no exchange request) and each candle that does through its own
+intend → act → record, decided from the real fills of the one before. A live buy whose signal is
+stale by the time it is processed or sent is not placed (:mod:`.entries`); exits always are.
 
 **Failures** are recorded and sorted into permanent (consumed) and transient (raised for SQS to
 redeliver) as :mod:`.intents` describes; a candle the exchange has not published yet
@@ -45,7 +47,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
@@ -53,7 +55,7 @@ from sqlalchemy import select, update
 from capandex.db.schema import executions
 from capandex.errors import CapandexError, UpstreamUnavailable
 from capandex.exchanges.errors import OrderRejected
-from capandex.live import catchup, protective, stop_sync
+from capandex.live import catchup, entries, protective, stop_sync
 from capandex.live.history import history_window
 from capandex.live.intents import (
     PERMANENT_ERRORS,
@@ -66,13 +68,13 @@ from capandex.live.intents import (
     pending_of,
     record_failure,
 )
-from capandex.live.ledger import finish_tick, record_paper_fills
-from capandex.live.orders import GatewayFactory, OrderIntent, PaperGateway, default_gateway
+from capandex.live.ledger import finish_tick, record_paper_fills, write_order
+from capandex.live.orders import STALE, GatewayFactory, OrderIntent, PaperGateway, default_gateway
 from capandex.live.running import broker_state, compiled_flow, flow_name, lock_execution
 from capandex.marketdata.chunks import timeframe_ms
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
+    from sqlalchemy import Connection, Engine
 
     from capandex.engine import BrokerState, Candles, CompiledFlow, Signals, StepResult
 
@@ -189,8 +191,9 @@ def _paper_tick(row: Any, candle_ms: int, source: CandleSource, engine: Engine |
 def _live_tick(row: Any, candle_ms: int, pending: PendingIntent | None, source: CandleSource,
                gateway_for: GatewayFactory, engine: Engine | None) -> TickOutcome:
     """Finish a pending intent (an older candle's or a webhook call's) first; then, while the
-    execution runs, intend, act on and record every unprocessed candle up to ``candle_ms`` in turn
-    (:mod:`.catchup`): each candle's orders are decided from the real fills of the one before."""
+    execution runs, step every unprocessed candle up to ``candle_ms`` in turn (:mod:`.catchup`):
+    the candles that need no order in one transaction, each one that does through its own
+    intend → act → record, decided from the real fills of the one before."""
     done: list[TickOutcome] = []
     if pending is not None:
         resumed = complete_pending(row, pending, gateway_for, engine)
@@ -212,19 +215,19 @@ def _live_tick(row: Any, candle_ms: int, pending: PendingIntent | None, source: 
     compiled = compiled_flow(row)
     candles = _fetch(row, source, span.first_ms, span.last_ms, history_window(compiled))
     signals = compiled.signals(candles)  # once for every candle of the catch-up (see _paper_tick)
-    for index in range(len(candles)):
-        if int(candles.time[index]) < span.first_ms:
-            continue
+    quiet = 0
+    for _ in range((span.last_ms - span.first_ms) // tf + 1):  # each pass records a candle at least
         owner = uuid.uuid4().hex
-        intent = _intend(row.id, compiled, candles.slice(0, index + 1), engine, owner, signals)
+        intent, recorded = _advance(row.id, compiled, candles, signals, span, engine, owner)
+        quiet += recorded
         if intent is None:
-            continue
+            break
         outcome = complete_pending(row, intent, gateway_for, engine, owner=owner)
         if outcome.status != "done":
             return replace(outcome, candle_ms=candle_ms)
         done.append(outcome)
-    _record_lag(row.id, span, engine)
-    return _summary(row.id, candle_ms, done)
+    _close_tick(row.id, span, engine)
+    return _summary(row.id, candle_ms, done, quiet=quiet)
 
 
 def _reread(execution_id: str, engine: Engine | None) -> Any:
@@ -234,51 +237,117 @@ def _reread(execution_id: str, engine: Engine | None) -> Any:
         return conn.execute(select(executions).where(executions.c.id == execution_id)).one()
 
 
-def _record_lag(execution_id: str, span: catchup.CatchUp, engine: Engine | None) -> None:
+def _close_tick(execution_id: str, span: catchup.CatchUp, engine: Engine | None) -> None:
+    """After the tick's last candle: how far behind the execution still is, and the one notice of
+    the buys it skipped as stale (:mod:`.entries`)."""
     from capandex.db.session import transaction
 
     with transaction(engine=engine) as conn:
         row = lock_execution(conn, execution_id)
         if row.last_candle_ms is not None and row.last_candle_ms >= span.last_ms:
-            conn.execute(update(executions).where(executions.c.id == execution_id)
-                         .values(state={**row.state, **catchup.record_lag(conn, row, span.left)}))
+            state = entries.notify_skipped(conn, row, {**row.state, **catchup.record_lag(conn, row, span.left)})
+            conn.execute(update(executions).where(executions.c.id == execution_id).values(state=state))
 
 
-def _summary(execution_id: str, candle_ms: int, done: list[TickOutcome]) -> TickOutcome:
-    """One outcome for the intents a tick completed (their fills and orders together)."""
-    return TickOutcome(execution_id, candle_ms, "done" if done else "duplicate", fills=sum(o.fills for o in done),
-                       orders=tuple(order for o in done for order in o.orders))
+def _summary(execution_id: str, candle_ms: int, done: list[TickOutcome], *, quiet: int = 0) -> TickOutcome:
+    """One outcome for the intents a tick completed (their fills and orders together) and the
+    ``quiet`` candles it recorded without an order; ``duplicate`` when it did neither."""
+    return TickOutcome(execution_id, candle_ms, "done" if done or quiet else "duplicate",
+                       fills=sum(o.fills for o in done), orders=tuple(order for o in done for order in o.orders))
 
 
-def _intend(execution_id: str, compiled: CompiledFlow, window: Candles, engine: Engine | None, owner: str,
-            signals: Signals) -> PendingIntent | None:
-    """Phase 1 for the last candle of ``window`` (its history before it; ``signals``: the flow's,
-    evaluated over a series that starts with ``window``): step the engine
-    and commit the orders it wants, with their client ids, as the execution's pending intent
-    (leased to ``owner``); None when this candle was handled already."""
+def _advance(execution_id: str, compiled: CompiledFlow, candles: Candles, signals: Signals, span: catchup.CatchUp,
+             engine: Engine | None, owner: str) -> tuple[PendingIntent | None, int]:
+    """Phase 1, in one transaction under the execution's lock: step the unprocessed candles of
+    ``span`` in order (``signals``: the flow's, evaluated over ``candles``). Candles that need no
+    order are recorded at once (their tick records, the broker state, ``last_candle_ms``): a long
+    catch-up costs no exchange request and no intent for them. The first candle that needs orders
+    is committed as the execution's pending intent, leased to ``owner``, and returned for acting
+    (None when every candle was recorded, or another worker holds the execution's intent), with
+    the number of candles recorded without an order."""
     from capandex.db.session import transaction
     from capandex.engine import step
 
-    candle_ms = int(window.time[-1])
+    settings = compiled.flow.settings
     with transaction(engine=engine) as conn:
         row = lock_execution(conn, execution_id)
-        if row.status != "running" or pending_of(row) is not None or (
-                row.last_candle_ms is not None and row.last_candle_ms >= candle_ms):
-            return None
-        if not claim(conn, row, candle_ms, "pending"):
-            return None
-        before = broker_state(row)
-        result = step(compiled, window, before, compiled.flow.settings, signals=signals)
-        close = float(window.close[-1])
+        if row.status != "running" or pending_of(row) is not None:
+            return None, 0
         tf = timeframe_ms(row.timeframe)
-        late = catchup.is_late(candle_ms, tf)
-        orders = _decide(row.id, candle_ms, compiled, before, result, close, late=late)
-        if protective.enabled(row):
-            orders = _protect(row.id, candle_ms, compiled, before, result, orders, protective.current(row))
-        intent = PendingIntent(candle_ms, IntentSource.TICK, orders, before, replace(result.state, pending=None),
-                               close, candle_ms + tf, candle_ms).leased_to(owner)
-        commit(conn, row, intent)
-    return intent
+        quiet = _Quiet(row, broker_state(row))
+        first = span.first_ms if row.last_candle_ms is None else max(span.first_ms, row.last_candle_ms + 1)
+        for index in range(int(candles.time.searchsorted(first)), len(candles)):
+            t_ms = int(candles.time[index])
+            before = quiet.state
+            result = step(compiled, candles.slice(0, index + 1), before, settings, signals=signals)
+            close = float(candles.close[index])
+            orders = _decide(row.id, t_ms, compiled, before, result, close, late=catchup.is_late(t_ms, tf))
+            orders, stale = _without_stale_entry(orders, t_ms + tf, tf)
+            if protective.enabled(row):
+                orders = _protect(row.id, t_ms, compiled, before, result, orders, protective.current(row),
+                                  move=t_ms == span.last_ms)
+            if not orders:
+                if not claim(conn, row, t_ms, "done"):
+                    break
+                quiet.record(conn, t_ms, result, close, stale)
+                continue
+            recorded = quiet.ticks
+            row = quiet.flush(conn)
+            if not claim(conn, row, t_ms, "pending"):
+                return None, recorded
+            intent = PendingIntent(t_ms, IntentSource.TICK, orders, before, replace(result.state, pending=None),
+                                   close, t_ms + tf, t_ms).leased_to(owner)
+            commit(conn, row, intent)
+            return intent, recorded
+        recorded = quiet.ticks
+        quiet.flush(conn)
+    return None, recorded
+
+
+@dataclass
+class _Quiet:
+    """The candles :func:`_advance` steps without an order, recorded together: the broker state
+    they leave, the last one's open time and close, and the buys they skipped as stale."""
+
+    row: Any
+    state: BrokerState
+    last_ms: int | None = None
+    equity: float | None = None
+    ticks: int = 0
+    stale: list[tuple[int, OrderIntent]] = field(default_factory=list)
+
+    def record(self, conn: Connection, t_ms: int, result: StepResult, close: float,
+               stale: OrderIntent | None) -> None:
+        from capandex.engine import rules
+
+        self.state = replace(result.state, pending=None)  # no order: the simulated state is the real one
+        self.last_ms, self.ticks = t_ms, self.ticks + 1
+        self.equity = float(rules.equity(self.state.cash, self.state.units, close))
+        if stale is not None:
+            write_order(conn, self.row, stale, t_ms, None, STALE)
+            self.stale.append((t_ms, stale))
+
+    def flush(self, conn: Connection) -> Any:
+        """Write what the quiet candles changed; the execution's row as it is now."""
+        if self.ticks:
+            state: dict[str, Any] = {**self.row.state, "broker": self.state.to_dict(), "equity": self.equity}
+            for t_ms, _ in self.stale:
+                state = entries.noted(state, t_ms)
+            assert self.last_ms is not None
+            finish_tick(conn, self.row, self.last_ms, state, self.ticks)
+            self.row = lock_execution(conn, self.row.id)
+            self.ticks, self.stale = 0, []
+        return self.row
+
+
+def _without_stale_entry(orders: tuple[OrderIntent, ...], signal_ms: int, tf_ms: int
+                         ) -> tuple[tuple[OrderIntent, ...], OrderIntent | None]:
+    """``orders`` without their buy when its signal (at ``signal_ms``) is too old to act on now
+    (:mod:`.entries`), and that buy (None: kept, or none)."""
+    buy = next((o for o in orders if o.side == "buy"), None)
+    if buy is None or entries.is_fresh(signal_ms, tf_ms):
+        return orders, None
+    return tuple(o for o in orders if o is not buy), buy
 
 
 def _decide(execution_id: str, candle_ms: int, compiled: CompiledFlow, before: BrokerState, result: StepResult,
@@ -307,10 +376,14 @@ def _decide(execution_id: str, candle_ms: int, compiled: CompiledFlow, before: B
 
 
 def _protect(execution_id: str, candle_ms: int, compiled: CompiledFlow, before: BrokerState, result: StepResult,
-             orders: tuple[OrderIntent, ...], stop: protective.ProtectiveStop | None) -> tuple[OrderIntent, ...]:
+             orders: tuple[OrderIntent, ...], stop: protective.ProtectiveStop | None, *, move: bool = True
+             ) -> tuple[OrderIntent, ...]:
     """``orders`` with the protective stop's own (:mod:`.protective`): an exit cancels the resting
     stop first (it reserves what the sell sells); an entry is followed by a stop; a position that
-    stays open gets its stop moved up to the trailing level (or placed again when none rests)."""
+    stays open gets its stop moved up to the trailing level (or placed again when none rests) —
+    only when ``move``: a catch-up moves it once, at its last candle (the level is the highest
+    since the entry, so one move reaches it; moving it at every missed candle would cost a cancel
+    and a placement each, while the tick checks each candle's range itself)."""
     risk = compiled.flow.risk
     selling = before.long and any(o.side == "sell" for o in orders)
     out = [protective.cancel(stop)] if selling and stop is not None else []
@@ -318,7 +391,7 @@ def _protect(execution_id: str, candle_ms: int, compiled: CompiledFlow, before: 
     if any(o.side == "buy" for o in orders):
         entry_stop = protective.after_entry(execution_id, candle_ms, risk)
         out += [entry_stop] if entry_stop is not None else []
-    elif before.long and not selling and before.entry_price is not None:
+    elif move and before.long and not selling and before.entry_price is not None:
         out += protective.moved(execution_id, candle_ms, stop, risk, before.entry_price, result.state.highest,
                                 result.state.units)
     return tuple(out)

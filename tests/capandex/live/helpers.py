@@ -31,6 +31,25 @@ def add_key(conn: Any, user_id: uuid.UUID, exchange: str = "binance") -> str:
     return key_id
 
 
+class EntryClock:
+    """"Now" for the live engine's entry freshness (:mod:`capandex.live.entries`). These tests tick
+    candles of the past; their tick helpers set it, before each tick, to when that candle's tick runs
+    in production — right after the candle settled (:meth:`at_settle`). Unset, it is the real clock."""
+
+    def __init__(self, monkeypatch: Any) -> None:
+        from capandex.live import entries
+        from capandex.timeutil import now_ms
+
+        self.now_ms: int | None = None
+        monkeypatch.setattr(entries, "now_ms", lambda: now_ms() if self.now_ms is None else self.now_ms)
+
+    def at_settle(self, candle_ms: int, tf_ms: int = 3_600_000) -> None:
+        """A second after the candle opening at ``candle_ms`` settled (closed + ``SETTLE_MS``)."""
+        from capandex.marketdata.chunks import SETTLE_MS
+
+        self.now_ms = candle_ms + tf_ms + SETTLE_MS + 1_000
+
+
 def source_of(candles: Candles):
     """A CandleSource serving ``candles`` (open times in [start, end]); records every call."""
     calls: list[tuple[int, int]] = []

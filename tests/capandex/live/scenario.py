@@ -10,7 +10,7 @@ import pytest
 
 from capandex.db.session import transaction
 from capandex.engine import Candles
-from capandex.live import catchup, intents
+from capandex.live import catchup, entries, intents
 from capandex.live.executions import start_execution
 from capandex.live.orders import LiveGateway
 from capandex.live.worker import process_tick
@@ -39,13 +39,13 @@ CANDLES = _candles()
 
 
 class Clock:
-    """The live engine's clock (the lease's, ``intents.now_ms``, and the catch-up's,
-    ``catchup.now_ms``), moved by hand: each pass is a minute after the last."""
+    """The live engine's clock (the lease's, ``intents.now_ms``, the catch-up's, ``catchup.now_ms``,
+    and the entries', ``entries.now_ms``), moved by hand: each pass is a minute after the last."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.now = int(CANDLES.time[A]) + 2 * MINUTE_MS
-        monkeypatch.setattr(intents, "now_ms", lambda: self.now)
-        monkeypatch.setattr(catchup, "now_ms", lambda: self.now)
+        for module in (intents, catchup, entries):
+            monkeypatch.setattr(module, "now_ms", lambda: self.now)
 
     def advance(self, ms: int) -> None:
         self.now += ms

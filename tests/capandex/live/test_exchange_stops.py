@@ -21,7 +21,7 @@ from capandex.live.executions import start_execution
 from capandex.live.orders import LiveGateway
 from capandex.live.worker import process_tick
 from tests.capandex.engine.factories import HOUR_MS, price_rule_flow
-from tests.capandex.live.helpers import add_key, make_flow, source_of
+from tests.capandex.live.helpers import EntryClock, add_key, make_flow, source_of
 from tests.utils.fixtures import VENUES, open_venue
 
 N = 6
@@ -55,8 +55,12 @@ class Live:
         client = venue.client()
         self.gateway = lambda row: LiveGateway(client, row.symbol, 0.001, lookup_pause=0.01)
 
+    #: the entry clock (:class:`tests.capandex.live.helpers.EntryClock`), set per test
+    clock: EntryClock
+
     def tick(self, i, gateway=None, price=None):
-        """Tick candle ``i`` with the market at ``price`` (default: the candle's close)."""
+        """Tick candle ``i`` right after it settled, with the market at ``price`` (default: its close)."""
+        self.clock.at_settle(int(CANDLES.time[i]))
         self.book.move_price("BTC/USDT", float(CANDLES.close[i]) if price is None else price)
         return process_tick(self.execution, int(CANDLES.time[i]), candles=source_of(CANDLES),
                             gateway=gateway or self.gateway)
@@ -80,6 +84,11 @@ class Live:
 
     def sides(self):
         return [(self.book.orders[c].kind, self.book.orders[c].side) for c in self.book.placed]
+
+
+@pytest.fixture(autouse=True)
+def _ticks_at_settle(monkeypatch, entry_clock):
+    monkeypatch.setattr(Live, "clock", entry_clock, raising=False)
 
 
 def _venue(request, configure, postgres_url, **book):

@@ -30,14 +30,14 @@ CANDLES = random_walk(80, seed=5)
 
 
 @pytest.fixture(params=VENUES)
-def live(request, configure, postgres_url):
+def live(request, configure, postgres_url, entry_clock):
     configure(DATABASE_URL=postgres_url)
     with open_venue(request.param, configure, prices={"BTC/USDT": float(CANDLES.close[40])},
                     late_seconds=1.3) as venue:
-        yield _harness(venue)
+        yield _harness(venue, entry_clock)
 
 
-def _harness(venue):
+def _harness(venue, clock):
     user = uuid.uuid4()
     with transaction() as conn:
         key_id = new_id("key")
@@ -56,8 +56,11 @@ def _harness(venue):
     h.venue, h.book, h.user, h.execution, h.source, h.key_id = venue, venue.book, user, execution, source_of(CANDLES), \
         key_id
     h.gateway = lambda row: LiveGateway(client, row.symbol, 0.001, lookup_pause=0.01)
-    h.tick = lambda i, **kw: process_tick(execution, int(CANDLES.time[i]), candles=h.source,
-                                          gateway=kw.get("gateway", h.gateway))
+    def tick(i, **kw):
+        clock.at_settle(int(CANDLES.time[i]))
+        return process_tick(execution, int(CANDLES.time[i]), candles=h.source, gateway=kw.get("gateway", h.gateway))
+
+    h.tick, h.clock = tick, clock
     return h
 
 
@@ -267,6 +270,7 @@ def test_an_unlisted_symbol_is_rejected_before_the_lookup(live):
         flow_id = make_flow(conn, live.user, price_rule_flow(0.0, 1e9), symbol="NOPE/USDT", exchange=live.venue.id)
         execution = start_execution(conn, user_id=live.user, flow_id=flow_id, mode="live",
                                     exchange_key_id=live.key_id, now_ms=int(CANDLES.time[40]))["executionId"]
+    live.clock.at_settle(int(CANDLES.time[40]))
     outcome = process_tick(execution, int(CANDLES.time[40]), candles=live.source, gateway=live.gateway)
     assert (outcome.status, outcome.error) == ("failed", "delisted")
     row = _execution(execution)

@@ -81,8 +81,9 @@ class Fleet:
 
 
 @pytest.fixture
-def venue(configure, postgres_url, monkeypatch):
+def venue(configure, postgres_url, monkeypatch, entry_clock):
     configure(DATABASE_URL=postgres_url)
+    entry_clock.at_settle(int(CANDLES.time[40]))  # every test ticks candle 40, right after it settled
     # a budget the loopback's limit (8 requests in any 0.2 s) holds with room for scheduling jitter:
     # one request every 50 ms, none at once (at most 5 in 0.2 s; ten workers starting together send 10)
     monkeypatch.setitem(limits.KEY_LIMITS, "binance", KeyLimit(1, 20.0))

@@ -49,7 +49,7 @@ def test_a_paper_execution_shows_zero_difference(configure, tmp_path, risk):
         assert execution_status(conn, user_id=user, execution_id=execution)["parity"] == summary
 
 
-def test_a_live_execution_shows_its_slippage_and_a_refused_order(configure, postgres_url):
+def test_a_live_execution_shows_its_slippage_and_a_refused_order(configure, postgres_url, entry_clock):
     configure(DATABASE_URL=postgres_url)
     with open_venue("binance", configure) as venue:
         user = uuid.uuid4()
@@ -64,6 +64,7 @@ def test_a_live_execution_shows_its_slippage_and_a_refused_order(configure, post
             venue.book.prices["BTC/USDT"] = float(CANDLES.close[i]) * 1.002  # the market a little above the close
             if i == 44:
                 venue.book.fail_next("insufficient_balance")
+            entry_clock.at_settle(int(CANDLES.time[i]))
             process_tick(execution, int(CANDLES.time[i]), candles=source,
                          gateway=lambda row: LiveGateway(client, row.symbol, 0.001, lookup_pause=0.01))
         out = report(user_id=user, execution_id=execution, candles=source)
@@ -76,7 +77,8 @@ def test_a_live_execution_shows_its_slippage_and_a_refused_order(configure, post
     assert first["entrySlippage"] == pytest.approx(float(CANDLES.close[40]) * 1.002 / backtest_entry - 1.0)
     statuses = [(t["signalCandle"], t["status"]) for t in out["trades"]]
     refused = at(int(CANDLES.time[44])).strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert (refused, "missing") in statuses  # the buy the exchange refused
+    assert (refused, "missing") in statuses  # the buy the exchange refused, and why
+    assert [t["reason"] for t in out["trades"] if t["signalCandle"] == refused] == ["rejected"]
     summary = out["summary"]
     assert summary["missing"] >= 1 and summary["trackingError"] > 0
     assert summary["trackingErrorPercent"] == pytest.approx(summary["trackingError"] / 10_000 * 100)

@@ -29,13 +29,13 @@ HOOK = {"id": "hook", "type": "trigger", "data": {"kind": "webhook"}}
 
 
 @pytest.fixture
-def hook(configure, postgres_url, monkeypatch):
+def hook(configure, postgres_url, monkeypatch, entry_clock):
     configure(DATABASE_URL=postgres_url)
     with open_venue("binance", configure, prices={"BTC/USDT": PRICE}) as venue:
-        yield _harness(venue, monkeypatch)
+        yield _harness(venue, monkeypatch, entry_clock)
 
 
-def _harness(venue, monkeypatch):
+def _harness(venue, monkeypatch, clock):
     book = venue.book
     user = uuid.uuid4()
     flow = price_rule_flow(1e12, 0.0)  # the candles never trade: only the webhook does
@@ -55,13 +55,16 @@ def _harness(venue, monkeypatch):
         pass
 
     h = Harness()
-    h.book, h.user, h.execution = book, user, execution
+    h.book, h.user, h.execution, h.clock = book, user, execution, clock
     h.gateway = lambda row: LiveGateway(client, row.symbol, 0.001, lookup_pause=0.01)
     h.fire = lambda body, **kw: webhooks.fire(flow_id=flow_id, token=token, body=body,
                                               price=lambda exchange, symbol: PRICE,
                                               gateway=kw.get("gateway", h.gateway))
-    h.tick = lambda i: worker.process_tick(execution, int(CANDLES.time[i]), candles=source_of(CANDLES),
-                                           gateway=h.gateway)
+    def tick(i):
+        clock.at_settle(int(CANDLES.time[i]))
+        return worker.process_tick(execution, int(CANDLES.time[i]), candles=source_of(CANDLES), gateway=h.gateway)
+
+    h.tick = tick
     h.later = lambda: monkeypatch.setattr(intents, "now_ms", lambda: now() + 91_000)  # the lease expired
     return h
 
@@ -134,6 +137,7 @@ def test_a_call_while_a_tick_intent_is_pending_completes_that_first(hook):
         conn.execute(executions.update().where(executions.c.id == row.id)
                      .values(state={**row.state, "pending_tick": pending}))
     hook.later()
+    hook.clock.at_settle(int(CANDLES.time[41]))  # the call comes while the tick's buy is still fresh
     answer = hook.fire(b'{"action": "buy", "id": "b1"}')
     assert answer["orders"] == [] and answer["duplicate"] is False  # already long after the tick's buy
     row, statuses, held = _state(hook.execution)
