@@ -9,9 +9,20 @@ takes instead
 
 — every flow with a warm-up under 2,000 candles keeps its exact 1e-12 window (the floor covers
 it); a longer one gets five warm-ups, where a seed's weight has decayed below e⁻⁸ ≈ 3e-4 (for an
-EMA, ``(1 - 2/(P+1))^(4P)``), so decisions can differ from a backtest's only near a tie. A flow
-whose warm-up alone exceeds :data:`MAX_WINDOW` candles cannot run live or on paper: starting it is
-a 422 naming its nodes, and a tick refuses it for good.
+EMA, ``(1 - 2/(P+1))^(4P)``), so decisions can differ from a backtest's only near a tie.
+
+Two hard limits make every tick's cost bounded, whatever the flow (a tick runs every candle, on a
+512 MB worker that handles ten executions per batch — one oversized flow would take the others of
+its batch down with it):
+
+* the window itself is at most :data:`MAX_WINDOW` candles (so is every fetch for it) — a chain of
+  EMAs whose warm-ups add up to 497,502 candles would otherwise ask for five times that, 2.5 M;
+* the flow's evaluation over the window, by the engine's cost model (nodes × candles,
+  :mod:`capandex.engine.cost`), needs at most :data:`TICK_MAX_BYTES` and :data:`TICK_MAX_SECONDS`
+  — 249 EMAs of period 90,000 over their 450,000-candle window took 1.1 GB and 5 s per tick.
+
+A flow over either limit cannot run live or on paper: starting it is a 422 naming its nodes, and a
+tick refuses it for good (an execution started before the limit existed fails, it never runs).
 """
 
 from __future__ import annotations
@@ -29,6 +40,11 @@ FLOOR = 10_000
 WARMUPS = 5
 #: the most candles one tick evaluates (and fetches) for one execution
 MAX_WINDOW = 500_000
+#: the most memory one tick's evaluation may need, by the cost model (issue 11's ema(100000) +
+#: bollinger(2000) needs 93 MiB; the tick worker has 512 MB for the runtime, candles and the rest)
+TICK_MAX_BYTES = 160 * 2**20
+#: the most engine time one tick's evaluation may take, by the cost model (that flow: 0.14 s)
+TICK_MAX_SECONDS = 0.5
 
 
 def history_window(compiled: CompiledFlow) -> int:
@@ -36,16 +52,37 @@ def history_window(compiled: CompiledFlow) -> int:
 
     Raises:
         ValidationFailed: the flow uses OBV (a running total since the first candle, which no
-            trailing window reproduces), or its warm-up needs more than :data:`MAX_WINDOW` candles.
+            trailing window reproduces), its warm-up needs a window of more than
+            :data:`MAX_WINDOW` candles, or its evaluation over the window exceeds the tick's
+            budget (:data:`TICK_MAX_BYTES`, :data:`TICK_MAX_SECONDS`).
     """
     if compiled.history is None:
         raise ValidationFailed("The flow uses OBV, a running total since the first candle, which cannot be "
                                "evaluated candle by candle; paper and live executions cannot run it.",
                                details=[field_problem("nodes", "OBV cannot run in paper or live mode")])
     needed = compiled.warmup + 1
-    if needed > MAX_WINDOW:
+    window = min(compiled.history, max(FLOOR, WARMUPS * needed))
+    if needed > MAX_WINDOW or window > MAX_WINDOW:
+        what = (f"needs {needed:,} candles before its first signal" if needed > MAX_WINDOW
+                else f"needs {WARMUPS} warm-ups of {needed:,} candles ({window:,}) to agree with a backtest")
         raise ValidationFailed(
-            f"The flow needs {needed:,} candles before its first signal; paper and live executions keep at most "
-            f"{MAX_WINDOW:,}. Use shorter indicator periods.",
-            details=[field_problem("nodes", f"the indicators' warm-up exceeds {MAX_WINDOW:,} candles")])
-    return min(compiled.history, max(FLOOR, WARMUPS * needed))
+            f"The flow {what}; paper and live executions keep at most {MAX_WINDOW:,}. Use shorter indicator "
+            "periods or fewer chained indicators.",
+            details=[field_problem("nodes", f"the indicators' warm-up exceeds {MAX_WINDOW:,} candles"
+                                   if needed > MAX_WINDOW else
+                                   f"the indicators' warm-ups need a window over {MAX_WINDOW:,} candles")])
+    _check_tick_cost(compiled, window)
+    return window
+
+
+def _check_tick_cost(compiled: CompiledFlow, window: int) -> None:
+    from capandex.engine import cost
+
+    work = cost.estimate(compiled, window)
+    if work.bytes <= TICK_MAX_BYTES and work.seconds <= TICK_MAX_SECONDS:
+        return
+    why = (f"{work.nodes} computing nodes over a window of {window:,} candles need about {work.bytes / 2**20:,.0f} "
+           f"MiB and {work.seconds:.1f} s per tick; a tick may use {TICK_MAX_BYTES / 2**20:,.0f} MiB and "
+           f"{TICK_MAX_SECONDS} s")
+    raise ValidationFailed(f"The flow is too heavy to run live or on paper: {why}. Use fewer nodes or shorter "
+                           "indicator periods.", details=[field_problem("nodes", why)])

@@ -27,8 +27,10 @@ missing as a real pnl of 0, extra as a backtest pnl of 0), of real pnl − backt
 currency; ``trackingErrorPercent`` is it as a percentage of the initial capital. A paper execution's
 report shows zero differences (paper fills are the stepper's, which the backtest equals).
 
-**Cost.** At most ``CAPANDEX_PARITY_MAX_CANDLES`` candles (1,000,000: about 0.1 s of backtest);
-the response lists the ``limit`` most recent trades (the summary counts all).
+**Cost.** At most ``CAPANDEX_PARITY_MAX_CANDLES`` candles (1,000,000: about 0.1 s of backtest for a
+small flow), and the flow over them within a backtest's memory budget and the in-request time
+budget by the engine's cost model (nodes × candles, :mod:`capandex.engine.cost`); otherwise a 422
+naming ``executionId``. The response lists the ``limit`` most recent trades (the summary counts all).
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def report(*, user_id: uuid.UUID, execution_id: str, limit: int = 500, candles: 
     if first is not None and last is not None and last >= first:
         compiled = compiled_flow(row)
         history = history_window(compiled)
-        _check_size((last - first) // tf + 1 + history)
+        _check_size(compiled, (last - first) // tf + 1 + history)
         data = (candles or default_candles)(row.exchange, row.symbol, row.timeframe, first - history * tf, last)
         bt = _backtest(compiled, data, first)
     out = _compare(row, bt, real, tf, first, limit, unplaced)
@@ -111,13 +113,25 @@ def report(*, user_id: uuid.UUID, execution_id: str, limit: int = 500, candles: 
     return out
 
 
-def _check_size(candles: int) -> None:
+def _check_size(compiled: CompiledFlow, candles: int) -> None:
+    """:class:`ValidationFailed` naming ``executionId`` when the report's backtest is over its
+    candle bound, or over what one request may spend by the engine's cost model (nodes × candles:
+    the memory budget of every backtest, and the in-request time budget)."""
     from capandex.config import get_settings
+    from capandex.engine import cost
 
-    bound = get_settings().parity_max_candles
+    settings = get_settings()
+    bound = settings.parity_max_candles
     if candles > bound:
         raise ValidationFailed(f"The execution has processed {candles} candles; a parity report covers at most "
                                f"{bound}.", details=[field_problem("executionId", f"more than {bound} candles")])
+    work = cost.estimate(compiled, candles)
+    if work.bytes > cost.MAX_EVALUATION_BYTES or work.seconds > settings.backtest_sync_budget_s:
+        why = (f"{work.nodes} computing nodes over {candles:,} candles need about {work.bytes / 2**20:,.0f} MiB and "
+               f"{work.seconds:,.1f} s; a report may use {cost.MAX_EVALUATION_BYTES / 2**20:,.0f} MiB and "
+               f"{settings.backtest_sync_budget_s:,.0f} s")
+        raise ValidationFailed(f"The parity report is too large: {why}.",
+                               details=[field_problem("executionId", why)])
 
 
 def _real_trades(conn: Connection, row: Any) -> list[Side]:

@@ -123,3 +123,45 @@ def test_a_flow_that_cannot_run_is_a_422_at_start_before_the_exchange_is_asked(a
     response = me.post("/api/engine/start", json={"flowId": flow_id, "mode": "paper"})
     assert response.status_code == 422 and response.json()["error"]["details"][0]["field"] == "nodes"
     assert binance_env.count() == before
+
+
+def chained_emas(count: int, period: int) -> dict:
+    """ema of ema of … ``count`` deep: the warm-ups add up."""
+    flow = flow_of(("ema", {"period": period}))
+    for i in range(1, count):
+        flow["nodes"].append({"id": f"e{i}", "type": "indicator", "data": {"kind": "ema", "period": period}})
+        flow["edges"].append({"id": f"x{i}", "source": "i0" if i == 1 else f"e{i - 1}", "target": f"e{i}",
+                              "targetHandle": "source"})
+    next(e for e in flow["edges"] if e["id"] == "a0")["source"] = f"e{count - 1}"
+    return flow
+
+
+def test_chained_warm_ups_cannot_ask_for_more_than_the_cap() -> None:
+    """498 chained ema(1000): a warm-up of 497,502 candles (under the cap) asked for a window of five
+    of them, 2,487,515 candles — 10 GB and 50 s per tick by the cost model."""
+    with pytest.raises(ValidationFailed) as info:
+        history_window(compile_flow(chained_emas(498, 1000)))
+    assert info.value.details == [{"field": "nodes",
+                                   "message": "the indicators' warm-ups need a window over 500,000 candles"}]
+    assert history_window(compile_flow(chained_emas(10, 1000))) == WARMUPS * (9 * 999 + 999 + 1)  # still runs
+
+
+def test_many_long_indicators_cannot_run_where_one_can() -> None:
+    """249 ema(90000) — each alone runs — took 1.1 GB and 5 s of CPU on every tick (the tick worker
+    has 512 MB and ten executions per batch); the nodes × window cost model refuses them."""
+    assert history_window(compile_flow(flow_of(("ema", {"period": 90_000})))) == 450_000
+    with pytest.raises(ValidationFailed) as info:
+        history_window(compile_flow(flow_of(*[("ema", {"period": 90_000})] * 249)))
+    (detail,) = info.value.details
+    assert detail["field"] == "nodes" and "498 computing nodes" in detail["message"] and "MiB" in detail["message"]
+    cheap = compile_flow(flow_of(*[("rsi", {"period": 14})] * 249))
+    assert history_window(cheap) == cheap.history  # many short ones run
+
+
+def test_a_heavy_flow_is_a_422_at_start(api, binance_env) -> None:
+    me = api.as_user()
+    flow_id = me.post("/api/flows", json={"name": "wide", **flow_of(*[("ema", {"period": 90_000})] * 249)}).json()["id"]
+    before = binance_env.count()
+    response = me.post("/api/engine/start", json={"flowId": flow_id, "mode": "paper"})
+    assert response.status_code == 422 and response.json()["error"]["details"][0]["field"] == "nodes"
+    assert binance_env.count() == before

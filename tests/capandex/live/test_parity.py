@@ -82,3 +82,32 @@ def test_a_live_execution_shows_its_slippage_and_a_refused_order(configure, post
     summary = out["summary"]
     assert summary["missing"] >= 1 and summary["trackingError"] > 0
     assert summary["trackingErrorPercent"] == pytest.approx(summary["trackingError"] / 10_000 * 100)
+
+
+def test_a_report_over_more_work_than_a_request_may_do_is_a_422_before_any_candle_loads(configure, tmp_path):
+    """249 rsi(14) run live or on paper (a window of 389 candles per tick is cheap), but a year of 1m
+    candles later their parity backtest is 498 nodes × 525,600 candles: ~1.2 GB and ~16 s of CPU in
+    the 2 GB, 20 s engine function, on every GET."""
+    from sqlalchemy import update
+
+    from capandex.db.schema import executions
+    from capandex.errors import ValidationFailed
+    from tests.capandex.engine.test_cost import indicator_flow
+
+    configure(DATABASE_URL=f"sqlite:///{tmp_path / 'parity.db'}")
+    user = uuid.uuid4()
+    with transaction() as conn:
+        flow_id = make_flow(conn, user, indicator_flow(*[("rsi", {"period": 14})] * 249))
+        execution = start_execution(conn, user_id=user, flow_id=flow_id, mode="paper",
+                                    now_ms=int(CANDLES.time[60]))["executionId"]
+    source = source_of(CANDLES)
+    assert [o.status for o in run_pass(at(int(CANDLES.time[61]) + HOUR_MS + SETTLE_MS), candles=source)] == ["done"]
+    with transaction() as conn:  # a year of minutes later
+        conn.execute(update(executions).where(executions.c.id == execution)
+                     .values(last_candle_ms=int(CANDLES.time[60]) + 525_600 * 60_000, timeframe="1m"))
+    loaded = len(source.calls)
+    with pytest.raises(ValidationFailed) as info:
+        report(user_id=user, execution_id=execution, candles=source)
+    assert {d["field"] for d in info.value.details} == {"executionId"}
+    assert "498 computing nodes" in info.value.details[0]["message"]
+    assert len(source.calls) == loaded  # refused before the candles were read
