@@ -10,7 +10,8 @@ the CLI's options into an :class:`OptimizeSpec`::
 
 ``space`` is described in :mod:`capandex.research.space`; ``objective`` and ``constraints`` in
 :mod:`capandex.research.objective`. ``method`` is ``grid`` (every combination; ``trials`` is then
-ignored), ``random`` or ``tpe`` (``trials`` sets, default 100). Durations are a whole number and a
+ignored), ``random`` or ``tpe`` (``trials`` sets, default 100; ``tpe`` at most
+:data:`~capandex.research.search.MAX_TPE_TRIALS`). Durations are a whole number and a
 unit: ``m`` minutes, ``h`` hours, ``d`` days, ``w`` weeks.
 """
 
@@ -26,7 +27,7 @@ from capandex.engine.document import Flow
 from capandex.errors import ValidationFailed, field_problem
 from capandex.research.montecarlo import MAX_RESAMPLES
 from capandex.research.objective import Constraints, Objective, parse_constraints, parse_objective
-from capandex.research.search import METHODS, Method
+from capandex.research.search import MAX_TPE_TRIALS, METHODS, Method
 from capandex.research.space import MAX_COMBINATIONS, SearchSpace, parse_space, raise_problems
 
 DEFAULT_TRIALS = 100
@@ -97,6 +98,9 @@ def parse_request(raw: Mapping[str, Any], flow: Flow) -> OptimizeSpec:
         problems.append(field_problem("method", f"must be one of {', '.join(METHODS)}"))
         method = "grid"
     trials = _whole(raw.get("trials"), "trials", DEFAULT_TRIALS, 1, MAX_COMBINATIONS, problems)
+    if method == "tpe" and trials > MAX_TPE_TRIALS:
+        problems.append(field_problem("trials", f"tpe evaluates at most {MAX_TPE_TRIALS:,} sets (its sampler's work "
+                                                "grows with the square of the trials); use random or grid for more"))
     seed = _whole(raw.get("seed"), "seed", 0, 0, 2**31 - 1, problems)
     walk_forward = _walk_forward(raw.get("walkForward"), problems)
     monte_carlo = _monte_carlo(raw.get("monteCarlo"), problems)

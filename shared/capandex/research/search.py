@@ -36,6 +36,13 @@ Method = Literal["grid", "random", "tpe"]
 METHODS: tuple[Method, ...] = ("grid", "random", "tpe")
 #: what TPE is told for a set it must avoid (relation broken, objective undefined, flow refused)
 WORST_SCORE = -1e300
+#: the most sets a ``tpe`` search evaluates: each round rebuilds the sampler from every set told so
+#: far and each ask weighs them all, so its work grows with the square of the trials (89,000 trials
+#: over four days of candles — nothing by the engine's cost model — were hours of sampling)
+MAX_TPE_TRIALS = 2_000
+#: CPU seconds per (ask × set told before its round) of Optuna's TPE, measured with
+#: ``benchmarks/tpe_cost.py`` (1.8-3.3e-5 on this machine class, whatever the parameters) and rounded up
+TPE_SECONDS_PER_ASK_AND_TOLD = 4e-5
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +81,17 @@ def make_search(method: Method, space: SearchSpace, *, trials: int, seed: int,
     if len(valid) <= trials:
         return _Sequence(valid, issued)
     return _Tpe(space, trials, seed, list(told), rounds, pending=issued - len(told))
+
+
+def sampler_seconds(search: Search) -> float:
+    """CPU seconds the search itself spends choosing its sets (not evaluating them): TPE's rounds
+    of ``round size`` asks, each weighing every set told before its round; 0 for grid and random."""
+    if not isinstance(search, _Tpe):
+        return 0.0
+    size = tpe_round_size(search.total)
+    rounds = math.ceil(search.total / size)
+    told_before_asks = size * size * rounds * (rounds - 1) / 2  # Σ over rounds r of size asks × r·size told
+    return told_before_asks * TPE_SECONDS_PER_ASK_AND_TOLD
 
 
 def tpe_round_size(trials: int) -> int:

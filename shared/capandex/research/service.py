@@ -8,9 +8,10 @@ runs the same steps with a process pool (:mod:`capandex.research.jobs`). Bounded
 * the space holds at most 100,000 combinations (:data:`~capandex.research.space.MAX_COMBINATIONS`);
 * every scope together evaluates at most ``optimize_max_trials`` trials;
 * the cost model — trials × candles × the flow's engine time per candle
-  (:func:`capandex.engine.cost.estimate`, an upper bound: the batch engine shares indicators) —
-  stays under ``optimize_max_cpu_seconds``, and one run of the flow over the range fits the
-  engine's memory budget;
+  (:func:`capandex.engine.cost.estimate`, an upper bound: the batch engine shares indicators),
+  plus the search's own work (TPE's sampling grows with the square of its trials:
+  :func:`~capandex.research.search.sampler_seconds`) — stays under ``optimize_max_cpu_seconds``,
+  and one run of the flow over the range fits the engine's memory budget;
 * one running optimisation per user: another submission is a 429 with ``Retry-After`` (a partial
   unique index makes that hold across concurrent requests, not just a check before an insert).
 
@@ -120,6 +121,7 @@ def _check_cost(spec: Any, compiled: Any, start_ms: int, end_ms: int, timeframe:
     when they, the cost model or one run's memory exceed the limits (see the module docstring)."""
     from capandex.engine import cost
     from capandex.research.optimizer import scopes_for
+    from capandex.research.search import sampler_seconds
     from capandex.research.study import Study
     from capandex.research.walkforward import windows_between
 
@@ -131,6 +133,7 @@ def _check_cost(spec: Any, compiled: Any, start_ms: int, end_ms: int, timeframe:
     per_scope = [search.total for search in study.searches]
     seconds = sum(trials * cost.estimate(compiled, count).seconds for trials, count in zip(per_scope, candles,
                                                                                           strict=True))
+    seconds += sum(sampler_seconds(search) for search in study.searches)
     problems = []
     cut = "space" if spec.method == "grid" else "trials"
     if study.total > settings.optimize_max_trials:
@@ -138,9 +141,9 @@ def _check_cost(spec: Any, compiled: Any, start_ms: int, end_ms: int, timeframe:
                                            f"{settings.optimize_max_trials:,}"))
     if seconds > settings.optimize_max_cpu_seconds:
         problems.append(field_problem(cut, f"would cost about {seconds / 60:,.0f} CPU-minutes by the cost model "
-                                           f"(trials × candles × the flow's time per candle); at most "
-                                           f"{settings.optimize_max_cpu_seconds / 60:,.0f}: fewer combinations or "
-                                           "trials, a shorter range, or fewer walk-forward windows"))
+                                           "(trials × candles × the flow's time per candle, plus TPE's sampling); "
+                                           f"at most {settings.optimize_max_cpu_seconds / 60:,.0f}: fewer combinations "
+                                           "or trials, a shorter range, or fewer walk-forward windows"))
     try:
         cost.check_budget(cost.estimate(compiled, candles[0]))
     except ValidationFailed as exc:

@@ -102,6 +102,25 @@ def test_the_cost_of_a_request_is_bounded(user, configure, binance: BinanceServe
     assert binance.count("/api/v3/klines") == 0  # refused before the exchange was asked anything
 
 
+def test_tpe_sampling_is_part_of_the_cost(user, binance: BinanceServer) -> None:
+    """TPE's own work grows with the square of its trials: 89,000 TPE trials over four days of
+    candles passed the cost model (the engine's part is nothing) and sampled for hours."""
+    wide = {"fast.period": {"min": 2, "max": 300}, "slow.period": {"min": 2, "max": 300}}
+    four_days = body(user.flow_id, space=wide, method="tpe", endDate="2024-01-05")
+    response = user.post("/api/engine/optimize", json={**four_days, "trials": 89_000})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["details"] == [{"field": "trials", "message": (
+        "tpe evaluates at most 2,000 sets (its sampler's work grows with the square of the trials); use random or "
+        "grid for more")}]
+    # 2,000 TPE trials in each of 96 walk-forward windows and the whole range: ~2.2 CPU-hours of sampling alone
+    windows = user.post("/api/engine/optimize", json=body(user.flow_id, space=wide, method="tpe", trials=2000,
+                                                          walkForward={"train": "10d", "test": "10h"}))
+    assert windows.status_code == 422, windows.text
+    (detail,) = windows.json()["error"]["details"]
+    assert detail["field"] == "trials" and "plus TPE's sampling" in detail["message"]
+    assert binance.count("/api/v3/klines") == 0
+
+
 def test_one_running_optimisation_per_user(user, monkeypatch) -> None:
     monkeypatch.setattr(service, "start", lambda *_a: None)  # the first one stays running
     first = user.post("/api/engine/optimize", json=body(user.flow_id))
