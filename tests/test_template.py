@@ -164,7 +164,7 @@ PERMISSIONS = {
     "BacktestFetchChunkFunction": {"ssm:GetParameter", "kms:Decrypt", "s3:GetObject", "s3:PutObject", "s3:ListBucket"},
     "BacktestRunFunction": {"ssm:GetParameter", "kms:Decrypt", "s3:GetObject", "s3:PutObject", "s3:ListBucket"},
     "BacktestFailFunction": {"ssm:GetParameter", "kms:Decrypt"},
-    "ReportFunction": {"ssm:GetParameter", "kms:Decrypt", "s3:GetObject", "s3:ListBucket"},
+    "ReportFunction": {"ssm:GetParameter", "kms:Decrypt", "s3:GetObject", "s3:PutObject", "s3:ListBucket"},
     "OptimizePlanFunction": {"ssm:GetParameter", "kms:Decrypt", "s3:GetObject", "s3:ListBucket"},
     "OptimizeFetchChunkFunction": {"ssm:GetParameter", "kms:Decrypt", "s3:GetObject", "s3:PutObject", "s3:ListBucket"},
     "OptimizePrepareFunction": {"ssm:GetParameter", "kms:Decrypt", "s3:GetObject", "s3:PutObject", "s3:ListBucket"},

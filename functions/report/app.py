@@ -18,6 +18,7 @@ from capandex.api.app import create_app, lambda_handler
 from capandex.api.deps import CurrentUser
 from capandex.api.openapi import errors
 from capandex.backtests.models import ID_PATTERN
+from capandex.report import CONTENT_SECURITY_POLICY
 
 router = APIRouter(tags=["engine"])
 
@@ -25,15 +26,20 @@ router = APIRouter(tags=["engine"])
 @router.get("/api/engine/backtest/{backtestId}/report", response_class=HTMLResponse,
             responses={200: {"content": {"text/html": {}}, "description": "one self-contained HTML page "
                                                                           "(BokehJS inlined: works offline)"},
-                       **errors(404, 409)})
+                       **errors(404, 409, 429)})
 async def backtest_report(*, user: CurrentUser,
                           backtestId: Annotated[str, Path(max_length=64, pattern=ID_PATTERN)]) -> HTMLResponse:
     """Candles with the flow's indicators, trades coloured by outcome, equity against buy-and-hold,
     drawdown, metrics and the trade list; pan, zoom and hover linked across panes. 409 while the
-    backtest runs or after it failed."""
+    backtest runs or after it failed; drawn once, then served as stored (drawings are rate-limited:
+    429 with Retry-After). Sandboxed by its Content-Security-Policy: it runs on no origin."""
     from capandex.backtests.report import backtest_report as render
 
-    return HTMLResponse(await run_in_threadpool(render, user.id, backtestId))
+    page = await run_in_threadpool(render, user.id, backtestId)
+    return HTMLResponse(page, headers={
+        "Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer", "Cache-Control": "private, max-age=300",
+        "Content-Disposition": f'inline; filename="{backtestId}.html"'})
 
 
 app = create_app("report", [router])

@@ -169,6 +169,10 @@ class Settings(BaseSettings):
     #: validate endpoint tells whether a key works, so it is an oracle for testing stolen keys.
     key_validation_rate_burst: int = Field(10, ge=1, alias="CAPANDEX_KEY_VALIDATION_RATE_BURST")
     key_validation_rate_per_hour: float = Field(30.0, gt=0, alias="CAPANDEX_KEY_VALIDATION_RATE_PER_HOUR")
+    #: GET /api/engine/backtest/{id}/report drawings per user (a report is drawn once, then served
+    #: from the store; drawing one costs up to ~3 s of CPU): a burst, refilled at ``…_per_hour``
+    report_rate_burst: int = Field(10, ge=1, alias="CAPANDEX_REPORT_RATE_BURST")
+    report_rate_per_hour: float = Field(60.0, gt=0, alias="CAPANDEX_REPORT_RATE_PER_HOUR")
 
     @model_validator(mode="after")
     def _defaults_and_guards(self) -> Settings:

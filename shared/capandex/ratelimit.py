@@ -13,6 +13,8 @@ each request takes one. A new user starts with a full bucket. The buckets (:data
 - ``key_validation`` — ``POST /api/exchange-keys/validate`` and ``POST /api/ai-keys/validate``
   together (``CAPANDEX_KEY_VALIDATION_RATE_BURST`` / ``CAPANDEX_KEY_VALIDATION_RATE_PER_HOUR``):
   a validate endpoint answers "does this key work?", an oracle for testing stolen keys.
+- ``report`` — drawing a backtest's report (``GET /api/engine/backtest/{id}/report`` when it is not
+  stored yet: up to ~3 s of CPU each) (``CAPANDEX_REPORT_RATE_BURST`` / ``CAPANDEX_REPORT_RATE_PER_HOUR``).
 
 Users can read their own rows but never write them (see :mod:`capandex.db.migrations`): through
 Supabase's Data API a user could otherwise refill their own bucket. :func:`consume` therefore
@@ -119,11 +121,15 @@ CHAT = "chat"
 #: the bucket of both key-validation endpoints
 KEY_VALIDATION = "key_validation"
 
+#: the bucket of drawing backtest reports
+REPORT = "report"
+
 #: bucket name → its configuration from the settings
 BUCKETS: dict[str, Callable[[Settings], Bucket]] = {
     CHAT: lambda s: Bucket(CHAT, s.chat_rate_burst, s.chat_rate_per_minute / 60.0, "chat requests"),
     KEY_VALIDATION: lambda s: Bucket(KEY_VALIDATION, s.key_validation_rate_burst,
                                      s.key_validation_rate_per_hour / 3600.0, "key validations"),
+    REPORT: lambda s: Bucket(REPORT, s.report_rate_burst, s.report_rate_per_hour / 3600.0, "reports drawn"),
 }
 
 

@@ -68,7 +68,7 @@ def test_a_refused_request_takes_nothing(engine) -> None:
 
 
 def test_buckets_come_from_the_settings(engine) -> None:
-    assert set(BUCKETS) == {"chat", "key_validation"}
+    assert set(BUCKETS) == {"chat", "key_validation", "report"}
     chat, keys = bucket("chat"), bucket("key_validation", get_settings())
     assert (chat.name, chat.capacity, chat.refill_per_second) == ("chat", 3, pytest.approx(0.1))
     assert (keys.name, keys.capacity, keys.refill_per_second) == ("key_validation", 2, pytest.approx(0.01))

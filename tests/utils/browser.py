@@ -51,3 +51,32 @@ def offline_page(width: int = 1300, height: int = 900) -> Iterator[tuple[Any, li
             yield page, problems, requests
         finally:
             browser.close()
+
+
+@contextmanager
+def served_page(url: str, body: bytes, headers: dict[str, str], cookies: list[dict[str, Any]] = (),
+                width: int = 1300, height: int = 900) -> Iterator[tuple[Any, list[str]]]:
+    """``(page, problems)``: Chromium opened at ``url``, answered with ``body`` and ``headers`` as a
+    server would (so response headers such as Content-Security-Policy apply), with ``cookies`` set
+    for the site; every other request is refused without touching the network. ``problems`` as in
+    :func:`offline_page`."""
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium_or_skip()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=FLAGS)
+        try:
+            context = browser.new_context(viewport={"width": width, "height": height})
+            if cookies:
+                context.add_cookies(list(cookies))
+            context.route("**/*", lambda route: route.fulfill(status=200, body=body, headers=headers)
+                          if route.request.url == url else route.abort())
+            page = context.new_page()
+            problems: list[str] = []
+            page.on("console", lambda m: problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning")
+                    else None)
+            page.on("pageerror", lambda e: problems.append(f"uncaught: {e}"))
+            page.goto(url)
+            yield page, problems
+        finally:
+            browser.close()

@@ -15,6 +15,15 @@ from typing import Any
 
 from capandex.errors import BadRequest
 
+#: what a served report may do, as a ``Content-Security-Policy`` (the API serves it on its own
+#: origin, where the session cookie lives): run its inline BokehJS and styles, draw ``data:``/
+#: ``blob:`` images and save them — nothing else. ``sandbox`` without ``allow-same-origin`` gives
+#: the page an opaque origin, so even a script that found its way into the page could neither read
+#: the cookie nor call the API as the user; ``connect-src 'none'`` lets it send nothing anywhere.
+CONTENT_SECURITY_POLICY = ("sandbox allow-scripts allow-downloads allow-popups; default-src 'none'; "
+                           "script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data: blob:; "
+                           "font-src data:; connect-src 'none'; base-uri 'none'; form-action 'none'")
+
 
 def render_report(result: Any, candles: Any, flow: Any, *, exchange: str = "", symbol: str = "",
                   timeframe: str = "") -> str:
