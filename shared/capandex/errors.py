@@ -53,12 +53,6 @@ class Unauthorized(CapandexError):
     status, code = 401, "unauthorized"
 
 
-class Forbidden(CapandexError):
-    """Authenticated, but not allowed to do this."""
-
-    status, code = 403, "forbidden"
-
-
 class NotFound(CapandexError):
     """No such resource for this user (another user's resource is indistinguishable from none)."""
 

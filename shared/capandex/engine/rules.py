@@ -171,11 +171,6 @@ def units_for(spent: Real, fill: Real, fee: float) -> Real:
     return spent / (fill * (1.0 + fee))
 
 
-def entry_cost(units: Real, fill: Real, fee: float) -> Real:
-    """Cash paid for a buy: ``units * fill * (1 + fee)``."""
-    return units * fill * (1.0 + fee)
-
-
 def exit_proceeds(units: Real, fill: Real, fee: float) -> Real:
     """Cash received for a sell: ``units * fill * (1 - fee)``."""
     return units * fill * (1.0 - fee)

@@ -86,11 +86,6 @@ def patience(level: Patience) -> Iterator[None]:
         _patience.reset(token)
 
 
-def current_patience() -> Patience:
-    """The :class:`Patience` reads made here retry with (:data:`REQUEST` unless a caller chose)."""
-    return _patience.get()
-
-
 def backoff_s(attempt: int, exc: Exception, level: Patience = REQUEST) -> float:
     """Seconds to wait before retry ``attempt`` (0-based): the exchange's Retry-After when it
     rate-limited us, else exponential from ``level.base_s`` (0.25 s, 0.5 s, 1 s, … for

@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 GREEN, RED, BLUE, GREY = "#26a69a", "#ef5350", "#1f77b4", "#888888"
 PALETTE = ("#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
 WIDTH = 1200
-#: names of the panes, for the page's readers and its tests (each figure's ``name``)
-PANE_NAMES = ("price", "volume", "equity", "drawdown")
 
 
 def render_html(data: ReportData) -> str:
