@@ -10,7 +10,8 @@ Each validated key is asked concurrently (a thread pool) and given ``CAPANDEX_BA
 seconds; a key that fails or runs out of time is listed with an ``error`` (and ``balanceUsd:
 null``) and does not fail the answer. Each key's outcome is cached for
 :data:`CACHE_SECONDS` in the container, so reloading the dashboard does not call the exchange
-again. Stablecoins count one for one as US dollars (:data:`capandex.exchanges.account.STABLECOINS`);
+again; a key validated since (its ``validated_at`` moved, in whichever function validated it) is
+asked anew. Stablecoins count one for one as US dollars (:data:`capandex.exchanges.account.STABLECOINS`);
 other assets are not priced.
 """
 
@@ -50,29 +51,26 @@ class _Outcome:
 
 
 class _Cache:
-    """Outcomes by (user, key id) for :data:`CACHE_SECONDS`; thread-safe, bounded."""
+    """Outcomes by (user, key id) for :data:`CACHE_SECONDS`, each for the key's validation it was
+    read under (``validated_at``: a key validated again since is a miss); thread-safe, bounded."""
 
     def __init__(self) -> None:
-        self._items: OrderedDict[tuple[uuid.UUID, str], tuple[float, _Outcome]] = OrderedDict()
+        self._items: OrderedDict[tuple[uuid.UUID, str], tuple[float, Any, _Outcome]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, user_id: uuid.UUID, key_id: str) -> _Outcome | None:
+    def get(self, user_id: uuid.UUID, key_id: str, validated_at: Any) -> _Outcome | None:
         with self._lock:
             found = self._items.get((user_id, key_id))
-            if found is None or found[0] < time.monotonic():
+            if found is None or found[0] < time.monotonic() or found[1] != validated_at:
                 return None
-            return found[1]
+            return found[2]
 
-    def put(self, user_id: uuid.UUID, key_id: str, outcome: _Outcome) -> None:
+    def put(self, user_id: uuid.UUID, key_id: str, validated_at: Any, outcome: _Outcome) -> None:
         with self._lock:
-            self._items[(user_id, key_id)] = (time.monotonic() + CACHE_SECONDS, outcome)
+            self._items[(user_id, key_id)] = (time.monotonic() + CACHE_SECONDS, validated_at, outcome)
             self._items.move_to_end((user_id, key_id))
             while len(self._items) > CACHE_ENTRIES:
                 self._items.popitem(last=False)
-
-    def discard(self, user_id: uuid.UUID, key_id: str) -> None:
-        with self._lock:
-            self._items.pop((user_id, key_id), None)
 
     def clear(self) -> None:
         with self._lock:
@@ -85,11 +83,6 @@ _cache = _Cache()
 def clear_cache() -> None:
     """Forget every cached balance (tests; a key's deletion needs nothing: its id is never reused)."""
     _cache.clear()
-
-
-def forget(user_id: uuid.UUID, key_id: str) -> None:
-    """Drop one key's cached balance (it was validated again: the next view asks the exchange)."""
-    _cache.discard(user_id, key_id)
 
 
 def _balance_of(exchange_id: str, sealed: Any, user_id: uuid.UUID, key_id: str, timeout_s: float) -> float:
@@ -148,20 +141,20 @@ def dashboard_balance(*, user_id: uuid.UUID, timeout_s: float | None = None) -> 
     timeout_s = timeout_s if timeout_s is not None else get_settings().balance_timeout_s
     with transaction(user_id) as conn:  # closed before any exchange is called
         rows = conn.execute(select(exchange_keys.c.id, exchange_keys.c.exchange, exchange_keys.c.label,
-                                   exchange_keys.c.sealed, exchange_keys.c.is_valid)
+                                   exchange_keys.c.sealed, exchange_keys.c.is_valid, exchange_keys.c.validated_at)
                             .where(exchange_keys.c.user_id == user_id)
                             .order_by(exchange_keys.c.created_at, exchange_keys.c.id)).all()
     outcomes: dict[str, _Outcome] = {}
     for row in rows:
         if row.is_valid is not True:
             outcomes[row.id] = _Outcome(None, REJECTED if row.is_valid is False else NOT_VALIDATED)
-        elif (cached := _cache.get(user_id, row.id)) is not None:
+        elif (cached := _cache.get(user_id, row.id, row.validated_at)) is not None:
             outcomes[row.id] = cached
     to_ask = [row for row in rows if row.id not in outcomes]
     if to_ask:
         asked = _ask_exchanges(to_ask, user_id, timeout_s)
-        for key_id, outcome in asked.items():
-            _cache.put(user_id, key_id, outcome)
+        for row in to_ask:
+            _cache.put(user_id, row.id, row.validated_at, asked[row.id])
         outcomes.update(asked)
     entries, total = [], 0.0
     for row in rows:

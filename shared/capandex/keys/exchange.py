@@ -207,9 +207,6 @@ def validate_saved_key(*, user_id: uuid.UUID, key_id: str) -> dict[str, Any]:
         exchange, credentials = load_credentials(conn, user_id=user_id, key_id=key_id)
     body = _check(exchange, credentials)
     del credentials
-    with transaction(user_id) as conn:
+    with transaction(user_id) as conn:  # a new validated_at: the dashboard's next balance asks anew
         record_validation(conn, user_id=user_id, key_id=key_id, valid=body["valid"])
-    from capandex.keys.balance import forget
-
-    forget(user_id, key_id)  # the dashboard's next balance asks the exchange with the new verdict
     return body
