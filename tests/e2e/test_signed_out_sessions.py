@@ -11,7 +11,7 @@ import pytest
 
 from tests.capandex.engine.factories import price_rule_flow
 from tests.utils import secret_guard
-from tests.utils.keys_fixtures import binance, binance_env, signed_binance  # noqa: F401
+from tests.utils.keys_fixtures import signed_binance  # noqa: F401
 from tests.utils.supabase_auth_server import supabase_auth  # noqa: F401
 
 HOOK = {"id": "hook", "type": "trigger", "data": {"kind": "webhook"}}

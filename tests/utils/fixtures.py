@@ -1,10 +1,12 @@
-"""Shared pytest fixtures for exchange-facing tests (import them into a conftest.py):
-
-    from tests.utils.fixtures import binance, binance_env  # noqa: F401
+"""Shared pytest fixtures for exchange-facing tests: a suite-wide plugin (``pytest_plugins`` in
+tests/conftest.py), so every test may name them without an import.
 
 - ``binance``: a running :class:`~tests.utils.binance_server.BinanceServer` (stopped afterwards).
 - ``binance_env``: settings pointed at it (``CAPANDEX_EXCHANGE_URLS``, a short exchange timeout),
   a fresh data dir, and every per-container cache of capandex.exchanges cleared; returns the server.
+- :func:`with_flow`: an API user with a flow saved (``client.flow_id``).
+- ``instant_retries``: exchange reads retry without waiting (:mod:`capandex.exchanges.retry`'s
+  back-off sleeps are skipped; the attempts are the same).
 - :func:`open_venue` (a context manager, for fixtures parametrised over :data:`VENUES`): one of
   the exchanges live mode trades on, with its order endpoints, as a :class:`Venue`.
 """
@@ -49,6 +51,21 @@ def binance_env(binance: BinanceServer, configure) -> Iterator[BinanceServer]:
     reset_exchange_caches()
     yield binance
     reset_exchange_caches()
+
+
+def with_flow(client: Any, document: dict[str, Any], name: str = "SMA") -> Any:
+    """``client`` (an API user) with ``document`` saved as a flow of its own: ``client.flow_id``."""
+    response = client.post("/api/flows", json={"name": name, **document})
+    assert response.status_code == 201, response.text
+    client.flow_id = response.json()["id"]
+    return client
+
+
+@pytest.fixture
+def instant_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    from capandex.exchanges import retry
+
+    monkeypatch.setattr(retry, "sleep", lambda _s: None)
 
 
 # -- exchanges with order endpoints: one fixture, parametrised over every exchange live mode trades on

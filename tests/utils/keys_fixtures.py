@@ -1,4 +1,4 @@
-"""Fixtures for the vault/keys tests (import them into a conftest.py):
+"""Fixtures for the vault/keys tests (import them into a conftest.py; ``binance_env`` is suite-wide):
 
     from tests.utils.keys_fixtures import anthropic_api, signed_binance  # noqa: F401
 
@@ -17,11 +17,10 @@ import pytest
 from tests.utils.anthropic_models import AnthropicModelsServer
 from tests.utils.binance_server import BinanceServer
 from tests.utils.binance_signed import SignedBinance
-from tests.utils.fixtures import binance, binance_env  # noqa: F401
 
 
 @pytest.fixture
-def signed_binance(binance_env: BinanceServer) -> SignedBinance:  # noqa: F811
+def signed_binance(binance_env: BinanceServer) -> SignedBinance:
     return SignedBinance(binance_env)
 
 

@@ -1,4 +1,4 @@
-"""Loopback servers for the keys tests, and the secret guard on every test here."""
+"""Loopback servers for the keys tests (the secret guard and the loopback Binance are suite-wide:
+tests/conftest.py)."""
 
-from tests.utils.keys_fixtures import anthropic_api, binance, binance_env, signed_binance  # noqa: F401
-from tests.utils.secret_guard import secret_guard  # noqa: F401
+from tests.utils.keys_fixtures import anthropic_api, signed_binance  # noqa: F401

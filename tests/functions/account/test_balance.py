@@ -12,8 +12,7 @@ import pytest
 from capandex.db.session import transaction
 from capandex.keys.exchange import record_validation
 from tests.utils import secret_guard
-from tests.utils.keys_fixtures import anthropic_api, binance, binance_env, signed_binance  # noqa: F401
-from tests.utils.secret_guard import secret_guard as _guard  # noqa: F401
+from tests.utils.keys_fixtures import signed_binance  # noqa: F401
 
 
 def save(user, signed, balances=None, *, register: bool = True, validate: bool = True, exchange: str = "binance",

@@ -18,18 +18,13 @@ CACHED = 65_000  # ~7.4 years of 1h candles
 
 
 @pytest.fixture
-def user(api, binance: BinanceServer, configure):
-    from tests.utils.fixtures import reset_exchange_caches
-
-    configure(CAPANDEX_EXCHANGE_URLS=binance.exchange_urls_env(), CAPANDEX_EXCHANGE_TIMEOUT_MS="1000")
-    reset_exchange_caches()
+def user(api, binance_env: BinanceServer):
     walk = random_walk(CACHED, seed=11)
     start_ms = int(START.timestamp() * 1000)
     cache_candles("binance", "BTC/USDT", "1h", Candles.from_arrays(
         start_ms + (walk.time - walk.time[0]), walk.open * 400, walk.high * 400, walk.low * 400, walk.close * 400,
         walk.volume))
-    yield api.as_user()
-    reset_exchange_caches()
+    return api.as_user()
 
 
 def run(user, flow: dict, hours: int, timeframe: str = "1h"):

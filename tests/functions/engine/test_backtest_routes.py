@@ -13,25 +13,15 @@ from sqlalchemy import select, update
 from capandex.backtests import wait_local
 from tests.capandex.engine.factories import sma_cross_flow
 from tests.utils.binance_server import BinanceServer, server_error
+from tests.utils.fixtures import with_flow
 
 DAY = 86_400_000
 
 
 @pytest.fixture
-def user(api, binance: BinanceServer, configure, monkeypatch):
-    from capandex.exchanges import retry
-    from tests.utils.fixtures import reset_exchange_caches
-
-    configure(CAPANDEX_EXCHANGE_URLS=binance.exchange_urls_env(), CAPANDEX_EXCHANGE_TIMEOUT_MS="1000",
-              CAPANDEX_BACKTEST_SYNC_BUDGET_S="10")
-    monkeypatch.setattr(retry, "sleep", lambda _s: None)
-    reset_exchange_caches()
-    client = api.as_user()
-    flow = client.post("/api/flows", json={"name": "SMA", **sma_cross_flow(5, 20)})
-    assert flow.status_code == 201, flow.text
-    client.flow_id = flow.json()["id"]
-    yield client
-    reset_exchange_caches()
+def user(api, binance_env: BinanceServer, instant_retries, configure):
+    configure(CAPANDEX_BACKTEST_SYNC_BUDGET_S="10")
+    return with_flow(api.as_user(), sma_cross_flow(5, 20))
 
 
 def body(flow_id: str, **overrides) -> dict:

@@ -9,6 +9,7 @@ import pytest
 from capandex.research import service
 from tests.capandex.engine.factories import sma_cross_flow
 from tests.utils.binance_server import BinanceServer
+from tests.utils.fixtures import with_flow
 
 FLOW = sma_cross_flow(5, 20, ("stop_loss", 2))
 SPACE = {"fast.period": {"min": 3, "max": 9, "step": 3}, "slow.period": {"values": [12, 24, 48]},
@@ -18,20 +19,9 @@ SERVICE_KEYS = {"optimizationId", "status", "progress", "trialsDone", "trialsTot
 
 
 @pytest.fixture
-def user(api, binance: BinanceServer, configure, monkeypatch):
-    from capandex.exchanges import retry
-    from tests.utils.fixtures import reset_exchange_caches
-
-    configure(CAPANDEX_EXCHANGE_URLS=binance.exchange_urls_env(), CAPANDEX_EXCHANGE_TIMEOUT_MS="1000",
-              CAPANDEX_OPTIMIZE_WORKERS="1")
-    monkeypatch.setattr(retry, "sleep", lambda _s: None)
-    reset_exchange_caches()
-    client = api.as_user()
-    flow = client.post("/api/flows", json={"name": "SMA", **FLOW})
-    assert flow.status_code == 201, flow.text
-    client.flow_id = flow.json()["id"]
-    yield client
-    reset_exchange_caches()
+def user(api, binance_env: BinanceServer, instant_retries, configure):
+    configure(CAPANDEX_OPTIMIZE_WORKERS="1")
+    return with_flow(api.as_user(), FLOW)
 
 
 def body(flow_id: str, **overrides) -> dict:

@@ -10,16 +10,8 @@ from tests.utils.binance_server import BinanceServer, rate_limit, server_error
 
 
 @pytest.fixture
-def client(api, binance: BinanceServer, configure, monkeypatch):
-    from capandex.exchanges import retry
-    from tests.utils.fixtures import reset_exchange_caches
-
-    # the api fixture already pointed DATABASE_URL at Postgres; add the exchange settings
-    configure(CAPANDEX_EXCHANGE_URLS=binance.exchange_urls_env(), CAPANDEX_EXCHANGE_TIMEOUT_MS="1000")
-    monkeypatch.setattr(retry, "sleep", lambda _s: None)
-    reset_exchange_caches()
-    yield api.as_user()
-    reset_exchange_caches()
+def client(api, binance_env: BinanceServer, instant_retries):
+    return api.as_user()
 
 
 def test_exchanges_lists_active_ones_by_sort_order(client) -> None:
