@@ -89,6 +89,20 @@ def _flow_ref(ondelete: str = "CASCADE", nullable: bool = False) -> Column[str]:
                   nullable=nullable, index=True)
 
 
+def _market_range() -> tuple[Column[Any], ...]:
+    """What a backtest or an optimisation runs over: the market and the range (epoch ms)."""
+    return (Column("exchange", String(32), nullable=False), Column("symbol", String(64), nullable=False),
+            Column("timeframe", String(8), nullable=False), Column("start_ms", BigInteger, nullable=False),
+            Column("end_ms", BigInteger, nullable=False))
+
+
+def _run_times() -> tuple[Column[Any], ...]:
+    """When a background run was created, last changed, completed, and by when it must have ended
+    (still ``running`` after ``deadline_at``: reported failed, its request or worker died)."""
+    return (_created(), Column("updated_at", UtcDateTime, nullable=False, default=utcnow),
+            Column("completed_at", UtcDateTime), Column("deadline_at", UtcDateTime))
+
+
 #: Tables readable by every signed-in user and owned by nobody.
 SHARED_TABLES = ("exchanges",)
 #: User-owned tables whose rows only the server writes (transactions without a user): the owner
@@ -141,21 +155,12 @@ backtests = Table(
     "backtests", metadata,
     _id(), _owner(), _flow_ref(),
     Column("status", String(16), nullable=False),
-    Column("exchange", String(32), nullable=False),
-    Column("symbol", String(64), nullable=False),
-    Column("timeframe", String(8), nullable=False),
-    Column("start_ms", BigInteger, nullable=False),
-    Column("end_ms", BigInteger, nullable=False),
+    *_market_range(),
     Column("progress", Float, nullable=False, default=0.0),
     Column("metrics", Json),
     Column("result_key", String(512)),
     Column("error", Text),
-    _created(),
-    Column("updated_at", UtcDateTime, nullable=False, default=utcnow),
-    Column("completed_at", UtcDateTime),
-    # still running after this → reported failed (its request or worker died); None: the
-    # settings' CAPANDEX_BACKTEST_DEADLINE_S after created_at
-    Column("deadline_at", UtcDateTime),
+    *_run_times(),  # a NULL deadline_at: the settings' CAPANDEX_BACKTEST_DEADLINE_S after created_at
 )
 
 #: Parameter research (capandex.research): one row per optimisation. At most one ``running`` row
@@ -164,21 +169,14 @@ optimizations = Table(
     "optimizations", metadata,
     _id(), _owner(), _flow_ref(),
     Column("status", String(16), nullable=False),
-    Column("exchange", String(32), nullable=False),
-    Column("symbol", String(64), nullable=False),
-    Column("timeframe", String(8), nullable=False),
-    Column("start_ms", BigInteger, nullable=False),
-    Column("end_ms", BigInteger, nullable=False),
+    *_market_range(),
     Column("method", String(8), nullable=False),
     Column("trials_total", Integer, nullable=False, default=0),
     Column("best", Json),
     Column("result_key", String(512)),
     Column("execution_arn", String(512)),
     Column("error", Text),
-    _created(),
-    Column("updated_at", UtcDateTime, nullable=False, default=utcnow),
-    Column("completed_at", UtcDateTime),
-    Column("deadline_at", UtcDateTime),
+    *_run_times(),
     Index("optimizations_one_running_per_user", "user_id", unique=True,
           postgresql_where=text("status = 'running'"), sqlite_where=text("status = 'running'")),
 )
