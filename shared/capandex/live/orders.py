@@ -26,8 +26,8 @@ than the account holds is never attempted. When the account lacks more than dust
 (:meth:`LiveGateway.tolerance`: the buy fee an exchange may take in the base asset plus one
 minimum order amount) — the user sold by hand, outside Capandex — the missing units come back
 as :attr:`Fill.unheld`: the gateway sells what is there, or, when nothing tradable is there,
-places no order and returns :meth:`Fill.not_held`. The worker closes the unheld units in its
-records with exit reason ``reconciled`` (:mod:`.worker`).
+places no order and returns :meth:`Fill.not_held`. The ledger closes the unheld units in its
+records with exit reason ``reconciled`` (:mod:`.ledger`).
 """
 
 from __future__ import annotations
