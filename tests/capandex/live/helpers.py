@@ -1,4 +1,5 @@
-"""Factories for the live engine tests: a user with a flow, and candle sources over fixed data."""
+"""Factories for the live engine tests: a user with a flow (started on paper), and candle sources over
+fixed data."""
 
 from __future__ import annotations
 
@@ -17,6 +18,20 @@ def make_flow(conn: Any, user_id: uuid.UUID, document: dict[str, Any], *, timefr
                                          **document.get("settings", {})}}
     return repository.create_flow(conn, user_id=user_id, name=document.get("name", "Test flow"),
                                   document=document)["id"]
+
+
+def start_paper(document: dict[str, Any], candles: Candles) -> tuple[uuid.UUID, str]:
+    """A new user's flow started on paper at ``candles``' first candle: ``(user, execution id)``;
+    its first tick is the candle after it."""
+    from capandex.db.session import transaction
+    from capandex.live.executions import start_execution
+
+    user = uuid.uuid4()
+    with transaction() as conn:
+        flow_id = make_flow(conn, user, document)
+        execution = start_execution(conn, user_id=user, flow_id=flow_id, mode="paper",
+                                    now_ms=int(candles.time[0]))["executionId"]
+    return user, execution
 
 
 def add_key(conn: Any, user_id: uuid.UUID, exchange: str = "binance") -> str:

@@ -4,8 +4,6 @@ execution is behind."""
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from sqlalchemy import select
 
@@ -13,11 +11,11 @@ from capandex.db.schema import notifications, positions, tick_records
 from capandex.db.session import transaction
 from capandex.engine import backtest
 from capandex.live import catchup
-from capandex.live.executions import execution_status, start_execution
+from capandex.live.executions import execution_status
 from capandex.live.ticks import run_pass
 from capandex.marketdata.chunks import SETTLE_MS
 from tests.capandex.engine.factories import HOUR_MS, random_walk, sma_cross_flow
-from tests.capandex.live.helpers import DiesAfterPlacing, at, make_flow, source_of
+from tests.capandex.live.helpers import DiesAfterPlacing, at, source_of, start_paper
 from tests.capandex.live.scenario import CANDLES, MINUTE_MS, A, B, Clock
 from tests.capandex.live.scenario import tick as _tick
 
@@ -76,11 +74,7 @@ def test_an_execution_further_behind_than_the_bound_catches_up_in_order(configur
     configure(DATABASE_URL=f"sqlite:///{tmp_path / 'behind.db'}", CAPANDEX_LIVE_MAX_CATCHUP="4")
     candles = random_walk(60, seed=11)
     flow = sma_cross_flow(3, 8, ("stop_loss", 1.0))
-    user = uuid.uuid4()
-    with transaction() as conn:
-        flow_id = make_flow(conn, user, flow)
-        execution = start_execution(conn, user_id=user, flow_id=flow_id, mode="paper",
-                                    now_ms=int(candles.time[0]))["executionId"]
+    user, execution = start_paper(flow, candles)
     source = source_of(candles)
     moment = at(int(candles.time[-1]) + HOUR_MS + SETTLE_MS)
     monkeypatch.setattr(catchup, "now_ms", lambda: int(moment.timestamp() * 1000))

@@ -20,7 +20,7 @@ from capandex.live.ticks import run_pass
 from capandex.marketdata.chunks import SETTLE_MS
 from tests.capandex.engine.factories import HOUR_MS, random_walk, sma_cross_flow
 from tests.capandex.engine.test_cost import indicator_flow
-from tests.capandex.live.helpers import at, make_flow, source_of
+from tests.capandex.live.helpers import at, make_flow, source_of, start_paper
 
 
 def flow_of(*indicators: tuple[str, dict]) -> dict:
@@ -80,11 +80,8 @@ def test_a_long_catch_up_is_one_evaluation_and_still_the_backtest(configure, tmp
     from capandex.engine.compiler import CompiledFlow
 
     configure(DATABASE_URL=f"sqlite:///{tmp_path / 'catchup.db'}")
-    candles, flow, user = random_walk(300, seed=7), sma_cross_flow(5, 15), uuid.uuid4()
-    with transaction() as conn:
-        flow_id = make_flow(conn, user, flow)
-        execution = start_execution(conn, user_id=user, flow_id=flow_id, mode="paper",
-                                    now_ms=int(candles.time[0]))["executionId"]
+    candles, flow = random_walk(300, seed=7), sma_cross_flow(5, 15)
+    _user, execution = start_paper(flow, candles)
     evaluations = []
     original = CompiledFlow.signals
     monkeypatch.setattr(CompiledFlow, "signals", lambda self, c: evaluations.append(len(c)) or original(self, c))

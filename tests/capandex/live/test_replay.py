@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from sqlalchemy import func, select
 
 from capandex.db.schema import orders, positions, tick_records
 from capandex.db.session import transaction
 from capandex.engine import backtest
-from capandex.live.executions import execution_status, start_execution
+from capandex.live.executions import execution_status
 from capandex.live.ticks import run_pass
 from capandex.marketdata.chunks import SETTLE_MS  # a candle is served (and due) this long after its close
 from tests.capandex.engine.factories import HOUR_MS, random_walk, sma_cross_flow
-from tests.capandex.live.helpers import at, make_flow, source_of
+from tests.capandex.live.helpers import at, source_of, start_paper
 
 
 @pytest.mark.parametrize("risk", [(), (("stop_loss", 1.5), ("take_profit", 3.0)), (("trailing_stop", 2.0),)])
@@ -31,11 +29,7 @@ def test_paper_replay_equals_backtest_on_postgres(configure, postgres_url):
 def _replay(risk, n):
     candles = random_walk(n, seed=7)
     flow = sma_cross_flow(5, 15, *risk)
-    user = uuid.uuid4()
-    with transaction() as conn:
-        flow_id = make_flow(conn, user, flow)
-        execution = start_execution(conn, user_id=user, flow_id=flow_id, mode="paper",
-                                    now_ms=int(candles.time[0]))["executionId"]
+    user, execution = start_paper(flow, candles)
     source = source_of(candles)
     for t in candles.time[:-1]:
         outcomes = run_pass(at(int(t) + HOUR_MS + SETTLE_MS), candles=source)
@@ -68,11 +62,7 @@ def _replay(risk, n):
 def test_repeated_pass_is_a_no_op(configure, database_url):
     configure(DATABASE_URL=database_url)
     candles = random_walk(120, seed=3)
-    user = uuid.uuid4()
-    with transaction() as conn:
-        flow_id = make_flow(conn, user, sma_cross_flow(3, 8))
-        execution = start_execution(conn, user_id=user, flow_id=flow_id, mode="paper",
-                                    now_ms=int(candles.time[0]))["executionId"]
+    _user, execution = start_paper(sma_cross_flow(3, 8), candles)
     source = source_of(candles)
     moment = at(int(candles.time[100]) + HOUR_MS + SETTLE_MS)
     first = run_pass(moment, candles=source)
