@@ -17,8 +17,11 @@ signed (:func:`tests.utils.okx_server.verify_signature`):
 * ``GET /api/v5/account/balance`` — the trading account's ``details`` (``availBal``, ``cashBal``,
   ``frozenBal``, ``eq`` per currency).
 * Algo orders (OKX v5 "Algo trading"): ``POST /api/v5/trade/order-algo`` — ``{"instId", "side":
-  "sell", "ordType": "conditional", "sz", "tdMode", "slTriggerPx", "slOrdPx": "-1", "algoClOrdId"}``
-  (a stop-loss sell at market), answered with ``{"algoId", "algoClOrdId", "sCode": "0"}``;
+  "sell", "ordType": "conditional", "sz", "tdMode": "cash", "slTriggerPx", "slOrdPx": "-1",
+  "algoClOrdId"}`` (a stop-loss sell at market), answered with ``{"algoId", "algoClOrdId", "sCode":
+  "0"}``. The account is in OKX's Spot mode (margin free), as a new account is: a ``tdMode`` other
+  than ``cash`` (``cross``: a margin order) is refused with sCode 51010 ("You can't complete this
+  request under your current account mode"), for algo orders as for market orders;
   ``GET /api/v5/trade/order-algo?algoClOrdId=`` (``state`` ``live`` → ``effective`` once triggered,
   its ``ordId`` the market order that filled it, whose fill and fee ``GET /api/v5/trade/order``
   reports; ``canceled``; unknown → 51603); ``POST /api/v5/trade/cancel-algos`` — ``[{"instId",
@@ -117,6 +120,9 @@ class OkxOrders(OrderBook):
         if body.get("ordType") != "conditional" or body.get("side") != "sell" or not client_id.isalnum() or \
                 "slTriggerPx" not in body or body.get("slOrdPx") != "-1":
             return refused(client_id, "51000", "Parameter ordType, side, algoClOrdId or slTriggerPx error", now)
+        if body.get("tdMode") != "cash":
+            return refused(client_id, "51010", "You can't complete this request under your current account mode.",
+                           now)
         fault = self.placement_fault()
         if fault in _REFUSALS:
             return _REFUSALS[fault]
@@ -191,7 +197,7 @@ def _algo(order: BookOrder) -> dict[str, Any]:
         else [], "ordPx": "", "ordType": "conditional", "posSide": "net", "pxLimit": "", "pxSpread": "",
         "pxVar": "", "quickMgnType": "", "reduceOnly": "false", "side": "sell", "slOrdPx": "-1",
         "slTriggerPx": f"{order.trigger:.8f}", "slTriggerPxType": "last", "state": ALGO_STATE[order.status],
-        "sz": f"{order.requested:.8f}", "szLimit": "", "tag": "", "tdMode": "cross", "tgtCcy": "", "timeInterval": "",
+        "sz": f"{order.requested:.8f}", "szLimit": "", "tag": "", "tdMode": "cash", "tgtCcy": "", "timeInterval": "",
         "tpOrdPx": "", "tpTriggerPx": "", "tpTriggerPxType": "", "triggerPx": "", "triggerPxType": "",
         "triggerTime": time_ms if order.child_id else "", "uTime": time_ms,
     }

@@ -33,10 +33,14 @@ T = TypeVar("T")
 #: ccxt options per ccxt id: load spot markets only where ccxt allows restricting them, and skip
 #: currency and margin-pair loading that need private endpoints (Binance's sapi calls when keys are set).
 #: OKX places an order through its single-order endpoint (``POST /api/v5/trade/order``) rather than
-#: ccxt's default batch endpoint: Capandex places one order per call.
+#: ccxt's default batch endpoint: Capandex places one order per call. Its ``defaultMarginMode`` is
+#: ``cash``: ccxt sends a spot stop-loss (an algo order) with ``tdMode`` set to that option, ``cross``
+#: by default — a *margin* order, which an account in OKX's Spot mode refuses (51010) and a margin
+#: account executes by borrowing when the coins are gone (an algo order reserves nothing while it
+#: waits). Capandex trades spot with what the account holds: ``cash``, as its market orders are.
 EXCHANGE_OPTIONS: dict[str, dict[str, Any]] = {
     "binance": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False},
-    "okx": {"fetchMarkets": {"types": ["spot"]}, "createOrder": "privatePostTradeOrder"},
+    "okx": {"fetchMarkets": {"types": ["spot"]}, "createOrder": "privatePostTradeOrder", "defaultMarginMode": "cash"},
     "bybit": {"fetchMarkets": {"types": ["spot"]}},
     "mexc": {"fetchMarkets": {"types": {"spot": True, "swap": {"linear": False, "inverse": False}}}},
 }

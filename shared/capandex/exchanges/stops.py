@@ -16,9 +16,9 @@ binance   ``stopLossPrice`` → ``POST /api/v3/order`` type          ``GET``/``D
           (freqtrade's ``stoploss_on_exchange_limit_ratio``)
 okx       ``stopLossPrice`` → ``POST /api/v5/trade/order-algo``     ``GET /api/v5/trade/order-algo``
           ``ordType: conditional``, ``slTriggerPx``, ``slOrdPx:     and ``POST …/cancel-algos``
-          -1`` (market), id in ``algoClOrdId``                      (``algoClOrdId``); once triggered
-                                                                    (``effective``) the fill is on the
-                                                                    order in its ``ordId``
+          -1`` (market), id in ``algoClOrdId``, ``tdMode: cash``    (``algoClOrdId``); once triggered
+          (ccxt's ``cross`` default is a margin order: the client   (``effective``) the fill is on the
+          option ``defaultMarginMode`` says ``cash``)               order in its ``ordId``
 bybit     ``stopLossPrice`` → ``POST /v5/order/create``             ``GET /v5/order/realtime`` then
           ``orderFilter: tpslOrder``, ``triggerPrice``,             ``/history`` and ``POST
           ``triggerDirection: 2``, Market (the base coin is         /v5/order/cancel`` with

@@ -44,3 +44,13 @@ def test_cancelling_answers_what_the_stop_became(venue):
     assert client.fetch_stop_by_client_id("BTC/USDT", UNKNOWN) is None
     assert client.cancel_stop_by_client_id("BTC/USDT", UNKNOWN) is None
     assert venue.server.unhandled == []
+
+
+def test_an_okx_stop_is_a_cash_order_not_a_margin_one(configure):
+    """ccxt sends OKX spot stop-losses with ``tdMode: cross`` (a margin order) unless told otherwise:
+    an account in Spot mode refuses it, and a margin account would borrow to sell coins it no longer
+    holds (an algo order reserves nothing while it waits). Capandex's stop is a ``cash`` order."""
+    with open_venue("okx", configure, balances={"USDT": 100_000.0, "BTC": 1.0}) as okx:
+        okx.client().create_stop_order("BTC/USDT", 0.5, 39_000.0, CID)
+        (placed,) = [r for r in okx.server.requests if r.path == "/api/v5/trade/order-algo" and r.method == "POST"]
+    assert placed.json()["tdMode"] == "cash" and okx.book.orders[CID].status == "open"
