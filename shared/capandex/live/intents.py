@@ -14,7 +14,8 @@ the same moment would both place it. While one worker holds the lease no other o
 intent's orders. The lease bounds only a worker that is alive and acting:
 
 * a worker that **gives up** (an order's outcome is unknown after a timeout, a 5xx, a 429/418, or
-  any other error) releases it before it raises (:func:`complete_pending`); the intent goes back
+  any other error, also while recording what it placed) releases it before it raises
+  (:func:`complete_pending`); the intent goes back
   to ``intended`` behind a short settle hold (``CAPANDEX_LIVE_ORDER_SETTLE_SECONDS``, 5 s, so an
   order the exchange did accept is visible to the next lookup), and the next delivery — the
   scheduler's next pass, a minute later — resumes it at once with the same client ids. Keeping the
@@ -272,17 +273,18 @@ def complete_pending(row: Any, pending: PendingIntent, gateway_for: GatewayFacto
         return TickOutcome(row.id, pending.key, taken)
     try:
         fills, rejected = _act(row, pending, gateway_for, engine)
+        with transaction(engine=engine) as conn:
+            locked = lock_execution(conn, row.id)
+            current = pending_of(locked)
+            if current is None or current.key != pending.key:
+                return TickOutcome(row.id, pending.key, "duplicate")  # another copy recorded it meanwhile
+            record_pending(conn, locked, pending, fills, "failed" if rejected else "done")
     except Exception:
-        # giving up: release the intent for the next delivery (a dead worker never gets here; its
-        # lease expires instead)
+        # giving up — acting failed, or recording what was placed did: release the intent for the
+        # next delivery, which finds the placed orders by their ids (a dead worker never gets here;
+        # its lease expires instead)
         _give_back(row.id, pending.key, owner, engine)
         raise
-    with transaction(engine=engine) as conn:
-        locked = lock_execution(conn, row.id)
-        current = pending_of(locked)
-        if current is None or current.key != pending.key:
-            return TickOutcome(row.id, pending.key, "duplicate")  # another copy recorded it meanwhile
-        record_pending(conn, locked, pending, fills, "failed" if rejected else "done")
     if rejected is not None:
         raise rejected
     return TickOutcome(row.id, pending.key, "done", fills=len(fills), orders=tuple(f.to_dict() for _, f in fills))

@@ -69,3 +69,29 @@ def test_a_lease_held_by_a_dead_worker_keeps_every_other_worker_off(binance_live
     outcome = _tick(execution, A, gateway, venue.book)
     assert (outcome.status, outcome.fills) == ("done", 1)
     assert len(venue.book.placed) == 1  # found by its id, not placed again
+
+
+def test_a_pass_whose_record_fails_releases_the_intent_too(binance_live, monkeypatch):
+    """The buy is placed, then recording it fails (the database connection drops). The pass releases
+    the intent as any give-up does: the next pass, well inside the 90 s lease, finds the buy by its id
+    and records it — one order, no minute and a half of ``in_progress``."""
+    from sqlalchemy.exc import OperationalError
+
+    from capandex.live import intents
+
+    venue, _user, execution, gateway = binance_live
+    clock = Clock(monkeypatch)
+    real = intents.record_pending
+
+    def drops(*args, **kwargs):
+        monkeypatch.setattr(intents, "record_pending", real)
+        raise OperationalError("UPDATE executions", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(intents, "record_pending", drops)
+    with pytest.raises(OperationalError):
+        _tick(execution, A, gateway, venue.book)
+    assert len(venue.book.placed) == 1
+    clock.advance(10_000)  # past the 5 s settle hold, far inside the lease
+    outcome = _tick(execution, A, gateway, venue.book)
+    assert (outcome.status, outcome.fills) == ("done", 1)
+    assert len(venue.book.placed) == 1  # found by its id, not placed again
