@@ -18,6 +18,7 @@ from typing import Any
 from capandex.errors import BadRequest, InvalidCredentials
 from capandex.exchanges.client import ExchangeClient, get_client, new_instance
 from capandex.exchanges.credentials import Credentials
+from capandex.exchanges.limits import KeyLimit, RequestBudget, key_limit
 
 logger = logging.getLogger("capandex.exchanges")
 
@@ -26,13 +27,16 @@ STABLECOINS = ("USDT", "USDC", "FDUSD", "BUSD", "TUSD", "DAI", "USDP", "USD")
 
 
 @contextmanager
-def transient_client(exchange_id: str, credentials: Credentials, *, timeout_s: float | None = None
-                     ) -> Iterator[ExchangeClient]:
+def transient_client(exchange_id: str, credentials: Credentials, *, timeout_s: float | None = None,
+                     budget: Callable[[KeyLimit], RequestBudget] | None = None) -> Iterator[ExchangeClient]:
     """A one-off client for ``credentials`` (never cached), configured as :func:`get_client`
     configures them (URLs, sandbox, options), with the public client's markets.
 
     Args:
         timeout_s: per-request timeout; at most the configured ``exchange_timeout_ms``.
+        budget: the request budget of the key, made from the exchange's
+            :class:`~capandex.exchanges.limits.KeyLimit`: every request books it first (a saved key
+            shares one budget with the live executions trading on it, :mod:`capandex.live.budget`).
     """
     from capandex.config import get_settings
 
@@ -49,8 +53,9 @@ def transient_client(exchange_id: str, credentials: Credentials, *, timeout_s: f
     base_url = settings.exchange_urls.get(exchange_id) or settings.exchange_urls.get(public.ccxt.id)
     instance = new_instance(public.ccxt.id, credentials, sandbox, base_url, timeout_ms)
     instance.set_markets(markets, currencies)
+    limit = key_limit(public.ccxt.id)
     try:
-        yield ExchangeClient(exchange_id, instance)
+        yield ExchangeClient(exchange_id, instance, budget=budget(limit) if budget is not None else None)
     finally:
         # drop the key material held by the instance as soon as the call is over
         instance.apiKey = instance.secret = instance.password = ""
@@ -135,8 +140,9 @@ def check_credentials(exchange_id: str, credentials: Credentials, *, timeout_s: 
                                balance_usd=round(stablecoin_total(balance), 2))
 
 
-def fetch_stablecoin_balance(exchange_id: str, credentials: Credentials, *, timeout_s: float | None = None
-                             ) -> float:
-    """The USD total of the account's stablecoins; errors as :mod:`capandex.errors` classes."""
-    with transient_client(exchange_id, credentials, timeout_s=timeout_s) as client:
+def fetch_stablecoin_balance(exchange_id: str, credentials: Credentials, *, timeout_s: float | None = None,
+                             budget: Callable[[KeyLimit], RequestBudget] | None = None) -> float:
+    """The USD total of the account's stablecoins (``budget``: as :func:`transient_client`'s);
+    errors as :mod:`capandex.errors` classes."""
+    with transient_client(exchange_id, credentials, timeout_s=timeout_s, budget=budget) as client:
         return stablecoin_total(client.fetch_balance())

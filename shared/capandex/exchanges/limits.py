@@ -3,8 +3,8 @@
 Live trading places orders and reads the account with each user's own key, and a user may run many
 flows on one key: their requests add up against the limits the exchange sets per account (and, on
 Binance, per IP). :data:`KEY_LIMITS` is the token bucket Capandex keeps per key in the database
-(:mod:`capandex.live.budget`), about half of what each exchange documents, so that several
-Capandex workers, the dashboard's balance reads and the user's own tools fit under it:
+(:mod:`capandex.live.budget`; the dashboard's balance reads book it too), about half of what each
+exchange documents, so that several Capandex workers and the user's own tools fit under it:
 
 ========  ====================================================================  ==========================
 exchange  documented (spot)                                                     Capandex's budget per key

@@ -7,8 +7,12 @@ saying so and costs no exchange call; a key the exchange rejects here is marked 
 is not tried again until it is validated anew.
 
 Each validated key is asked concurrently (a thread pool) and given ``CAPANDEX_BALANCE_TIMEOUT_S``
-seconds; a key that fails or runs out of time is listed with an ``error`` (and ``balanceUsd:
-null``) and does not fail the answer. Each key's outcome is cached for
+seconds; its request books the key's request budget first, the one its live executions share
+(:mod:`capandex.live.budget`), so reloading the dashboard cannot push a key that fifty flows trade on
+over the exchange's limit, nor call an exchange that asked the key to back off (a slot further
+away than half the timeout is not waited for: that key is listed as rate limited); a key that
+fails or runs out of time is listed with an ``error`` (and ``balanceUsd: null``) and does not fail
+the answer. Each key's outcome is cached for
 :data:`CACHE_SECONDS` in the container, so reloading the dashboard does not call the exchange
 again; a key validated since (its ``validated_at`` moved, in whichever function validated it) is
 asked anew. Stablecoins count one for one as US dollars (:data:`capandex.exchanges.account.STABLECOINS`);
@@ -88,10 +92,12 @@ def clear_cache() -> None:
 def _balance_of(exchange_id: str, sealed: Any, user_id: uuid.UUID, key_id: str, timeout_s: float) -> float:
     from capandex.exchanges.account import fetch_stablecoin_balance
     from capandex.keys.exchange import open_credentials
+    from capandex.live.budget import KeyBudget
 
     # Decrypted inside the worker: the secret exists only for this key's call.
     credentials = open_credentials(sealed, user_id=user_id, key_id=key_id)
-    return fetch_stablecoin_balance(exchange_id, credentials, timeout_s=timeout_s)
+    return fetch_stablecoin_balance(exchange_id, credentials, timeout_s=timeout_s, budget=lambda limit: KeyBudget(
+        user_id, key_id, limit, max_wait_s=timeout_s / 2))
 
 
 def _outcome_of(future: Any, row: Any, timeout_s: float) -> _Outcome:

@@ -4,7 +4,8 @@ Fifty flows on one key must not trip the exchange's limits or get the key (or Ca
 banned: each Lambda container has its own ccxt client and its own request spacing, so only a
 budget kept where all of them meet — the ``rate_limits`` table, as the chat's limit — holds across
 them. Every private request of a live execution (placing, looking up or cancelling an order,
-reading the balance, and their retries) books one token of its key's bucket first
+reading the balance, and their retries) and the dashboard's balance read of the key
+(:mod:`capandex.keys.balance`) books one token of its key's bucket first
 (:class:`KeyBudget`, through :meth:`capandex.exchanges.ExchangeClient.with_budget`); the bucket's
 size and rate per exchange are data (:data:`capandex.exchanges.limits.KEY_LIMITS`).
 

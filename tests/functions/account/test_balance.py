@@ -154,3 +154,32 @@ def test_only_own_keys_count(api, signed_binance) -> None:  # noqa: F811
 
 def test_requires_sign_in(api) -> None:
     assert api.client.get("/api/dashboard/balance").status_code == 401
+
+
+def test_the_balance_books_the_budget_the_keys_live_executions_share(user, signed_binance) -> None:  # noqa: F811
+    """A key's balance read is one more request with the key: it books the key's budget
+    (capandex.live.budget), so while the exchange wants the key to wait — a live tick on it met a 418
+    with Retry-After 30 s — the dashboard sends nothing and says so; later, it reads and books a token."""
+    from sqlalchemy import select
+
+    from capandex.db.schema import rate_limits
+    from capandex.exchanges.limits import key_limit
+    from capandex.keys.balance import clear_cache
+    from capandex.live.budget import KeyBudget
+
+    key = save(user, signed_binance, {"USDT": (5.0, 0.0)})
+    budget = KeyBudget(user.id, key, key_limit("binance"))
+    with transaction() as conn:
+        budget.bucket.drain(conn, user_id=user.id, seconds=30)
+    before = account_calls(signed_binance)
+    (entry,) = user.get("/api/dashboard/balance").json()["exchanges"]
+    assert account_calls(signed_binance) == before  # not one request while the key must wait
+    assert entry["balanceUsd"] is None and "rate limit" in entry["error"].lower()
+    with transaction() as conn:
+        conn.execute(rate_limits.delete().where(rate_limits.c.user_id == user.id))  # the wait is over
+    clear_cache()
+    (entry,) = user.get("/api/dashboard/balance").json()["exchanges"]
+    assert entry["balanceUsd"] == 5.0 and account_calls(signed_binance) == before + 1
+    with transaction() as conn:
+        tokens = conn.execute(select(rate_limits.c.tokens).where(rate_limits.c.user_id == user.id)).scalar_one()
+    assert tokens == pytest.approx(key_limit("binance").burst - 1, abs=0.5)  # the read took its token
