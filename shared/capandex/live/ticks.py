@@ -29,8 +29,10 @@ from capandex.errors import CapandexError
 from capandex.exchanges.limits import key_limit
 from capandex.exchanges.registry import active_ccxt_ids
 from capandex.live import budget
+from capandex.live.intents import TickOutcome
+from capandex.live.orders import GatewayFactory
 from capandex.live.scheduler import due_ticks, spread
-from capandex.live.worker import CandleSource, GatewayFactory, TickOutcome, process_tick
+from capandex.live.worker import CandleSource, process_tick
 from capandex.logs import set_correlation_id
 from capandex.telemetry import Metric, count
 

@@ -78,8 +78,7 @@ if TYPE_CHECKING:
 
     from capandex.engine import BrokerState, Candles, CompiledFlow, Signals, StepResult
 
-__all__ = ["PERMANENT_ERRORS", "CandleNotReady", "CandleSource", "GatewayFactory", "TickOutcome", "default_candles",
-           "process_tick"]
+__all__ = ["CandleNotReady", "CandleSource", "default_candles", "process_tick"]
 
 #: (exchange, symbol, timeframe, start_ms, end_ms) → Candles opening in [start_ms, end_ms]
 CandleSource = Callable[[str, str, str, int, int], "Candles"]
