@@ -11,17 +11,14 @@ model's constant, :func:`capandex.research.search.sampler_seconds`) rounds the l
 from __future__ import annotations
 
 import random
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "shared"), str(ROOT)]
+import harness  # noqa: F401  (the import path: shared/ and the repository root)
 
-from capandex.engine import compile_flow  # noqa: E402
-from capandex.research.search import Told, make_search  # noqa: E402
-from capandex.research.space import parse_space  # noqa: E402
-from tests.capandex.engine.test_cost import indicator_flow  # noqa: E402
+from capandex.engine import compile_flow
+from capandex.research.search import Told, make_search
+from capandex.research.space import parse_space
+from tests.capandex.engine.test_cost import indicator_flow
 
 
 def main() -> None:
