@@ -279,18 +279,21 @@ def reason_of(exc: BaseException) -> str:
 
 def run_local(optimization_id: str, user_id: uuid.UUID, workers: int) -> None:
     """The whole optimisation in this process, step by step as the state machine runs it; batches
-    in a ``spawn`` process pool of ``workers`` (in this thread when 1)."""
+    in a ``spawn`` process pool of ``workers`` (in this thread when 1, or while a round has a
+    single batch: starting the pool's interpreters costs seconds, a batch is bounded to about a
+    second of work by :func:`~capandex.research.runner.batch_size`)."""
     try:
         planned = plan_job(optimization_id, user_id)
         for chunk in planned["chunks"]:
             fetch_chunk_job(optimization_id, user_id, chunk["start"])
         out = prepare_job(optimization_id, user_id)
         store = _store()
-        pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1
-                else None)
+        pool: ProcessPoolExecutor | None = None
         try:
             while not out["done"]:
                 items = _load_json(store, out["batchesKey"])
+                if pool is None and workers > 1 and len(items) > 1:
+                    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
                 for _ in (pool.map(batch_job, items) if pool else map(batch_job, items)):
                     pass
                 out = collect_job(optimization_id, user_id, out["round"])

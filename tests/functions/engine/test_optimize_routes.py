@@ -4,6 +4,8 @@ machine): results, progress, every problem at once, quotas, ownership, cancel, a
 
 from __future__ import annotations
 
+from concurrent.futures import ProcessPoolExecutor
+
 import pytest
 
 from capandex.research import service
@@ -190,11 +192,28 @@ def test_a_stale_running_optimisation_is_reported_failed(user, monkeypatch) -> N
     assert user.post("/api/engine/optimize", json=body(user.flow_id)).status_code == 202  # no longer blocks
 
 
-def test_capandex_serve_runs_the_batches_in_a_process_pool(user, configure, binance: BinanceServer) -> None:
+def test_capandex_serve_runs_the_batches_in_a_process_pool(user, configure, binance: BinanceServer,
+                                                           monkeypatch) -> None:
+    from capandex.research import jobs
+
+    pools = []
+    monkeypatch.setattr(jobs, "batch_size", lambda candles: 2)  # three batches a round
+    monkeypatch.setattr(jobs, "ProcessPoolExecutor", lambda *a, **kw: pools.append(1) or ProcessPoolExecutor(*a, **kw))
     configure(CAPANDEX_EXCHANGE_URLS=binance.exchange_urls_env(), CAPANDEX_OPTIMIZE_WORKERS="2")
     pooled = run(user, method="random", trials=6, seed=1)
+    assert pools == [1]
     configure(CAPANDEX_EXCHANGE_URLS=binance.exchange_urls_env(), CAPANDEX_OPTIMIZE_WORKERS="1")
     alone = run(user, method="random", trials=6, seed=1)
     assert pooled["status"] == "completed" and pooled["trialsDone"] == 6
     assert {k: v for k, v in pooled.items() if k != "optimizationId"} == \
         {k: v for k, v in alone.items() if k != "optimizationId"}
+
+
+def test_a_single_batch_runs_without_starting_a_pool(user, configure, binance: BinanceServer, monkeypatch) -> None:
+    """A pool's interpreters take seconds to start; a round of one batch (≤ about a second of work)
+    runs in the optimisation's own thread."""
+    from capandex.research import jobs
+
+    monkeypatch.setattr(jobs, "ProcessPoolExecutor", lambda *a, **kw: pytest.fail("a pool for one batch"))
+    configure(CAPANDEX_EXCHANGE_URLS=binance.exchange_urls_env(), CAPANDEX_OPTIMIZE_WORKERS="2")
+    assert run(user, method="random", trials=6, seed=1)["status"] == "completed"
