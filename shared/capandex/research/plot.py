@@ -2,14 +2,14 @@
 
 With two or more parameters the objective is a heatmap over the first two (each cell the best
 value over the other parameters; blank where every combination was refused or is undefined); with
-one it is a line. The walk-forward chart is the stitched out-of-sample equity. HTML is a
-self-contained page (inline SVG, no scripts); PNG needs matplotlib (the ``plot`` extra).
+one it is a line. The walk-forward chart is the stitched out-of-sample equity on a time axis, each
+test window marked, above the per-window table (chosen parameters, in-sample and out-of-sample
+objective). HTML is one self-contained Bokeh page (BokehJS inlined: it opens offline; hover shows
+every cell and point), as the backtest report; PNG needs matplotlib (the ``plot`` extra).
 """
-
 from __future__ import annotations
 
 import html
-import math
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import numpy as np
 from capandex.errors import BadRequest
 from capandex.research.request import OptimizeSpec
 
-_W, _H, _PAD = 760, 420, 70
+_WIDTH = 1100
 
 
 def objective_grid(result: dict[str, Any], spec: OptimizeSpec) -> tuple[list[Any], list[Any], np.ndarray]:
@@ -49,73 +49,153 @@ def write_plot(result: dict[str, Any], spec: OptimizeSpec, path: str | Path) -> 
 
 
 def render_html(result: dict[str, Any], spec: OptimizeSpec) -> str:
-    xs, ys, grid = objective_grid(result, spec)
+    """The page: header (winner, walk-forward efficiency), objective chart, walk-forward equity and windows."""
+    from bokeh.embed import file_html
+    from bokeh.layouts import column
+    from bokeh.models.widgets.markups import Div  # bokeh.models re-exports it by star import, which mypy cannot see
+    from bokeh.resources import INLINE
+
     names, metric = spec.space.names, spec.objective.metric
     title = f"{metric} over {names[0]}" + (f" × {names[1]}" if len(names) > 1 else "")
-    chart = _heatmap_svg(xs, ys, grid, names) if len(names) > 1 else _line_svg(xs, grid[0], names[0], metric)
-    best = result.get("best") or {}
-    parts = [f"<h2>{html.escape(title)}</h2>", chart,
-             f"<p>best: {html.escape(json_params(best.get('params')))}</p>"]
-    curve = ((result.get("walkForward") or {}).get("outOfSample") or {}).get("equityCurve")
+    parts: list[Any] = [Div(text=_header(result, spec, title), width=_WIDTH),
+                        _heatmap(result, spec) if len(names) > 1 else _objective_line(result, spec)]
+    wf = result.get("walkForward") or {}
+    curve = (wf.get("outOfSample") or {}).get("equityCurve")
     if curve:
-        equity = np.array([point["equity"] for point in curve])
-        parts += ["<h2>Walk-forward: stitched out-of-sample equity</h2>",
-                  _line_svg(list(range(len(equity))), equity, "test candles", "equity", numeric_x=False)]
-    return ("<!doctype html><html><head><meta charset=\"utf-8\"><title>Capandex optimisation</title>"
-            "<style>body{font:14px system-ui,sans-serif;margin:20px}</style></head><body>"
-            + "".join(parts) + "</body></html>\n")
+        parts += [Div(text="<h3>Walk-forward: stitched out-of-sample equity</h3>", width=_WIDTH),
+                  _walk_forward_equity(curve, wf["windows"]), _window_table(wf["windows"], metric)]
+    return file_html(column(*parts, sizing_mode="stretch_width"), resources=INLINE,
+                     title=f"{title} — optimisation")
 
 
 def json_params(params: dict[str, Any] | None) -> str:
     return "none" if not params else ", ".join(f"{k} = {v}" for k, v in params.items())
 
 
-def _color(fraction: float) -> str:
-    """Dark blue (low) to yellow (high)."""
-    low, high = np.array([40, 30, 110]), np.array([250, 220, 40])
-    r, g, b = (low + (high - low) * min(max(fraction, 0.0), 1.0)).round().astype(int)
-    return f"rgb({r},{g},{b})"
+def _header(result: dict[str, Any], spec: OptimizeSpec, title: str) -> str:
+    from capandex.report.data import format_metrics
+
+    best = result.get("best")
+    lines = [f"<h2 style='margin:0'>{html.escape(title)}</h2>",
+             f"<p>{result.get('evaluated', 0):,} trials ({html.escape(spec.method)}), "
+             f"{result.get('refused', 0):,} refused by the flow</p>"]
+    if best:
+        metrics = ", ".join(f"{label} {value}" for label, value in format_metrics(best["metrics"]))
+        lines.append(f"<p><b>best: {html.escape(json_params(best['params']))}</b> — {html.escape(metrics)}</p>")
+    else:
+        lines.append(f"<p><b>{html.escape(result.get('note', 'no winner'))}</b></p>")
+    others = spec.space.names[2:]
+    if others:
+        lines.append(f"<p>Each cell is the best {html.escape(spec.objective.metric)} over "
+                     f"{html.escape(', '.join(others))}; hover a cell for its value, blank: no result.</p>")
+    wf = result.get("walkForward")
+    if wf:
+        lines.append(f"<p>Walk-forward {wf['train']}/{wf['test']}{' anchored' if wf['anchored'] else ''}: "
+                     f"efficiency {_fmt(wf['efficiency'])} (mean test/train annualised return over "
+                     f"{wf['windowsUsed']} of {wf['windowsUsed'] + wf['windowsExcluded']} windows; those whose "
+                     f"train return was not positive are left out).</p>")
+    return "".join(lines)
 
 
-def _heatmap_svg(xs: list[Any], ys: list[Any], grid: np.ndarray, names: tuple[str, ...]) -> str:
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:,.4g}"
+
+
+def _heatmap(result: dict[str, Any], spec: OptimizeSpec) -> Any:
+    from bokeh.models import ColumnDataSource, HoverTool, LinearColorMapper
+    from bokeh.models.annotations import ColorBar  # not re-exported where mypy can see it
+    from bokeh.models.ranges import FactorRange
+    from bokeh.palettes import Viridis256
+    from bokeh.plotting import figure
+
+    xs, ys, grid = objective_grid(result, spec)
+    names, metric = spec.space.names, spec.objective.metric
+    j, i = np.nonzero(np.isfinite(grid))
+    source = ColumnDataSource({"x": [str(xs[k]) for k in i], "y": [str(ys[k]) for k in j],
+                               "value": grid[j, i].tolist()})
     finite = grid[np.isfinite(grid)]
     low, high = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
-    cw, ch = (_W - _PAD - 10) / len(xs), (_H - _PAD - 10) / len(ys)
-    cells = []
-    for j, _ in enumerate(ys):
-        for i, _ in enumerate(xs):
-            value = grid[j, i]
-            if math.isnan(value):
-                continue
-            fraction = (value - low) / (high - low) if high > low else 0.5
-            x, y = _PAD + i * cw, 10 + (len(ys) - 1 - j) * ch
-            cells.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{cw + 0.5:.1f}" height="{ch + 0.5:.1f}" '
-                         f'fill="{_color(fraction)}"><title>{names[0]}={xs[i]}, {names[1]}={ys[j]}: '
-                         f'{value:.4g}</title></rect>')
-    labels = [f'<text x="{_PAD + (i + 0.5) * cw:.1f}" y="{_H - _PAD + 18}" font-size="10" '
-              f'text-anchor="middle">{x}</text>' for i, x in enumerate(xs) if i % max(1, len(xs) // 12) == 0]
-    labels += [f'<text x="{_PAD - 6}" y="{10 + (len(ys) - 0.5 - j) * ch:.1f}" font-size="10" '
-               f'text-anchor="end">{y}</text>' for j, y in enumerate(ys) if j % max(1, len(ys) // 12) == 0]
-    axes = (f'<text x="{_W / 2}" y="{_H - 20}" text-anchor="middle">{html.escape(names[0])}</text>'
-            f'<text x="14" y="{_H / 2}" transform="rotate(-90 14 {_H / 2})" text-anchor="middle">'
-            f'{html.escape(names[1])}</text>')
-    legend = f"<p>range {low:.4g} (dark) – {high:.4g} (yellow); hover a cell for its value</p>"
-    return f'<svg width="{_W}" height="{_H}">{"".join(cells)}{"".join(labels)}{axes}</svg>{legend}'
+    # the better end is yellow whichever way the objective points
+    palette = Viridis256 if spec.objective.maximize else tuple(reversed(Viridis256))
+    mapper = LinearColorMapper(palette=palette, low=low, high=high if high > low else low + 1)
+    fig = figure(name="objective", x_range=FactorRange(factors=[str(x) for x in xs]),
+                 y_range=FactorRange(factors=[str(y) for y in ys]), height=460, width=_WIDTH, tools="save,reset",
+                 toolbar_location="right", sizing_mode="stretch_width")
+    cells = fig.rect("x", "y", 1, 1, source=source, fill_color={"field": "value", "transform": mapper},
+                     line_color=None)
+    best = (result.get("best") or {}).get("params")
+    if best:
+        at = [str(xs[xs.index(best[names[0]])])], [str(ys[ys.index(best[names[1]])])]
+        fig.scatter(*at, marker="star", size=18, fill_color="white",
+                    line_color="black", legend_label="best")
+        fig.legend.location = "top_left"
+    fig.add_tools(HoverTool(renderers=[cells], tooltips=[(names[0], "@x"), (names[1], "@y"),
+                                                         (metric, "@value{0,0.[0000]}")]))
+    fig.add_layout(ColorBar(color_mapper=mapper, title=metric), "right")
+    fig.xaxis.axis_label, fig.yaxis.axis_label = names[0], names[1]
+    fig.grid.visible = False
+    return fig
 
 
-def _line_svg(xs: list[Any], values: np.ndarray, x_name: str, y_name: str, numeric_x: bool = True) -> str:
-    finite = np.isfinite(values)
-    if not finite.any():
-        return "<p>no values</p>"
-    px = np.asarray(xs, dtype=float) if numeric_x else np.arange(len(values), dtype=float)
-    x0, x1 = float(px.min()), float(px.max())
-    y0, y1 = float(values[finite].min()), float(values[finite].max())
-    sx = (lambda v: _PAD + (v - x0) / (x1 - x0) * (_W - _PAD - 10)) if x1 > x0 else (lambda v: _W / 2)
-    sy = (lambda v: _H - _PAD - (v - y0) / (y1 - y0) * (_H - _PAD - 10)) if y1 > y0 else (lambda v: _H / 2)
-    points = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y, ok in zip(px, values, finite, strict=True) if ok)
-    return (f'<svg width="{_W}" height="{_H}"><polyline fill="none" stroke="#1f77b4" stroke-width="1.5" '
-            f'points="{points}"/><text x="{_W / 2}" y="{_H - 20}" text-anchor="middle">{html.escape(x_name)}</text>'
-            f'<text x="4" y="14">{html.escape(y_name)} {y0:.4g} – {y1:.4g}</text></svg>')
+def _objective_line(result: dict[str, Any], spec: OptimizeSpec) -> Any:
+    from bokeh.models import ColumnDataSource, HoverTool
+    from bokeh.plotting import figure
+
+    xs, _, grid = objective_grid(result, spec)
+    name, metric = spec.space.names[0], spec.objective.metric
+    source = ColumnDataSource({"x": [float(x) for x in xs], "value": grid[0].tolist()})
+    fig = figure(name="objective", height=380, width=_WIDTH, tools="pan,wheel_zoom,box_zoom,reset,save",
+                 sizing_mode="stretch_width")
+    fig.line("x", "value", source=source, line_width=1.6)
+    points = fig.scatter("x", "value", source=source, size=6)
+    fig.add_tools(HoverTool(renderers=[points], tooltips=[(name, "@x"), (metric, "@value{0,0.[0000]}")]))
+    fig.xaxis.axis_label, fig.yaxis.axis_label = name, metric
+    return fig
+
+
+def _walk_forward_equity(curve: list[dict[str, Any]], windows: list[dict[str, Any]]) -> Any:
+    from bokeh.models import ColumnDataSource, DatetimeTickFormatter, HoverTool, NumeralTickFormatter
+    from bokeh.models.annotations import Span
+    from bokeh.plotting import figure
+
+    when = np.array([point["timestamp"].rstrip("Z") for point in curve], dtype="datetime64[ms]").astype(np.int64)
+    source = ColumnDataSource({"t": when, "equity": [point["equity"] for point in curve]})
+    fig = figure(name="walk-forward", height=320, width=_WIDTH, x_axis_type="datetime", sizing_mode="stretch_width",
+                 tools="xpan,xwheel_zoom,box_zoom,reset,save", active_drag="xpan", active_scroll="xwheel_zoom")
+    line = fig.line("t", "equity", source=source, line_width=1.6)
+    for row in windows[1:]:  # where each test window begins
+        start = np.datetime64(row["testStart"].rstrip("Z"), "ms").astype(np.int64)
+        fig.add_layout(Span(location=int(start), dimension="height", line_color="#888888", line_dash="dashed"))
+    fig.add_tools(HoverTool(renderers=[line], mode="vline", formatters={"@t": "datetime"},
+                            tooltips=[("time", "@t{%F %H:%M}"), ("equity", "@equity{0,0.00}")]))
+    fig.xaxis.formatter = DatetimeTickFormatter(days="%Y-%m-%d", hours="%m-%d %H:%M")
+    fig.yaxis.formatter = NumeralTickFormatter(format="0,0.[00]")
+    fig.yaxis.axis_label = "equity (dashed: a new test window)"
+    return fig
+
+
+def _window_table(windows: list[dict[str, Any]], metric: str) -> Any:
+    from bokeh.models import ColumnDataSource
+    from bokeh.models.widgets.tables import DataTable, TableColumn
+
+    def value(metrics: dict[str, Any] | None, key: str) -> str:
+        return "—" if not metrics else _fmt(metrics[key])
+
+    source = ColumnDataSource({
+        "window": [row["window"] for row in windows],
+        "test": [f"{row['testStart'][:10]} .. {row['testEnd'][:10]}" for row in windows],
+        "params": [row.get("note") or json_params(row.get("params")) for row in windows],
+        "fit": [value(row.get("inSample"), metric) for row in windows],
+        "oos": [value(row.get("outOfSample"), metric) for row in windows],
+        "pnl": [value(row.get("outOfSample"), "pnlPercent") for row in windows],
+        "trades": [value(row.get("outOfSample"), "totalTrades") for row in windows]})
+    columns = [TableColumn(field=f, title=title, width=width) for f, title, width in (
+        ("window", "#", 30), ("test", "test window (UTC)", 170), ("params", "chosen on the train window", 380),
+        ("fit", f"in sample {metric}", 130), ("oos", f"out of sample {metric}", 150),
+        ("pnl", "out of sample return %", 150), ("trades", "trades", 60))]
+    return DataTable(name="windows", source=source, columns=columns, height=min(400, 30 + 26 * len(windows)),
+                     width=_WIDTH, index_position=None, sizing_mode="stretch_width", reorderable=False,
+                     autosize_mode="none")
 
 
 def _write_png(result: dict[str, Any], spec: OptimizeSpec, path: Path) -> None:
