@@ -154,12 +154,16 @@ def summary_text(result: dict[str, Any]) -> str:
               for t in result["top"][:10]]
     wf = result.get("walkForward")
     if wf is not None:
+        used, excluded = wf["windowsUsed"], wf["windowsExcluded"]
+        why = f"; {excluded} left out: their train return was not positive" if excluded else ""
         lines.append(f"walk-forward {wf['train']}/{wf['test']}{' anchored' if wf['anchored'] else ''}: "
-                     f"efficiency {_num(wf['efficiency'])} ({wf['windowsExcluded']} windows excluded)")
+                     f"efficiency {_num(wf['efficiency'])} (mean test/train annualised return over {used} of "
+                     f"{used + excluded} windows{why})")
         for row in wf["windows"]:
-            oos = row["outOfSample"]
+            oos, fitted = row["outOfSample"], row.get("inSample")
+            in_sample = "" if fitted is None else f"in sample {objective} {_num(fitted[objective])}, "
             lines.append(f"  {row['window']:>3} test {row['testStart'][:10]}..{row['testEnd'][:10]}  "
-                         + (row.get("note") or f"{_params(row['params'])}  out of sample "
+                         + (row.get("note") or f"{_params(row['params'])}  {in_sample}out of sample "
                             + ("no candles" if oos is None else _metrics(oos, objective))))
         if wf["outOfSample"] is not None:
             lines.append("  stitched out of sample: " + _metrics(wf["outOfSample"]["metrics"], objective))
