@@ -31,4 +31,6 @@ def run_backtest(*, user: CurrentUser, body: BacktestCreate) -> JSONResponse:
 @router.get("/{backtestId}", response_model=BacktestPublic, responses=errors(404))
 def backtest_status(*, user: CurrentUser, db: Db,
                     backtestId: Annotated[str, Path(max_length=64, pattern=ID_PATTERN)]) -> dict:
+    """A backtest by id: ``running`` with ``progress`` (0–100) until ``completed`` with the metrics
+    and equity curve, or ``failed`` with ``error``; poll it after a 202."""
     return get_backtest(db, user.id, backtestId)

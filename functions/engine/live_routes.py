@@ -38,6 +38,10 @@ def confirmed_if_live(user: CurrentUser, body: StartRequest, settings: SettingsD
 @router.post("/api/engine/start", response_model=Started, responses=errors(404, 409))
 def start(*, user: Annotated[AuthenticatedUser, Depends(confirmed_if_live)], body: StartRequest,
           market: Annotated[tuple[str, str], Depends(listed_market)], db: Db) -> dict:
+    """Run the flow on paper or live (one execution per flow). The exchange is asked whether it
+    lists the flow's symbol first (503 when it cannot be reached). Paper with ``replayFrom`` replays
+    the past from that instant, advanced only by ``capandex tick --at``; live needs a validated
+    ``exchangeKeyId`` of the flow's exchange."""
     return executions.start_execution(db, user_id=user.id, flow_id=body.flowId, mode=body.mode,
                                       exchange_key_id=body.exchangeKeyId, checked_market=market,
                                       replay_from=body.replayFrom)
@@ -61,6 +65,9 @@ def stop(*, user: CurrentUser, body: StopRequest, _closed: Annotated[None, Depen
 @router.get("/api/engine/status", response_model=ExecutionStatus, responses=errors(404))
 def status(*, user: CurrentUser, db: Db,
            executionId: Annotated[str, Query(min_length=1, max_length=64)]) -> dict:
+    """Where an execution stands: candles processed (``currentTick``), pnl with the open position
+    marked at the last close, positions, errors, candles not processed yet (``lagCandles``) and the
+    latest parity summary."""
     return executions.execution_status(db, user_id=user.id, execution_id=executionId)
 
 

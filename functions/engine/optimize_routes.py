@@ -41,6 +41,8 @@ def start_optimization(*, user: CurrentUser, body: OptimizeCreate) -> JSONRespon
 @router.get("/{optimizationId}", response_model=OptimizationPublic, response_model_exclude_none=True,
             responses=errors(404))
 def optimization_status(*, user: CurrentUser, db: Db, optimizationId: OptimizationId) -> dict:
+    """``trialsDone`` of ``trialsTotal`` while it runs; then the result (best, top trials,
+    walk-forward, robustness, overfitting), or ``failed`` with ``error``, or ``cancelled``."""
     return service.get(db, user.id, optimizationId)
 
 

@@ -18,6 +18,8 @@ router = APIRouter(tags=["flows"])
 def performance(*, user: CurrentUser, db: Db, flowId: str,
                 from_: Annotated[str | None, Query(alias="from", max_length=40)] = None,
                 to: Annotated[str | None, Query(max_length=40)] = None) -> dict:
+    """The metrics of the flow's closed positions (paper and live executions), optionally those
+    closed between ``from`` and ``to`` (ISO 8601); the equity curve's timestamps are epoch ms."""
     return flow_performance(db, user_id=user.id, flow_id=flowId, start=parse_bound(from_, "from"),
                             end=parse_bound(to, "to"))
 

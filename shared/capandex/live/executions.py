@@ -40,7 +40,7 @@ from capandex.live.running import flow_name
 from capandex.live.timeframes import last_closed_open
 from capandex.marketdata.chunks import TIMEFRAME_MS
 from capandex.notifications import notify
-from capandex.timeutil import epoch_ms, iso_utc, utcnow
+from capandex.timeutil import epoch_ms, from_ms, iso_utc, utcnow
 
 if TYPE_CHECKING:
     from capandex.engine.document import Flow
@@ -334,7 +334,8 @@ def pnl_of(row: Any) -> tuple[float, float]:
 
 def execution_status(conn: Connection, *, user_id: uuid.UUID, execution_id: str) -> dict[str, Any]:
     """The reference's status object plus ``mode``, ``errorCount``, ``lastError``, ``lagCandles``
-    (settled candles not processed yet: :func:`capandex.live.catchup.lag_candles`) and ``parity``
+    (settled candles not processed yet: :func:`capandex.live.catchup.lag_candles`), ``replay`` and
+    ``lastCandle`` (a replay's position: the open time of its last processed candle) and ``parity``
     (the summary of the latest parity report, :mod:`capandex.live.parity`; None before one)."""
     from capandex.live.catchup import lag_candles
 
@@ -346,4 +347,6 @@ def execution_status(conn: Connection, *, user_id: uuid.UUID, execution_id: str)
             "currentTick": row.current_tick, "pnl": round(pnl, 8), "pnlPercent": round(pnl_percent, 8),
             "openPositions": counts["open"], "totalTrades": counts["closed"],
             "errorCount": row.error_count, "lastError": row.last_error, "lagCandles": lag_candles(row),
+            "replay": bool((row.state or {}).get("replay")),
+            "lastCandle": None if row.last_candle_ms is None else iso_utc(from_ms(row.last_candle_ms)),
             "parity": (row.state or {}).get("parity")}

@@ -94,8 +94,14 @@ class ExecutionStatus(ResponseModel):
     totalTrades: int
     errorCount: int
     lastError: str | None
-    lagCandles: int = Field(description="closed candles not processed yet (0 or 1 while on time); see "
-                                        "CAPANDEX_LIVE_MAX_CATCHUP")
+    lagCandles: int = Field(description="closed candles not processed yet (0 or 1 while on time; 0 for a "
+                                        "replay, which has no clock of its own); see CAPANDEX_LIVE_MAX_CATCHUP")
+    replay: bool = Field(default=False, description="a paper replay of the past (started with replayFrom): "
+                                                    "only `capandex tick --at` advances it")
+    lastCandle: str | None = Field(default=None, description="open time (ISO 8601, UTC) of the last candle it "
+                                                             "has accounted for: at the start, the last closed "
+                                                             "before it (a replay: before replayFrom); each tick "
+                                                             "moves it on. Where a replay stands")
     parity: ParitySummary | None = Field(default=None, description="the summary of the latest parity report "
                                                                    "(GET /api/engine/parity); null before one")
 

@@ -41,6 +41,7 @@ def test_start_status_stop(api):
                                                        "currentTick": 0, "pnl": 0.0, "pnlPercent": 0.0,
                                                        "openPositions": 0, "totalTrades": 0}
     assert status["lagCandles"] == 0  # started just now: the first candle has not settled yet
+    assert status["replay"] is False and status["lastCandle"].endswith(":00:00Z")  # the last closed before it
     assert me.post("/api/engine/start", json={"flowId": flow_id, "mode": "paper"}).status_code == 409
     stopped = me.post("/api/engine/stop", json={"executionId": execution}).json()
     assert stopped["status"] == "stopped"
@@ -279,6 +280,9 @@ def test_a_paper_start_can_replay_the_past(api):
         assert [o.status for o in outcomes if o.execution_id == execution] == ["done"]
     status = me.get("/api/engine/status", params={"executionId": execution}).json()
     assert status["currentTick"] == 3
+    # the status says what it is and where it stands: the third candle after the one before `start`
+    third = (start + dt.timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert (status["replay"], status["lastCandle"]) == (True, third)
     # the clock's own pass (capandex serve's minute, the EventBridge schedule) leaves a replay alone
     assert [o for o in run_pass() if o.execution_id == execution] == []
     assert me.get("/api/engine/status", params={"executionId": execution}).json()["currentTick"] == 3
