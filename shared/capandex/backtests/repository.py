@@ -68,9 +68,11 @@ def is_stale(row: Any, default_deadline_s: int, now: dt.datetime | None = None) 
     return row.status == RUNNING and deadline < now
 
 
-def running_in_background(conn: Connection, *, user_id: uuid.UUID, now: dt.datetime, longer_than_s: float) -> int:
-    """The user's backtests still running (and not past their deadline) that were given more than
-    ``longer_than_s`` seconds: the background ones (an in-request run gets a short deadline)."""
+def running(conn: Connection, *, user_id: uuid.UUID, now: dt.datetime, longer_than_s: float) -> tuple[int, int]:
+    """The user's backtests still running (and not past their deadline): ``(background, in
+    request)`` — the background ones were given more than ``longer_than_s`` seconds (an in-request
+    run gets a short deadline)."""
     rows = conn.execute(select(backtests.c.created_at, backtests.c.deadline_at).where(
         backtests.c.user_id == user_id, backtests.c.status == RUNNING, backtests.c.deadline_at > now)).all()
-    return sum(1 for r in rows if (r.deadline_at - r.created_at).total_seconds() > longer_than_s)
+    background = sum(1 for r in rows if (r.deadline_at - r.created_at).total_seconds() > longer_than_s)
+    return background, len(rows) - background

@@ -11,8 +11,12 @@ started in the background (a thread pool under ``capandex serve``, the Step Func
 machine in AWS: :mod:`capandex.backtests.jobs`) and returned as running. The route chooses the HTTP
 status (200 or 202) from the :class:`Submission`.
 
-A user may have :data:`MAX_RUNNING_PER_USER` backtests running in the background at once; one
-more is a 429 with ``Retry-After`` (in-request runs need no slot: the request budget bounds them).
+A user may have :data:`MAX_RUNNING_PER_USER` backtests running in the background at once, and
+:data:`MAX_IN_REQUEST_PER_USER` running inside requests; one more of either is a 429 with
+``Retry-After``. The request budget bounds each in-request run, not how many run at once: sixty
+concurrent ones from one user kept every worker thread of ``capandex serve`` busy for a minute
+(another user's ``GET /api/flows`` waited 42 s; on SQLite fourteen of them ended in 500s, the
+database locked) — and in AWS each is a Lambda container of its own, paid for.
 Under ``capandex serve`` the background pool takes users in turn
 (:mod:`capandex.backtests.fairpool`), so nobody's backtest waits behind another user's queue.
 
@@ -81,6 +85,10 @@ MAX_RUNNING_PER_USER = 2
 #: the ``Retry-After`` of that 429, in seconds (a background year of minutes takes about this long
 #: once its candles are cached)
 BUSY_RETRY_AFTER_S = 30
+#: backtests one user may have running inside requests at once (each takes up to the request budget)
+MAX_IN_REQUEST_PER_USER = 3
+#: the ``Retry-After`` of that 429, in seconds (an in-request run takes at most ~10 s)
+REQUEST_BUSY_RETRY_AFTER_S = 5
 
 #: A run inside the request dies with it (API Gateway gives up at 29 s, the function's timeout
 #: follows): still ``running`` after this many seconds, it is reported failed, not left hanging.
@@ -179,8 +187,7 @@ def submit(user_id: uuid.UUID, body: BacktestCreate, *, store: BlobStore | None 
     settings = get_settings()
     in_request = seconds <= settings.backtest_sync_budget_s
     with transaction(user_id) as conn:
-        if not in_request:
-            _claim_background_slot(conn, user_id, now)
+        _claim_slot(conn, user_id, now, in_request=in_request)
         row = repo.create(conn, user_id=user_id, flow_id=body.flowId, exchange=body.exchange, symbol=body.symbol,
                           timeframe=body.timeframe, start_ms=span.start_ms, end_ms=span.end_ms,
                           deadline_s=IN_REQUEST_DEADLINE_S if in_request else settings.backtest_deadline_s)
@@ -200,16 +207,21 @@ def submit(user_id: uuid.UUID, body: BacktestCreate, *, store: BlobStore | None 
                       body={"backtestId": backtest_id, "status": repo.RUNNING, "progress": 0})
 
 
-def _claim_background_slot(conn: Connection, user_id: uuid.UUID, now: dt.datetime) -> None:
-    """:class:`RateLimited` (429, ``Retry-After``) when the user already has
-    :data:`MAX_RUNNING_PER_USER` backtests running in the background. Counted under the user's
-    lock in the transaction that adds the row, so concurrent submissions cannot both pass."""
+def _claim_slot(conn: Connection, user_id: uuid.UUID, now: dt.datetime, *, in_request: bool) -> None:
+    """:class:`RateLimited` (429, ``Retry-After``) when the user already has as many backtests
+    running where this one would run (in the request, or in the background) as a user may. Counted
+    under the user's lock in the transaction that adds the row, so concurrent submissions cannot
+    both pass."""
     lock_owner(conn, backtests, user_id)
-    running = repo.running_in_background(conn, user_id=user_id, now=now, longer_than_s=IN_REQUEST_DEADLINE_S)
-    if running >= MAX_RUNNING_PER_USER:
-        raise RateLimited(f"You have {running} backtests running in the background; at most {MAX_RUNNING_PER_USER} "
-                          "may run at once. Wait for one to finish (GET /api/engine/backtest/{backtestId}) "
-                          "or use a shorter range, which runs in the request.", retry_after=BUSY_RETRY_AFTER_S)
+    background, requests = repo.running(conn, user_id=user_id, now=now, longer_than_s=IN_REQUEST_DEADLINE_S)
+    if in_request and requests >= MAX_IN_REQUEST_PER_USER:
+        raise RateLimited(f"You have {requests} backtests running; at most {MAX_IN_REQUEST_PER_USER} may run at once. "
+                          "Wait for one to finish.", retry_after=REQUEST_BUSY_RETRY_AFTER_S)
+    if not in_request and background >= MAX_RUNNING_PER_USER:
+        raise RateLimited(f"You have {background} backtests running in the background; at most "
+                          f"{MAX_RUNNING_PER_USER} may run at once. Wait for one to finish "
+                          "(GET /api/engine/backtest/{backtestId}) or use a shorter range, which runs in the request.",
+                          retry_after=BUSY_RETRY_AFTER_S)
 
 
 def get(conn: Connection, user_id: uuid.UUID, backtest_id: str, *, store: BlobStore | None = None) -> dict[str, Any]:

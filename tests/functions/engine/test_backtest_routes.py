@@ -202,3 +202,27 @@ def test_at_most_two_background_backtests_per_user(user, api, configure, monkeyp
     assert user.post("/api/engine/backtest", json=body(user.flow_id)).status_code == 202
     configure(CAPANDEX_BACKTEST_SYNC_BUDGET_S="10")
     assert user.post("/api/engine/backtest", json=body(user.flow_id)).status_code == 200  # in-request: no slot
+
+
+def test_at_most_three_backtests_per_user_run_in_requests_at_once(user, api, configure) -> None:
+    """Each in-request run is bounded by the request budget, but not how many run at once: sixty
+    concurrent ones from one user held every worker thread of `capandex serve` for a minute (another
+    user's GET waited 42 s; on SQLite fourteen ended in 500s). A fourth while three run is a 429."""
+    from capandex.backtests import repository as repo
+    from capandex.backtests.service import IN_REQUEST_DEADLINE_S
+    from capandex.db.session import transaction
+
+    with transaction(user.id) as conn:  # three of the user's requests still computing
+        running = [repo.create(conn, user_id=user.id, flow_id=user.flow_id, exchange="binance", symbol="BTC/USDT",
+                               timeframe="1h", start_ms=0, end_ms=1, deadline_s=IN_REQUEST_DEADLINE_S)["id"]
+                   for _ in range(3)]
+    refused = user.post("/api/engine/backtest", json=body(user.flow_id))
+    assert (refused.status_code, refused.json()["error"]["code"]) == (429, "rate_limited"), refused.text
+    assert refused.headers["retry-after"] == "5" and "at most 3 may run at once" in refused.json()["error"]["message"]
+    other = api.as_user()  # per user
+    flow_id = other.post("/api/flows", json={"name": "SMA", **sma_cross_flow(5, 20)}).json()["id"]
+    assert other.post("/api/engine/backtest", json=body(flow_id)).status_code == 200
+    from capandex.backtests import jobs
+
+    jobs.fail_job(running[0], user.id, "its request ended")  # one finishes: a slot is free again
+    assert user.post("/api/engine/backtest", json=body(user.flow_id)).status_code == 200
