@@ -1,9 +1,10 @@
 """Report function: a completed backtest as an interactive HTML page
 (``GET /api/engine/backtest/{backtestId}/report``).
 
-Its own function because Bokeh (~35 MB with its dependencies) does not fit in the shared layer
-beside ccxt under Lambda's 250 MB ceiling; this function needs neither ccxt nor anthropic (the
-candles come from the store). Bokeh is imported on the first request, never at cold start.
+Its own function because Bokeh (52 MB installed with what it needs: ``benchmarks/report.py``)
+does not fit in the shared layer beside ccxt under Lambda's 250 MB ceiling; this function needs
+neither ccxt nor anthropic (the candles come from the store). Bokeh is imported on the first
+request, never at cold start.
 """
 
 from __future__ import annotations
