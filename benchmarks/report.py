@@ -3,7 +3,7 @@
 A seeded random walk (a benchmark input, not market data) of 525,600 one-minute candles, the
 SMA(10)/SMA(30) cross with RSI(14) drawn in its own pane. Timed: the whole HTML render (report
 data, Bokeh models, inlined BokehJS) and the PNG. The sizes of Bokeh and the packages it needs
-are what deciding where the report route runs rests on (README, "Backtest reports").
+are what deciding where the report route runs rests on (README, design notes: "The report is a function of its own").
 
 Run:  .venv/bin/python benchmarks/report.py [--candles 525600]
 """

@@ -9,7 +9,7 @@ later request serves those bytes; drawings themselves are rate-limited per user
 (:data:`capandex.ratelimit.REPORT`), so neither repeated requests nor many backtests can turn the
 report into a CPU pump. A completed backtest never changes, so a stored page never goes stale.
 It is served by its own function (``functions/report``): Bokeh does not fit in the shared layer
-next to ccxt (see README, "Backtest reports").
+next to ccxt (README, design notes: "The report is a function of its own").
 """
 
 from __future__ import annotations
