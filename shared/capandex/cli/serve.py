@@ -13,9 +13,14 @@ from capandex.errors import BadRequest
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("serve", help="run every function's routes on one local port")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser = subparsers.add_parser(
+        "serve", help="run every function's routes on one local port",
+        description="Every function's routes on one port, on the embedded defaults (SQLite, local vault key "
+                    "and candle store in the data directory, which it prints), with the docs at /api/docs. "
+                    "Paper executions on the real clock tick once a minute; a replay only with capandex tick --at.")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s; "
+                                                            "0.0.0.0 for every interface)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
     parser.add_argument("--no-ticks", action="store_true",
                         help="do not run the live engine's pass once a minute")
     parser.set_defaults(handler=run)

@@ -14,11 +14,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from capandex.cli.common import announce_data_dir
+    from capandex.errors import ValidationFailed, field_problem
     from capandex.live.performance import parse_bound
     from capandex.live.ticks import run_pass
-    from capandex.timeutil import from_ms, iso_utc
+    from capandex.timeutil import from_ms, iso_utc, utcnow
 
     at = parse_bound(args.at, "--at") if args.at else None
+    if at is not None and at > utcnow():
+        # no exchange has a candle of the future: the pass would do nothing, and say nothing of why
+        raise ValidationFailed("Invalid input: --at.", details=[field_problem(
+            "--at", "is in the future; a replay moves through the past (leave --at out for now)")])
     announce_data_dir()
     outcomes = run_pass(at)
     for o in outcomes:
