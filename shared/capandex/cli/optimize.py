@@ -19,9 +19,6 @@ from typing import Any
 from capandex.cli.common import add_run_arguments, announce_written, load_candles, read_run_flow
 from capandex.errors import BadRequest
 
-#: below this many candle-trials a process pool costs more than it saves (its start-up is ~1 s)
-_POOL_CANDLE_TRIALS = 200_000_000
-
 
 def register(subparsers: Any) -> None:
     """Add the ``optimize`` subcommand."""
@@ -54,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from capandex.marketdata.progress import progress_bar
     from capandex.research.optimizer import optimize
     from capandex.research.request import parse_request
-    from capandex.research.runner import default_workers
+    from capandex.research.runner import POOL_CANDLE_TRIALS, default_workers
 
     flow, validated = read_run_flow(args)
     spec = parse_request(request_from_args(args), validated)
@@ -62,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     workers = args.workers
     if workers is None:
         work = spec.space.size if spec.method == "grid" else spec.trials
-        workers = default_workers() if work * len(candles) >= _POOL_CANDLE_TRIALS else 1
+        workers = default_workers() if work * len(candles) >= POOL_CANDLE_TRIALS else 1
     with progress_bar("trials") as bar:
         result = optimize(flow, candles, spec, capital=args.capital, fee=args.fee, slippage=args.slippage,
                           workers=workers, progress=bar, equity_points=None, all_trials=args.json or bool(args.plot))

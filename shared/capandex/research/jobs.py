@@ -46,7 +46,7 @@ from capandex.research import repository as repo
 from capandex.research.batch import Trial
 from capandex.research.optimizer import plan_scopes
 from capandex.research.request import OptimizeSpec, parse_request
-from capandex.research.runner import Costs, Evaluator, batch_size
+from capandex.research.runner import POOL_CANDLE_TRIALS, Costs, Evaluator, batch_size
 from capandex.research.study import Batch, Scope, Study, TrialTable
 from capandex.research.summary import summarize
 from capandex.research.walkforward import Window
@@ -279,15 +279,18 @@ def reason_of(exc: BaseException) -> str:
 
 def run_local(optimization_id: str, user_id: uuid.UUID, workers: int) -> None:
     """The whole optimisation in this process, step by step as the state machine runs it; batches
-    in a ``spawn`` process pool of ``workers`` (in this thread when 1, or while a round has a
-    single batch: starting the pool's interpreters costs seconds, a batch is bounded to about a
-    second of work by :func:`~capandex.research.runner.batch_size`)."""
+    in a ``spawn`` process pool of ``workers`` — in this thread when 1, when the whole run is under
+    :data:`~capandex.research.runner.POOL_CANDLE_TRIALS` of work, or while a round has a single
+    batch: starting the pool's interpreters costs seconds, more than such work takes."""
     try:
         planned = plan_job(optimization_id, user_id)
         for chunk in planned["chunks"]:
             fetch_chunk_job(optimization_id, user_id, chunk["start"])
         out = prepare_job(optimization_id, user_id)
         store = _store()
+        row = _row(user_id, optimization_id)
+        if row.trials_total * span_of(row).slots < POOL_CANDLE_TRIALS:
+            workers = 1
         pool: ProcessPoolExecutor | None = None
         try:
             while not out["done"]:

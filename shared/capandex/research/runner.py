@@ -26,6 +26,9 @@ from capandex.research.study import Batch, Scope, Study
 
 #: candle-trials one batch should hold (~0.2-1 s of work on one core)
 BATCH_CANDLE_TRIALS = 20_000_000
+#: below this many candle-trials in all a process pool costs more than it saves (its spawned
+#: interpreters take a second or more each to start, several on a busy machine)
+POOL_CANDLE_TRIALS = 200_000_000
 MAX_BATCH_TRIALS = 500
 
 Progress = Callable[[int, int], None]

@@ -198,6 +198,7 @@ def test_capandex_serve_runs_the_batches_in_a_process_pool(user, configure, bina
 
     pools = []
     monkeypatch.setattr(jobs, "batch_size", lambda candles: 2)  # three batches a round
+    monkeypatch.setattr(jobs, "POOL_CANDLE_TRIALS", 0)  # and work enough to be worth a pool
     monkeypatch.setattr(jobs, "ProcessPoolExecutor", lambda *a, **kw: pools.append(1) or ProcessPoolExecutor(*a, **kw))
     configure(CAPANDEX_EXCHANGE_URLS=binance.exchange_urls_env(), CAPANDEX_OPTIMIZE_WORKERS="2")
     pooled = run(user, method="random", trials=6, seed=1)
@@ -209,11 +210,15 @@ def test_capandex_serve_runs_the_batches_in_a_process_pool(user, configure, bina
         {k: v for k, v in alone.items() if k != "optimizationId"}
 
 
-def test_a_single_batch_runs_without_starting_a_pool(user, configure, binance: BinanceServer, monkeypatch) -> None:
-    """A pool's interpreters take seconds to start; a round of one batch (≤ about a second of work)
-    runs in the optimisation's own thread."""
+@pytest.mark.parametrize("batch", [500, 2])
+def test_small_work_runs_without_starting_a_pool(user, configure, binance: BinanceServer, monkeypatch, batch) -> None:
+    """A pool's interpreters take seconds to start: a round of one batch, or a whole run under
+    POOL_CANDLE_TRIALS (here 6 trials × 1,200 candles, in three batches of 2), runs in the
+    optimisation's own thread (an optimisation of 171 trials over 6,600 candles took 5-9 s, its
+    trials 0.3 s)."""
     from capandex.research import jobs
 
-    monkeypatch.setattr(jobs, "ProcessPoolExecutor", lambda *a, **kw: pytest.fail("a pool for one batch"))
+    monkeypatch.setattr(jobs, "batch_size", lambda candles: batch)
+    monkeypatch.setattr(jobs, "ProcessPoolExecutor", lambda *a, **kw: pytest.fail("a pool for small work"))
     configure(CAPANDEX_EXCHANGE_URLS=binance.exchange_urls_env(), CAPANDEX_OPTIMIZE_WORKERS="2")
     assert run(user, method="random", trials=6, seed=1)["status"] == "completed"
