@@ -300,7 +300,7 @@ def trade_on_paper(http: httpx.Client, stack: Stack, flow_id: str) -> str:
         candle = newest - back * HOUR_MS
         moment = ms_iso(candle + HOUR_MS + SETTLE_MS + 1000)  # when that candle is closed and settled
         out = cli(stack, "tick", "--at", moment)
-        assert re.search(rf"^{execution_id} candle {ms_iso(candle)}: done, \d+ fill\(s\)$", out, re.M), out
+        assert re.search(rf"^{execution_id} up to candle {ms_iso(candle)}: done, \d+ fill\(s\)$", out, re.M), out
         assert out.rstrip().endswith("1 tick(s)")
         status = http.get("/api/engine/status", params={"executionId": execution_id}).json()
         assert (status["currentTick"], status["status"], status["errorCount"]) == \

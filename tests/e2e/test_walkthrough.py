@@ -99,7 +99,7 @@ def test_the_readme_walkthrough_runs_offline(server, tmp_path: Path) -> None:
     assert backtest["status"] == "completed" and backtest["metrics"]["totalTrades"] > 10
     page = (work / "report.html").read_text()
     assert "<title>EUR/USD SMA cross — backtest report</title>" in page and "kraken EUR/USD 1h" in page
-    assert re.fullmatch(r"\S+ candle 2018-01-12T11:00:00Z: done, \d+ fill\(s\)", out[5]) and out[6] == "1 tick(s)"
+    assert re.fullmatch(r"\S+ up to candle 2018-01-12T11:00:00Z: done, \d+ fill\(s\)", out[5]) and out[6] == "1 tick(s)"
     status, stopped, performance = (json.loads(line) for line in out[7:10])
     assert status["currentTick"] == 108 and status["totalTrades"] + status["openPositions"] >= 1
     assert stopped == {"status": "stopped", "openPositions": 0,

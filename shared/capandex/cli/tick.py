@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     outcomes = run_pass(at)
     for o in outcomes:
         extra = f" ({o.error})" if o.error else ""
-        print(f"{o.execution_id} candle {iso_utc(from_ms(o.candle_ms))}: {o.status}, {o.fills} fill(s){extra}")
+        # a pass processes every candle closed since the last one: this is the last it reached
+        print(f"{o.execution_id} up to candle {iso_utc(from_ms(o.candle_ms))}: {o.status}, {o.fills} fill(s){extra}")
     idle = "" if outcomes else " (no running execution has a closed candle it has not processed yet)"
     print(f"{len(outcomes)} tick(s){idle}")
     return 0
