@@ -1,4 +1,5 @@
-"""Per-user row quotas (saved exchange keys, flows): counted and enforced in the caller's transaction.
+"""Per-user row quotas (saved exchange keys, flows): counted and enforced in the caller's transaction;
+and retention (notifications, backtests): a user's oldest rows beyond a bound are dropped.
 
 A count followed by an insert is a race: two concurrent saves both see 19 keys and both insert.
 On Postgres the count therefore runs under a transaction-scoped advisory lock on (table, user),
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import Connection, Table, func, select, text
+from sqlalchemy import Column, ColumnElement, Connection, Table, delete, func, select, text
 
 from capandex.errors import QuotaExceeded
 
@@ -35,3 +36,14 @@ def enforce_quota(conn: Connection, table: Table, *, user_id: uuid.UUID, limit: 
     count = conn.execute(select(func.count()).select_from(table).where(table.c.user_id == user_id)).scalar_one()
     if count >= limit:
         raise QuotaExceeded(f"You have {count} {what}; the limit is {limit}. To add another, {remedy}.")
+
+
+def keep_newest(conn: Connection, table: Table, *, user_id: uuid.UUID, keep: int, newest: Column,
+                where: tuple[ColumnElement[bool], ...] = ()) -> None:
+    """Delete ``user_id``'s rows of ``table`` (those matching ``where``) beyond the newest ``keep``
+    by ``newest`` (rows tied with the first one dropped go too). One indexed statement, run in the
+    transaction that adds a row, so a table a user appends to stays bounded per user by
+    construction, whatever the request rate."""
+    mine = (table.c.user_id == user_id, *where)
+    cutoff = select(newest).where(*mine).order_by(newest.desc()).offset(keep).limit(1).scalar_subquery()
+    conn.execute(delete(table).where(*mine, newest <= cutoff))

@@ -22,11 +22,11 @@ import datetime as dt
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, delete, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from capandex.db.owned import owned_row
-from capandex.db.schema import exchange_keys, executions, flows, new_id, positions
+from capandex.db.schema import exchange_keys, executions, flows, new_id, orders, positions
 from capandex.errors import (
     BadRequest,
     Conflict,
@@ -235,6 +235,7 @@ def start_execution(conn: Connection, *, user_id: uuid.UUID, flow_id: str, mode:
     if conn.execute(select(executions.c.id).where(executions.c.flow_id == flow_id,
                                                   executions.c.status == "running")).first():
         raise Conflict("The flow already has a running execution; stop it first.")
+    _forget_empty_runs(conn, user_id, flow_id)
     now = utcnow()
     now_ms = epoch_ms(now) if now_ms is None else now_ms
     execution_id = new_id("exec")
@@ -255,6 +256,17 @@ def start_execution(conn: Connection, *, user_id: uuid.UUID, flow_id: str, mode:
            message=f"{flow.name} is running in {mode} mode on {exchange} {symbol} {timeframe}.",
            action_url=f"/flows/{flow_id}")
     return {"executionId": execution_id, "status": "running", "mode": mode, "startedAt": iso_utc(now)}
+
+
+def _forget_empty_runs(conn: Connection, user_id: uuid.UUID, flow_id: str) -> None:
+    """Delete the flow's stopped executions that never processed a candle and hold no order or
+    position: nothing happened in them. Each row keeps a copy of the flow document (up to 256 KiB),
+    and a user could start and stop a flow ~30 times a second, so without this the table grew by
+    megabytes a second with rows no one needs; now a flow keeps at most the run being started."""
+    conn.execute(delete(executions).where(
+        executions.c.user_id == user_id, executions.c.flow_id == flow_id, executions.c.status != "running",
+        executions.c.current_tick == 0, ~exists().where(orders.c.execution_id == executions.c.id),
+        ~exists().where(positions.c.execution_id == executions.c.id)))
 
 
 def _execution(conn: Connection, user_id: uuid.UUID, execution_id: str, *, lock: bool = False) -> Any:

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
+from capandex.db.quota import keep_newest
 from capandex.db.schema import new_id, notifications, utcnow
 from capandex.errors import NotFound, ValidationFailed, field_problem
 from capandex.notifications.preferences import PREFERENCE_KEYS, get_preferences
@@ -24,6 +25,9 @@ TYPES = ("trade", "engine", "system")
 MAX_LIMIT = 200
 #: the deepest page (SQLite's OFFSET is a signed 64-bit integer: 10**30 overflowed into a 500)
 MAX_OFFSET = 1_000_000
+#: notifications kept per user: a new one drops the oldest beyond it (a paper start and stop write
+#: two, and a user can start and stop ~30 times a second: unbounded, the table only grew)
+MAX_KEPT = 1000
 
 
 def notify(conn: Connection, *, user_id: uuid.UUID, event: str, title: str, message: str,
@@ -40,6 +44,7 @@ def notify(conn: Connection, *, user_id: uuid.UUID, event: str, title: str, mess
     conn.execute(insert(notifications).values(
         id=notification_id, user_id=user_id, type=EVENT_TYPES[event], event=event,
         title=title[:200], message=message, action_url=action_url, created_at=utcnow()))
+    keep_newest(conn, notifications, user_id=user_id, keep=MAX_KEPT, newest=notifications.c.created_at)
     return notification_id
 
 
