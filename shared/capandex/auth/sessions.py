@@ -27,10 +27,10 @@ import hashlib
 import logging
 import threading
 import time
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from capandex.errors import Unauthorized, UpstreamUnavailable
+from capandex.ttlcache import TTLCache
 
 if TYPE_CHECKING:
     from capandex.auth.tokens import AuthenticatedUser
@@ -42,7 +42,7 @@ logger = logging.getLogger("capandex.auth")
 CONFIRM_TTL_SECONDS = 30.0
 #: seconds Supabase Auth may take to answer
 TIMEOUT_SECONDS = 5.0
-#: tokens remembered per container (least recently stored dropped first)
+#: tokens remembered per container (expired ones, else the oldest, dropped first)
 CACHE_ENTRIES = 4096
 #: the verdicts' clock (a module attribute, so tests move it instead of waiting)
 clock = time.monotonic
@@ -52,31 +52,8 @@ _ENDED = (401, 403, 404)
 ENDED_MESSAGE = "This session has ended (signed out or revoked); sign in again."
 
 
-class _Verdicts:
-    """token digest → (expires at, still live?), bounded and thread-safe."""
-
-    def __init__(self) -> None:
-        self._items: OrderedDict[str, tuple[float, bool]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, digest: str) -> bool | None:
-        with self._lock:
-            found = self._items.get(digest)
-        return None if found is None or found[0] < clock() else found[1]
-
-    def put(self, digest: str, live: bool) -> None:
-        with self._lock:
-            self._items[digest] = (clock() + CONFIRM_TTL_SECONDS, live)
-            self._items.move_to_end(digest)
-            while len(self._items) > CACHE_ENTRIES:
-                self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-
-_verdicts = _Verdicts()
+#: token digest → still live? (the module's ``clock`` read at each call, so tests can move it)
+_verdicts = TTLCache(CONFIRM_TTL_SECONDS, max_items=CACHE_ENTRIES, clock=lambda: clock())
 _clients: dict[tuple[str, str], Any] = {}
 _clients_lock = threading.Lock()
 

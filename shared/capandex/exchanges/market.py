@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from capandex.exchanges.cache import TTLCache
 from capandex.exchanges.client import ExchangeClient, get_client
+from capandex.ttlcache import TTLCache
 
 #: seconds a symbol list is served before the markets are fetched again
 SYMBOLS_TTL_S = 300.0

@@ -8,7 +8,7 @@ from sqlalchemy import Connection, select
 
 from capandex.db.schema import exchanges
 from capandex.errors import BadRequest
-from capandex.exchanges.cache import TTLCache
+from capandex.ttlcache import TTLCache
 
 #: the table changes only by migration/admin; a minute of staleness is harmless
 _active = TTLCache(ttl_s=60.0)

@@ -22,10 +22,7 @@ other assets are not priced.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 import uuid
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +31,7 @@ from sqlalchemy import select
 
 from capandex.db.schema import exchange_keys
 from capandex.errors import CapandexError, InvalidCredentials
+from capandex.ttlcache import TTLCache
 
 logger = logging.getLogger("capandex.keys")
 
@@ -41,7 +39,7 @@ logger = logging.getLogger("capandex.keys")
 MAX_WORKERS = 8
 #: seconds a key's balance (or its error) is reused before the exchange is asked again
 CACHE_SECONDS = 30.0
-#: cached keys per container (least recently stored dropped first)
+#: cached keys per container (expired ones, else the oldest, dropped first)
 CACHE_ENTRIES = 4096
 
 NOT_VALIDATED = "Not validated: validate this key first (POST /api/exchange-keys/validate)."
@@ -54,34 +52,8 @@ class _Outcome:
     error: str | None = None
 
 
-class _Cache:
-    """Outcomes by (user, key id) for :data:`CACHE_SECONDS`, each for the key's validation it was
-    read under (``validated_at``: a key validated again since is a miss); thread-safe, bounded."""
-
-    def __init__(self) -> None:
-        self._items: OrderedDict[tuple[uuid.UUID, str], tuple[float, Any, _Outcome]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, user_id: uuid.UUID, key_id: str, validated_at: Any) -> _Outcome | None:
-        with self._lock:
-            found = self._items.get((user_id, key_id))
-            if found is None or found[0] < time.monotonic() or found[1] != validated_at:
-                return None
-            return found[2]
-
-    def put(self, user_id: uuid.UUID, key_id: str, validated_at: Any, outcome: _Outcome) -> None:
-        with self._lock:
-            self._items[(user_id, key_id)] = (time.monotonic() + CACHE_SECONDS, validated_at, outcome)
-            self._items.move_to_end((user_id, key_id))
-            while len(self._items) > CACHE_ENTRIES:
-                self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-
-_cache = _Cache()
+#: (user, key id, the key's validated_at) → its outcome: a key validated again since is another key
+_cache = TTLCache(CACHE_SECONDS, max_items=CACHE_ENTRIES)
 
 
 def clear_cache() -> None:
@@ -154,13 +126,13 @@ def dashboard_balance(*, user_id: uuid.UUID, timeout_s: float | None = None) -> 
     for row in rows:
         if row.is_valid is not True:
             outcomes[row.id] = _Outcome(None, REJECTED if row.is_valid is False else NOT_VALIDATED)
-        elif (cached := _cache.get(user_id, row.id, row.validated_at)) is not None:
+        elif (cached := _cache.get((user_id, row.id, row.validated_at))) is not None:
             outcomes[row.id] = cached
     to_ask = [row for row in rows if row.id not in outcomes]
     if to_ask:
         asked = _ask_exchanges(to_ask, user_id, timeout_s)
         for row in to_ask:
-            _cache.put(user_id, row.id, row.validated_at, asked[row.id])
+            _cache.put((user_id, row.id, row.validated_at), asked[row.id])
         outcomes.update(asked)
     entries, total = [], 0.0
     for row in rows:

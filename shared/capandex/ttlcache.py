@@ -1,4 +1,5 @@
-"""A tiny thread-safe time-to-live cache (per container) for markets, tickers and lookups."""
+"""A tiny thread-safe time-to-live cache, per container: exchange markets, tickers and lookups,
+Supabase Auth's session verdicts, dashboard balances."""
 
 from __future__ import annotations
 
@@ -23,6 +24,19 @@ class TTLCache:
         self._items: dict[Hashable, tuple[float, Any]] = {}
         self._lock = threading.Lock()
 
+    def get(self, key: Hashable, default: Any = None) -> Any:
+        """The value stored under ``key`` while it is fresh, else ``default``."""
+        with self._lock:
+            hit = self._items.get(key)
+        return hit[1] if hit is not None and hit[0] > self._clock() else default
+
+    def put(self, key: Hashable, value: Any) -> None:
+        now = self._clock()
+        with self._lock:
+            if len(self._items) >= self.max_items and key not in self._items:
+                self._evict(now)
+            self._items[key] = (now + self.ttl_s, value)
+
     def get_or_set(self, key: Hashable, compute: Callable[[], T]) -> T:
         now = self._clock()
         with self._lock:
@@ -31,10 +45,7 @@ class TTLCache:
             cached: T = hit[1]
             return cached
         value = compute()
-        with self._lock:
-            if len(self._items) >= self.max_items:
-                self._evict(now)
-            self._items[key] = (now + self.ttl_s, value)
+        self.put(key, value)
         return value
 
     def _evict(self, now: float) -> None:
