@@ -91,10 +91,16 @@ class CandleNotReady(UpstreamUnavailable):
 
 
 def default_candles(exchange: str, symbol: str, timeframe: str, start_ms: int, end_ms: int) -> Candles:
-    """Closed candles from the market-data layer (cached), as :class:`capandex.engine.Candles`."""
+    """Closed candles from the market-data layer (cached), as :class:`capandex.engine.Candles`;
+    downloading what the store lacks for at most :data:`capandex.live.history.FILL_SECONDS`.
+
+    Raises:
+        FillTimeUp: the window is not all in the store yet (what was downloaded is kept).
+    """
+    from capandex.live.history import FILL_SECONDS
     from capandex.marketdata.candles import fetch_candles
 
-    return fetch_candles(exchange, symbol, timeframe, start_ms, end_ms + 1)
+    return fetch_candles(exchange, symbol, timeframe, start_ms, end_ms + 1, fill_seconds=FILL_SECONDS)
 
 
 # -- the entry point ---------------------------------------------------------------------------------
@@ -112,6 +118,7 @@ def process_tick(execution_id: str, candle_ms: int, *, candles: CandleSource | N
             the caller must have the tick retried.
     """
     from capandex.db.session import transaction
+    from capandex.marketdata.candles import FillTimeUp
 
     with transaction(engine=engine) as conn:
         row = conn.execute(select(executions).where(executions.c.id == execution_id)).first()
@@ -126,8 +133,8 @@ def process_tick(execution_id: str, candle_ms: int, *, candles: CandleSource | N
         if row.mode == "paper":
             return _paper_tick(row, candle_ms, candles or default_candles, engine)
         return _live_tick(row, candle_ms, pending, candles or default_candles, gateway or default_gateway, engine)
-    except CandleNotReady:
-        raise  # not a failure of the flow: the exchange is a few seconds behind; just retry
+    except (CandleNotReady, FillTimeUp):
+        raise  # not a failure of the flow: the exchange is a few seconds behind, or the store still fills
     except CapandexError as exc:
         record_failure(execution_id, candle_ms, exc, engine)
         if not isinstance(exc, PERMANENT_ERRORS):

@@ -20,9 +20,11 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from capandex.engine.candles import Candles
+from capandex.errors import UpstreamUnavailable
 from capandex.marketdata.chunks import (
     Chunk,
     chunk_key,
@@ -56,6 +58,14 @@ class Gap:
     def to_dict(self) -> dict[str, Any]:
         start, end = iso_utc_array([self.start_ms, self.end_ms])
         return {"start": start, "end": end, "missing": self.missing}
+
+
+class FillTimeUp(UpstreamUnavailable):
+    """The range's chunks are not all in the store yet, and filling the rest would run past the
+    caller's time (``fill_seconds`` of :func:`fetch_candles`): the chunks filled so far are stored,
+    so the next call goes on from there."""
+
+    code = "candles_filling"
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +303,8 @@ def find_gaps(time: np.ndarray, step: int, start_ms: int, end_ms: int) -> list[G
 
 def fetch_candles(exchange: str, symbol: str, timeframe: str, start_ms: int, end_ms: int,
                   progress: Progress | None = None, *, store: BlobStore | None = None,
-                  client: ExchangeClient | None = None, now: int | None = None) -> FetchedCandles:
+                  client: ExchangeClient | None = None, now: int | None = None,
+                  fill_seconds: float | None = None) -> FetchedCandles:
     """Closed candles with open times in ``[start_ms, end_ms)`` (epoch ms, UTC).
 
     Chunks already in the store are not fetched again (a range the store covers, e.g. from ``capandex
@@ -307,10 +318,13 @@ def fetch_candles(exchange: str, symbol: str, timeframe: str, start_ms: int, end
         timeframe: 1m, 5m, 15m, 1h, 4h or 1d.
         progress: called as ``progress(done, total)`` in candle slots as the work advances.
         store, client, now: injected in tests; the container's store/client and the clock otherwise.
+        fill_seconds: start filling no chunk after this many seconds (None: fill them all); a chunk
+            started is finished and stored, and the first one is always filled.
 
     Raises:
         BadRequest: unknown exchange, symbol or timeframe. RateLimited, UpstreamUnavailable,
         UpstreamError: the exchange failed (after the retries of :mod:`capandex.exchanges.retry`).
+        FillTimeUp: ``fill_seconds`` passed with chunks still to fill (those filled are stored).
     """
     from capandex.exchanges import get_client
 
@@ -321,14 +335,17 @@ def fetch_candles(exchange: str, symbol: str, timeframe: str, start_ms: int, end
     plans = plan(candles, page_size=client.max_page_size(timeframe), store=store)
     if not plans or not all(item.ready for item in plans):
         client.market(symbol)  # an unknown symbol is a 400 before any page; a stored range needs no exchange
-    return load(candles, plans, store=store, client=client, progress=progress)
+    deadline = None if fill_seconds is None else monotonic() + fill_seconds
+    return load(candles, plans, store=store, client=client, progress=progress, fill_deadline=deadline)
 
 
 def load(candles: CandleRange, plans: list[ChunkPlan], *, store: BlobStore, client: ExchangeClient | None = None,
-         progress: Progress | None = None) -> FetchedCandles:
+         progress: Progress | None = None, fill_deadline: float | None = None) -> FetchedCandles:
     """The range's candles from its :func:`plan`: chunks the plan found ready are used as read
     (never read again), the others are fetched with ``client`` and stored (:func:`fill_chunk`;
-    without a client every chunk must be ready). ``progress(done, total)`` counts candle slots."""
+    without a client every chunk must be ready), none started after ``fill_deadline``
+    (``time.monotonic()``; :class:`FillTimeUp`) but the first, so every call makes progress.
+    ``progress(done, total)`` counts candle slots."""
     step, start_ms, end_ms = timeframe_ms(candles.timeframe), candles.start_ms, candles.end_ms
     total = candles.slots
     done = 0
@@ -342,7 +359,11 @@ def load(candles: CandleRange, plans: list[ChunkPlan], *, store: BlobStore, clie
             progress(done, total)
 
     chunks, pages, cached = [], 0, 0
-    for item in plans:
+    for index, item in enumerate(plans):
+        if fill_deadline is not None and not item.ready and pages and monotonic() > fill_deadline:
+            left = sum(not p.ready for p in plans[index:])
+            raise FillTimeUp(f"{candles.exchange} {candles.symbol} {candles.timeframe}: {left} of {len(plans)} candle "
+                             "chunks are still to be downloaded; the next call goes on from there.")
         advance(item.start_ms, item.cached.covered_until_ms if item.cached is not None else item.start_ms)
         chunk, used = fill_chunk(item, candles, client=client, store=store, on_page=advance)
         chunks.append(chunk)

@@ -162,3 +162,38 @@ def test_a_heavy_flow_is_a_422_at_start(api, binance_env) -> None:
     response = me.post("/api/engine/start", json={"flowId": flow_id, "mode": "paper"})
     assert response.status_code == 422 and response.json()["error"]["details"][0]["field"] == "nodes"
     assert binance_env.count() == before
+
+
+def test_a_window_not_in_the_store_is_downloaded_over_several_ticks(configure, postgres_url, binance_env,
+                                                                   monkeypatch) -> None:
+    """A new 1m execution whose window (15,000 candles: two chunks of the store) nobody has
+    downloaded yet: a tick starts no chunk after FILL_SECONDS (0 here: one chunk per tick), ends as not
+    ready — retried, not a failure — and the next one goes on from what was stored, until the window is
+    complete and the tick runs. One execution never spends a worker batch's time on its download."""
+    from capandex.db.schema import executions
+    from capandex.live import history
+    from capandex.live.executions import execution_status
+
+    configure(DATABASE_URL=postgres_url)
+    monkeypatch.setattr(history, "FILL_SECONDS", 0.0)
+    now = dt.datetime.now(dt.UTC)
+    user = uuid.uuid4()
+    with transaction() as conn:
+        flow = flow_of(("ema", {"period": 3000}))
+        flow_id = make_flow(conn, user, {**flow, "settings": {**flow["settings"], "timeframe": "1m"}})
+        execution = start_execution(conn, user_id=user, flow_id=flow_id, mode="paper",
+                                    now_ms=int((now - dt.timedelta(minutes=3)).timestamp() * 1000))["executionId"]
+    assert history_window(compile_flow(flow_of(("ema", {"period": 3000})))) == 15_000
+    statuses, pages = [], []
+    for _ in range(5):
+        before = binance_env.count("/api/v3/klines")
+        statuses.append([o.status for o in run_pass(now) if o.execution_id == execution])
+        pages.append(binance_env.count("/api/v3/klines") - before)
+        if statuses[-1] == ["done"]:
+            break
+    assert statuses == [["retry"], ["done"]]
+    assert max(pages) <= 12  # one chunk of 12,000 candles per tick at most (1,000 a page)
+    with transaction() as conn:
+        row = conn.execute(select(executions).where(executions.c.id == execution)).one()
+        status = execution_status(conn, user_id=user, execution_id=execution)
+    assert (row.consecutive_failures, row.error_count, status["status"]) == (0, 0, "running")
