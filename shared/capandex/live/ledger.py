@@ -214,9 +214,14 @@ def apply_fills(conn: Connection, row: Any, pending: PendingIntent,
     book = _Book(conn, row, pending.entry_ms, fee_rate(row), before.cash, before.units, before.entry_time,
                  before.entry_price, before.entry_spent, after.highest if after.long else before.highest)
     name = flow_name(conn, row)
-    stop, closed_here = protective.current(row), 0.0
+    stop, closed_here, refusal = protective.current(row), 0.0, None
     for intent, fill in fills:
         write_order(conn, row, intent, pending.order_candle_ms, fill, fill.order_status)
+        if intent.kind == STOP and fill.status == REJECTED:
+            stop, refusal = None, {"level": intent.trigger or 0.0, "atMs": pending.order_candle_ms}
+            if protective.REFUSED_KEY not in row.state:  # told once, not at every candle that tries again
+                _notify_refused(book, name, intent)
+            continue
         if intent.kind in (STOP, CANCEL):
             stop, closed = _apply_stop(book, name, intent, fill, stop)
             closed_here += closed
@@ -239,6 +244,10 @@ def apply_fills(conn: Connection, row: Any, pending: PendingIntent,
         new_state = entries.noted(new_state, pending.order_candle_ms)
     if stop is not None and book.units > 0:
         new_state["stop"] = stop.to_dict()
+    if stop is not None or book.units <= 0:  # a stop rests, or there is nothing to protect
+        new_state.pop(protective.REFUSED_KEY, None)
+    elif refusal is not None:
+        new_state[protective.REFUSED_KEY] = refusal
     return new_state
 
 
@@ -250,13 +259,6 @@ def _apply_stop(book: _Book, name: str, intent: OrderIntent, fill: Fill, stop: p
     if intent.kind == STOP and fill.status == "open":
         return protective.ProtectiveStop(intent.client_order_id, fill.price, fill.requested or intent.amount,
                                          intent.reason), 0.0
-    if intent.kind == STOP and fill.status == REJECTED:
-        row = book.row
-        notify(book.conn, user_id=row.user_id, event="engine_error", title=f"{name}: stop order refused",
-               message=f"{row.exchange} refused the stop-loss order at {intent.trigger or 0.0:,.8g} protecting "
-                       f"{name}'s position; it is checked on each tick only until the next one is placed.",
-               action_url=f"/flows/{row.flow_id}")
-        return None, 0.0
     if fill.amount <= 0 or book.units <= 0:
         return (stop if intent.kind == STOP else None), 0.0
     book.sell(fill.amount, fill.price, fill.cost - fill.fee, intent.reason, whole=not fill.partial,
@@ -264,6 +266,14 @@ def _apply_stop(book: _Book, name: str, intent: OrderIntent, fill: Fill, stop: p
               at_ms=fill.time_ms)
     _notify_fill(book.conn, book.row, name, fill, intent.reason)
     return None, fill.amount
+
+
+def _notify_refused(book: _Book, name: str, intent: OrderIntent) -> None:
+    row = book.row
+    notify(book.conn, user_id=row.user_id, event="engine_error", title=f"{name}: stop order refused",
+           message=f"{row.exchange} refused the stop-loss order at {intent.trigger or 0.0:,.8g} protecting {name}'s "
+                   f"position. Until one is accepted the stop is checked on each tick only; Capandex places it again "
+                   f"when its level moves up, or in an hour.", action_url=f"/flows/{row.flow_id}")
 
 
 def _reconcile(book: _Book, name: str, units: float, close: float) -> None:

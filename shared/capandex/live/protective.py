@@ -21,7 +21,8 @@ deterministic client ids, lookup first, lease, resume after a crash:
 * while long: when the protective level rose by at least :data:`MIN_MOVE` (a trailing stop
   following the price), cancel, then place the new stop under a new id (:func:`moved`) —
   cancel first, because the old stop reserves the coins the new one sells; a stop that is
-  missing (cancelled by hand, refused) is placed again;
+  missing (cancelled by hand) is placed again; one the exchange refused is tried again once its
+  level has risen, or an hour later (:data:`RETRY_REFUSED_MS`), and the user is told once;
 * any exit (a level crossed inside the candle, a signal, the kill switch, a webhook call): cancel
   the stop, then sell at market (:func:`cancel`).
 
@@ -50,6 +51,13 @@ if TYPE_CHECKING:
 #: a rise of the protective level smaller than this fraction does not move the stop (each move is
 #: a cancel and a placement; the tick still checks the exact level)
 MIN_MOVE = 0.001
+#: ``executions.state`` key of the last stop placement the exchange refused (``{"level", "atMs"}``)
+REFUSED_KEY = "stopRefused"
+#: a refused stop is placed again once its level rose by :data:`MIN_MOVE`, or this long after the
+#: refusal (ms, between the candles' open times) — not on every candle: a refusal for good (a notional under
+#: the symbol's minimum, an account that cannot hold such orders) would cost requests and a
+#: notification each candle
+RETRY_REFUSED_MS = 3_600_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,15 +134,25 @@ def after_entry(execution_id: str, key: int, risk: Risk) -> OrderIntent | None:
     return _place(execution_id, key, 0.0, None, reason, offset=1.0 - fraction)
 
 
+def refused(row: Any) -> tuple[float, int] | None:
+    """``(level, at_ms)`` of the stop placement the exchange last refused, while no stop rests."""
+    data = (row.state or {}).get(REFUSED_KEY)
+    return (float(data["level"]), int(data["atMs"])) if data else None
+
+
 def moved(execution_id: str, key: int, stop: ProtectiveStop | None, risk: Risk, entry: float,
-          highest: float | None, units: float) -> list[OrderIntent]:
+          highest: float | None, units: float, *, refusal: tuple[float, int] | None = None,
+          at_ms: int = 0) -> list[OrderIntent]:
     """While long: the orders that bring the resting stop to the protective level (cancel and
-    replace when it rose by :data:`MIN_MOVE` or more; place one when none rests)."""
+    replace when it rose by :data:`MIN_MOVE` or more; place one when none rests — unless the
+    exchange refused that level, ``refusal``, less than :data:`RETRY_REFUSED_MS` before ``at_ms``)."""
     target = level_for(risk, entry, highest)
     if target is None:
         return []
     level, reason = target
     if stop is None:
+        if refusal is not None and level < refusal[0] * (1.0 + MIN_MOVE) and at_ms < refusal[1] + RETRY_REFUSED_MS:
+            return []
         return [_place(execution_id, key, units, level, reason)]
     if level < stop.level * (1.0 + MIN_MOVE):
         return []

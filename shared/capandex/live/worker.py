@@ -291,7 +291,7 @@ def _advance(execution_id: str, compiled: CompiledFlow, candles: Candles, signal
             orders, stale = _without_stale_entry(orders, t_ms + tf, tf)
             if protective.enabled(row):
                 orders = _protect(row.id, t_ms, compiled, before, result, orders, protective.current(row),
-                                  move=t_ms == span.last_ms)
+                                  move=t_ms == span.last_ms, refusal=protective.refused(row))
             if not orders:
                 if not claim(conn, row, t_ms, "done"):
                     break
@@ -382,8 +382,8 @@ def _decide(execution_id: str, candle_ms: int, compiled: CompiledFlow, before: B
 
 
 def _protect(execution_id: str, candle_ms: int, compiled: CompiledFlow, before: BrokerState, result: StepResult,
-             orders: tuple[OrderIntent, ...], stop: protective.ProtectiveStop | None, *, move: bool = True
-             ) -> tuple[OrderIntent, ...]:
+             orders: tuple[OrderIntent, ...], stop: protective.ProtectiveStop | None, *, move: bool = True,
+             refusal: tuple[float, int] | None = None) -> tuple[OrderIntent, ...]:
     """``orders`` with the protective stop's own (:mod:`.protective`): an exit cancels the resting
     stop first (it reserves what the sell sells); an entry is followed by a stop; a position that
     stays open gets its stop moved up to the trailing level (or placed again when none rests) —
@@ -399,5 +399,5 @@ def _protect(execution_id: str, candle_ms: int, compiled: CompiledFlow, before: 
         out += [entry_stop] if entry_stop is not None else []
     elif move and before.long and not selling and before.entry_price is not None:
         out += protective.moved(execution_id, candle_ms, stop, risk, before.entry_price, result.state.highest,
-                                result.state.units)
+                                result.state.units, refusal=refusal, at_ms=candle_ms)
     return tuple(out)

@@ -294,3 +294,48 @@ def test_stops_on_exchange_can_be_turned_off_and_are_refused_where_unsupported(c
         with pytest.raises(ValidationFailed) as refused:
             start(True)
         assert refused.value.details[0]["field"] == "settings.stopsOnExchange"
+
+
+def test_a_refused_stop_is_told_once_and_not_sent_again_every_candle(configure, postgres_url):
+    """The symbol takes no stop orders: the stop after the entry is refused (here by ccxt, which
+    reads the symbol's order types; elsewhere by the exchange). The user is told once, not at every
+    candle; the same level is tried again an hour later at the earliest (these candles are an hour
+    apart), and the tick still checks it: candle 4's dip sells."""
+    from capandex.db.schema import notifications
+
+    with open_venue("binance", configure, prices={"BTC/USDT": 100.0}, balances={"USDT": 1_000_000.0}) as venue:
+        configure(DATABASE_URL=postgres_url)
+        venue.server.order_types = ("LIMIT", "MARKET")  # neither STOP_LOSS nor STOP_LOSS_LIMIT
+        live = Live(venue, price_rule_flow(0.0, None, ("stop_loss", 2.0)))
+        live.tick(2)
+        live.tick(3)
+        attempts = [r for r in live.orders() if r.kind == "stop"]
+        assert [r.status for r in attempts] == ["rejected"] * 2 and live.state()["stopRefused"]["level"] == pytest.approx(
+            live.positions()[0].entry_price * 0.98)
+        with transaction() as conn:
+            told = conn.execute(select(notifications.c.message).where(
+                notifications.c.user_id == live.user, notifications.c.title.like("%stop order refused"))).all()
+        assert len(told) == 1 and "checked on each tick" in told[0].message
+        live.tick(4)  # the dip below the level: sold at market by the tick (then bought again)
+        trade, again = live.positions()
+        assert (trade.status, trade.exit_reason, again.status) == ("closed", "stop_loss", "open")
+        assert live.state()["stopRefused"]["level"] == pytest.approx(again.entry_price * 0.98)
+        with transaction() as conn:
+            assert len(conn.execute(select(notifications.c.id).where(
+                notifications.c.user_id == live.user, notifications.c.title.like("%stop order refused"))).all()) == 1
+
+
+def test_a_refused_level_is_not_sent_again_before_it_rises_or_an_hour_passes():
+    from capandex.engine import compile_flow
+    from capandex.live import protective
+
+    risk = compile_flow(price_rule_flow(0.0, None, ("trailing_stop", 2.0))).flow.risk
+    refused_at = (98.0, 0)  # the trailing level at a high of 100, refused at t = 0
+
+    def again(high, minutes):
+        return protective.moved("exec", minutes * 60_000, None, risk, 100.0, high, 1.0, refusal=refused_at,
+                                at_ms=minutes * 60_000)
+
+    assert again(100.0, 1) == [] and again(100.05, 59) == []  # 1m candles: not every minute
+    assert [o.trigger for o in again(101.0, 2)] == [pytest.approx(98.98)]  # the level rose: a new order
+    assert len(again(100.0, 60)) == 1  # an hour later: tried again
