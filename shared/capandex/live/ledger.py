@@ -214,7 +214,7 @@ def apply_fills(conn: Connection, row: Any, pending: PendingIntent,
     book = _Book(conn, row, pending.entry_ms, fee_rate(row), before.cash, before.units, before.entry_time,
                  before.entry_price, before.entry_spent, after.highest if after.long else before.highest)
     name = flow_name(conn, row)
-    stop, closed_here, refusal = protective.current(row), 0.0, None
+    stop, closed_here, refusal, unfilled = protective.current(row), 0.0, None, None
     for intent, fill in fills:
         write_order(conn, row, intent, pending.order_candle_ms, fill, fill.order_status)
         if intent.kind == STOP and fill.status == REJECTED:
@@ -223,6 +223,8 @@ def apply_fills(conn: Connection, row: Any, pending: PendingIntent,
                 _notify_refused(book, name, intent)
             continue
         if intent.kind in (STOP, CANCEL):
+            if intent.kind == CANCEL and fill.status == "canceled" and fill.amount <= 0:
+                unfilled = intent  # cancelled before it sold anything: the sell after it says why
             stop, closed = _apply_stop(book, name, intent, fill, stop)
             closed_here += closed
             continue
@@ -231,7 +233,8 @@ def apply_fills(conn: Connection, row: Any, pending: PendingIntent,
             _reconcile(book, name, min(unheld, book.units), pending.close)
         if fill.side == "sell" and book.units > 0 and fill.amount > 0:
             reason = intent.reason if intent.reason in rules.REASONS else "signal"
-            book.sell(fill.amount, fill.price, fill.cost - fill.fee, reason, whole=not fill.partial, note=intent.note)
+            note = _unfilled_stop_note(unfilled, reason, intent.note)
+            book.sell(fill.amount, fill.price, fill.cost - fill.fee, reason, whole=not fill.partial, note=note)
         elif fill.side == "buy" and fill.amount > 0:
             book.buy(fill)
         if fill.status not in (NOT_HELD, SKIPPED, STALE):
@@ -266,6 +269,18 @@ def _apply_stop(book: _Book, name: str, intent: OrderIntent, fill: Fill, stop: p
               at_ms=fill.time_ms)
     _notify_fill(book.conn, book.row, name, fill, intent.reason)
     return None, fill.amount
+
+
+def _unfilled_stop_note(cancelled: OrderIntent | None, reason: str, note: str | None) -> str | None:
+    """``note``, and why a stop rule's exit was a market sell although a stop order rested on the
+    exchange (``cancelled``, found unfilled): a stop-limit whose price gapped past its limit
+    (Binance ``STOP_LOSS_LIMIT``), or a level the exchange's own trades did not reach."""
+    if cancelled is None or reason not in ("stop_loss", "trailing_stop"):
+        return note
+    why = (f"the stop order resting on the exchange at {cancelled.trigger or cancelled.reference_price:,.8g} had not "
+           "filled (a stop-limit whose price gapped past its limit, or a level the exchange's trades did not reach): "
+           "sold by a market order after the candle's close")
+    return why if note is None else f"{note}; {why}"
 
 
 def _notify_refused(book: _Book, name: str, intent: OrderIntent) -> None:

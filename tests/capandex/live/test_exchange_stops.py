@@ -241,6 +241,9 @@ def test_binance_places_a_market_stop_where_the_symbol_offers_one_else_a_stop_li
     assert (trade.exit_reason, trade.exit_price) == ("stop_loss", pytest.approx(stop.trigger * 0.98))
     assert stop.status == ("filled" if market else "canceled")  # the waiting stop-limit gave way to a market sell
     assert (("market", "sell") in live.sides()) is not market
+    # and the trade says why a stop order resting on the exchange did not sell it
+    note = trade.note or ""
+    assert ("had not filled" in note and "gapped past its limit" in note) is not market
 
 
 def test_webhook_calls_protect_and_unprotect_the_position(binance):
@@ -310,8 +313,8 @@ def test_a_refused_stop_is_told_once_and_not_sent_again_every_candle(configure, 
         live.tick(2)
         live.tick(3)
         attempts = [r for r in live.orders() if r.kind == "stop"]
-        assert [r.status for r in attempts] == ["rejected"] * 2 and live.state()["stopRefused"]["level"] == pytest.approx(
-            live.positions()[0].entry_price * 0.98)
+        assert [r.status for r in attempts] == ["rejected"] * 2  # candles 2 and 3, an hour apart
+        assert live.state()["stopRefused"]["level"] == pytest.approx(live.positions()[0].entry_price * 0.98)
         with transaction() as conn:
             told = conn.execute(select(notifications.c.message).where(
                 notifications.c.user_id == live.user, notifications.c.title.like("%stop order refused"))).all()
