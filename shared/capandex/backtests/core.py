@@ -109,12 +109,13 @@ def gap_warnings(candles: Any) -> list[str]:
 
 
 def store_result(store: BlobStore, key: str, result: BacktestResult) -> dict[str, Any]:
-    """Seam 5: write the API's view of ``result`` (metrics, trades, the downsampled equity curve,
-    warnings) to ``key`` and the equity at every candle next to it (``equity.npy``). Returns the
-    body written (strict JSON: a NaN raises instead of being stored)."""
-    from capandex.engine import API_EQUITY_POINTS
+    """Seam 5: write the API's view of ``result`` (metrics, the first
+    :data:`~capandex.engine.LISTED_TRADES` trades, the downsampled equity curve, warnings) to
+    ``key`` and the equity at every candle next to it (``equity.npy``). Returns the body written
+    (strict JSON: a NaN raises instead of being stored)."""
+    from capandex.engine import API_EQUITY_POINTS, LISTED_TRADES
 
-    body = result.to_dict(API_EQUITY_POINTS)
+    body = result.to_dict(API_EQUITY_POINTS, LISTED_TRADES)
     body.setdefault("warnings", [])
     store.put(key, json.dumps(body, allow_nan=False, separators=(",", ":")).encode(), "application/json")
     store.put(key.rsplit("/", 1)[0] + "/equity.npy", _npy(result.equity))

@@ -19,6 +19,7 @@ from capandex.engine.flow import resolve_settings, validate_flow
 from capandex.engine.metrics import compute_metrics
 from capandex.engine.result import (
     API_EQUITY_POINTS,
+    LISTED_TRADES,
     BacktestResult,
     Trade,
     TradeTable,
@@ -31,6 +32,7 @@ from capandex.timeutil import iso_utc_array
 
 __all__ = [
     "API_EQUITY_POINTS",
+    "LISTED_TRADES",
     "BacktestResult",
     "BrokerState",
     "Candles",

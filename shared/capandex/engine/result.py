@@ -14,6 +14,10 @@ from capandex.timeutil import iso_utc_array
 
 #: the API sends at most this many equity points (the library and CLI keep all)
 API_EQUITY_POINTS = 2000
+#: the API and the report list at most this many trades (the first; the metrics count all): a flow
+#: trading every other 1m candle for a year has 262,800, a 70 MB body that took 7.5 s per GET and
+#: is past what a Lambda function may return (6 MB)
+LISTED_TRADES = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +73,16 @@ class TradeTable:
         """Pnl after both fees: proceeds - spent (same expression as :func:`make_trade`)."""
         return self.proceeds - self.spent
 
-    def to_dicts(self) -> list[dict[str, Any]]:
-        """The §5 trade dicts, built column-wise (ISO times converted in one batch)."""
+    def __len__(self) -> int:
+        return len(self.entry_time)
+
+    def to_dicts(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The §5 trade dicts (the first ``limit``, or all), built column-wise (ISO times converted
+        in one batch)."""
+        if limit is not None and limit < len(self):
+            cut = {name: getattr(self, name)[:limit] for name in
+                   ("entry_time", "exit_time", "entry_price", "exit_price", "units", "spent", "proceeds", "reason")}
+            return TradeTable(**cut, fee=self.fee).to_dicts()
         pnl = self.pnl
         with np.errstate(invalid="ignore", divide="ignore"):
             pnl_percent = np.where(self.spent > 0, pnl / self.spent * 100.0, 0.0)
@@ -110,12 +122,18 @@ class BacktestResult:
         """``[{"timestamp": ISO 8601 "Z", "equity": float}]``; all points unless ``max_points``."""
         return equity_curve_points(self.time, self.equity, max_points)
 
-    def to_dict(self, max_points: int | None = None) -> dict[str, Any]:
-        """``{"metrics", "trades", "equityCurve"}`` (plus ``warnings`` when there are some)."""
-        out: dict[str, Any] = {"metrics": self.metrics, "trades": self.trades,
-                               "equityCurve": self.equity_curve(max_points)}
-        if self.warnings:
-            out["warnings"] = list(self.warnings)
+    def to_dict(self, max_points: int | None = None, max_trades: int | None = None) -> dict[str, Any]:
+        """``{"metrics", "trades", "equityCurve"}`` (plus ``warnings`` when there are some); all
+        trades and equity points unless ``max_trades``/``max_points`` (a warning says when trades
+        were left out)."""
+        warnings = list(self.warnings)
+        trades = self.trades if max_trades is None or len(self.table) <= max_trades else self.table.to_dicts(max_trades)
+        if len(trades) < len(self.table):
+            warnings.append(f"{len(self.table):,} trades: the first {len(trades):,} are listed "
+                            "(the metrics count all).")
+        out: dict[str, Any] = {"metrics": self.metrics, "trades": trades, "equityCurve": self.equity_curve(max_points)}
+        if warnings:
+            out["warnings"] = warnings
         return out
 
     def to_json(self, max_points: int | None = None, **kwargs: Any) -> str:

@@ -75,8 +75,10 @@ class ReportData:
 
 def report_data(result: BacktestResult, candles: Candles, flow: Any, *, exchange: str = "", symbol: str = "",
                 timeframe: str = "", max_bars: int = MAX_BARS) -> ReportData:
-    """The report's content. ``flow`` is the document or compiled flow that was backtested."""
-    from capandex.engine import compile_flow
+    """The report's content. ``flow`` is the document or compiled flow that was backtested. At most
+    :data:`~capandex.engine.LISTED_TRADES` trades are marked and listed (the first; a warning says
+    so): every other 1m candle for a year made a 70 MB page that needed 1 GB to draw."""
+    from capandex.engine import LISTED_TRADES, compile_flow
 
     compiled = compile_flow(flow) if not hasattr(flow, "evaluate") else flow
     values = compiled.evaluate(candles)
@@ -104,9 +106,18 @@ def report_data(result: BacktestResult, candles: Candles, flow: Any, *, exchange
         volume=np.add.reduceat(candles.volume, edges[:-1]) if n else np.zeros(0),
         equity=result.equity[last], buy_and_hold=hold[last],
         drawdown=np.maximum.reduceat(drawdown, edges[:-1]) if n else np.zeros(0),
-        overlays=overlays, panes=panes, trades=_trade_rows(result.trades),
+        overlays=overlays, panes=panes, trades=_trade_rows(result.table.to_dicts(LISTED_TRADES)),
         metrics=format_metrics(result.metrics), bucket=int(np.ceil(n / max(1, len(last)))) if n else 1,
-        warnings=list(result.warnings))
+        warnings=list(result.warnings) + _listed(len(result.table)))
+
+
+def _listed(trades: int) -> list[str]:
+    """A warning when the page marks and lists fewer trades than the run made."""
+    from capandex.engine import LISTED_TRADES
+
+    if trades <= LISTED_TRADES:
+        return []
+    return [f"{trades:,} trades: the first {LISTED_TRADES:,} are marked and listed (the metrics count all)."]
 
 
 def _bucket_edges(n: int, max_bars: int) -> np.ndarray:

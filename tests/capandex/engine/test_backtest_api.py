@@ -150,3 +150,15 @@ def test_cli_invalid_flow_and_missing_marketdata(tmp_path, capsys):
         load_candles(argparse.Namespace(candles=None, exchange="binance", symbol=None, timeframe=None,
                                         start=None, end=None))
     assert good
+
+
+def test_the_first_trades_listed_are_the_same_trades() -> None:
+    """``to_dict(max_trades=)`` lists the first trades exactly as the whole list has them."""
+    from tests.capandex.engine.factories import price_rule_flow, random_walk
+
+    result = backtest(price_rule_flow(0.0, 1e9), random_walk(101, seed=3))
+    assert len(result.trades) == 50
+    listed = result.to_dict(max_trades=7)
+    assert listed["trades"] == result.trades[:7]
+    assert listed["warnings"] == ["50 trades: the first 7 are listed (the metrics count all)."]
+    assert result.to_dict(max_trades=50)["trades"] == result.trades and "warnings" not in result.to_dict(max_trades=50)
