@@ -7,6 +7,11 @@ pnl after each exit, timestamped with the exit time in epoch ms. The metrics are
 own function (:func:`capandex.engine.compute_metrics`) over that curve and the trades' pnl, so
 every definition (drawdown from the running peak, daily Sharpe × sqrt(365), profit factor null
 without a losing trade) is the backtest's. Open positions do not count until they close.
+
+The curve sent has at most :data:`~capandex.engine.API_EQUITY_POINTS` points, as a backtest's: the
+first, the last, the deepest trough and the peak before it, and evenly spaced ones between
+(:func:`capandex.engine.result.downsample_indices`). A flow that trades every other minute closes
+~260,000 positions a year: one point each was a 13 MB answer, past what Lambda may return.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ def flow_performance(conn: Connection, *, user_id: uuid.UUID, flow_id: str, star
                      end: dt.datetime | None = None) -> dict[str, Any]:
     import numpy as np
 
-    from capandex.engine import compute_metrics
+    from capandex.engine import API_EQUITY_POINTS, compute_metrics
+    from capandex.engine.result import downsample_indices
 
     flow = owned_row(conn, flows, flow_id, user_id=user_id, columns=(flows.c.document,))
     if start is not None and end is not None and start > end:
@@ -64,5 +70,7 @@ def flow_performance(conn: Connection, *, user_id: uuid.UUID, flow_id: str, star
     keys = ("totalTrades", "winRate", "pnl", "pnlPercent", "maxDrawdown", "maxDrawdownPercent", "sharpeRatio",
             "profitFactor")
     out = {key: metrics[key] for key in keys}
-    out["equityCurve"] = [{"timestamp": int(t), "equity": float(e)} for t, e in zip(times, equity, strict=True)]
+    shown = downsample_indices(equity, API_EQUITY_POINTS)
+    out["equityCurve"] = [{"timestamp": int(t), "equity": float(e)} for t, e in zip(times[shown], equity[shown],
+                                                                                    strict=True)]
     return out

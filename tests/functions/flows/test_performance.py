@@ -68,3 +68,27 @@ def test_date_filter_and_errors(api):
     backwards = me.get(f"/api/flows/{flow_id}/performance", params={"from": "2025-02-01", "to": "2025-01-01"})
     assert backwards.status_code == 422
     assert other.get(f"/api/flows/{flow_id}/performance").status_code == 404
+
+
+def test_the_equity_curve_is_downsampled_like_a_backtests(api):
+    """One point per closed position grew without bound (a flow trading every other minute closes
+    ~260,000 a year: a 13 MB answer); now at most 2,000, the first, last and deepest trough kept."""
+    from capandex.engine import API_EQUITY_POINTS
+
+    me = api.as_user()
+    flow_id = _setup(me)
+    with transaction() as conn:
+        execution = conn.execute(executions.select().where(executions.c.flow_id == flow_id)).first().id
+        pnls = np.where(np.arange(3000) == 1500, -400.0, 1.0)  # one deep loss in the middle
+        conn.execute(insert(positions), [dict(
+            id=new_id("pos"), user_id=me.id, flow_id=flow_id, execution_id=execution, symbol="BTC/USDT",
+            status="closed", units=1.0, entry_price=100.0, entry_time=T0 + 10 * DAY + i * dt.timedelta(minutes=2),
+            exit_price=100.0, exit_time=T0 + 10 * DAY + (2 * i + 1) * dt.timedelta(minutes=1), pnl=float(pnl),
+            pnl_percent=0.0, fees=0.0, exit_reason="signal") for i, pnl in enumerate(pnls)])
+    body = me.get(f"/api/flows/{flow_id}/performance").json()
+    curve = body["equityCurve"]
+    assert body["totalTrades"] == 3004 and 1900 < len(curve) <= API_EQUITY_POINTS
+    before = 1000.0 + 50 - 20 + 30 - 10
+    assert curve[0]["equity"] == 1000.0 and curve[-1]["equity"] == pytest.approx(before + 2999 - 400)
+    shown = [p["equity"] for p in curve]
+    assert before + 1500 in shown and before + 1500 - 400 in shown  # the peak and the deepest trough after it
