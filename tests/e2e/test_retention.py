@@ -54,6 +54,17 @@ def test_starting_again_forgets_the_flows_empty_runs_and_keeps_the_ones_that_ran
     assert user.get("/api/engine/status", params={"executionId": ran}).json()["currentTick"] == 3
 
 
+def test_a_failed_run_keeps_the_reason_it_failed(user) -> None:
+    """Only runs the user stopped are forgotten: a run the engine failed carries its ``last_error``."""
+    failed = start_and_stop(user)
+    with transaction() as conn:
+        conn.execute(update(executions).where(executions.c.id == failed)
+                     .values(status="failed", last_error="binance rejected the API key."))
+    start_and_stop(user)
+    assert failed in runs_of(user)
+    assert user.get("/api/engine/status", params={"executionId": failed}).json()["status"] == "failed"
+
+
 def test_notifications_keep_the_newest_per_user(user, api, monkeypatch) -> None:
     from capandex.notifications import repository
 

@@ -144,17 +144,27 @@ class BacktestResult:
 
 
 def downsample_indices(equity: np.ndarray, max_points: int = API_EQUITY_POINTS) -> np.ndarray:
-    """Indices of at most ``max_points`` equity points: evenly spaced, always including the first,
-    the last and the deepest drawdown trough (and the peak before it), sorted and unique."""
+    """Indices of ``max_points`` equity points (all of them when there are fewer), sorted, that
+    draw the shape of the whole curve: the lowest and the highest point of each of at most
+    ``max_points // 2 - 3`` equal slices (so no dip or spike disappears between two kept points), the first and the last
+    point, and both deepest drawdowns with the peaks before them — in percent and in money, which
+    ``maxDrawdown`` reports and which can be another trough; evenly spaced points fill the rest."""
     n = len(equity)
     if n <= max_points:
         return np.arange(n)
     peak = np.maximum.accumulate(equity)
-    trough = int(np.argmax(1.0 - equity / peak))
-    peak_at = int(np.argmax(equity[:trough + 1])) if trough else 0
-    keep = np.unique(np.r_[0, n - 1, trough, peak_at])
-    spaced = np.linspace(0, n - 1, max_points - len(keep)).round().astype(np.int64)
-    return np.unique(np.r_[keep, spaced])  # at most len(keep) + len(spaced) == max_points
+    extremes = [0, n - 1]
+    for trough in (int(np.argmax(1.0 - equity / peak)), int(np.argmax(peak - equity))):
+        extremes += [trough, int(np.argmax(equity[:trough + 1]))]
+    width = -(-n // (max_points // 2 - len(extremes) // 2))  # ceil, so that 2 × slices + 6 ≤ max_points
+    slices = -(-n // width)
+    padded = np.pad(equity, (0, slices * width - n), mode="edge").reshape(slices, width)
+    starts = np.arange(slices) * width
+    keep = np.unique(np.r_[extremes, np.minimum(starts + padded.argmin(axis=1), n - 1),
+                           np.minimum(starts + padded.argmax(axis=1), n - 1)])
+    rest = np.setdiff1d(np.arange(n), keep, assume_unique=True)
+    spaced = rest[np.linspace(0, len(rest) - 1, max_points - len(keep)).astype(np.int64)]  # steps ≥ 1: distinct
+    return np.union1d(keep, spaced)  # exactly max_points: spaced ones are distinct and not in keep
 
 
 def equity_curve_points(time_ms: np.ndarray, equity: np.ndarray,
@@ -166,5 +176,5 @@ def equity_curve_points(time_ms: np.ndarray, equity: np.ndarray,
 
 
 def equity_curve_for_api(result: BacktestResult) -> list[dict[str, Any]]:
-    """The API's equity curve: at most 2,000 points, first, last and deepest trough kept."""
+    """The API's equity curve: at most 2,000 points of the same shape (:func:`downsample_indices`)."""
     return result.equity_curve(API_EQUITY_POINTS)

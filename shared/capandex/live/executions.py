@@ -259,12 +259,13 @@ def start_execution(conn: Connection, *, user_id: uuid.UUID, flow_id: str, mode:
 
 
 def _forget_empty_runs(conn: Connection, user_id: uuid.UUID, flow_id: str) -> None:
-    """Delete the flow's stopped executions that never processed a candle and hold no order or
-    position: nothing happened in them. Each row keeps a copy of the flow document (up to 256 KiB),
-    and a user could start and stop a flow ~30 times a second, so without this the table grew by
-    megabytes a second with rows no one needs; now a flow keeps at most the run being started."""
+    """Delete the flow's executions the user stopped that never processed a candle and hold no order
+    or position: nothing happened in them (a failed one stays: it says why it failed). Each row keeps
+    a copy of the flow document (up to 256 KiB), and a user could start and stop a flow ~30 times a
+    second, so without this the table grew by megabytes a second with rows no one needs. A tick still
+    downloading a deleted run's first candles finds no row and ends ``skipped``."""
     conn.execute(delete(executions).where(
-        executions.c.user_id == user_id, executions.c.flow_id == flow_id, executions.c.status != "running",
+        executions.c.user_id == user_id, executions.c.flow_id == flow_id, executions.c.status == "stopped",
         executions.c.current_tick == 0, ~exists().where(orders.c.execution_id == executions.c.id),
         ~exists().where(positions.c.execution_id == executions.c.id)))
 

@@ -8,9 +8,9 @@ own function (:func:`capandex.engine.compute_metrics`) over that curve and the t
 every definition (drawdown from the running peak, daily Sharpe × sqrt(365), profit factor null
 without a losing trade) is the backtest's. Open positions do not count until they close.
 
-The curve sent has at most :data:`~capandex.engine.API_EQUITY_POINTS` points, as a backtest's: the
-first, the last, the deepest trough and the peak before it, and evenly spaced ones between
-(:func:`capandex.engine.result.downsample_indices`). A flow that trades every other minute closes
+The curve sent has at most :data:`~capandex.engine.API_EQUITY_POINTS` points, as a backtest's: each
+slice's low and high, the ends and both deepest drawdowns (percent and money), and evenly spaced ones
+between (:func:`capandex.engine.result.downsample_indices`). A flow that trades every other minute closes
 ~260,000 positions a year: one point each was a 13 MB answer, past what Lambda may return.
 """
 
@@ -34,10 +34,10 @@ def parse_bound(value: str | None, field: str) -> dt.datetime | None:
         return None
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
+    except (ValueError, OverflowError):  # OverflowError: a zone moves it past year 1 or 9999
         raise ValidationFailed(f"Invalid input: {field}.", details=[field_problem(
             field, "must be an ISO 8601 date or date-time, e.g. 2025-01-15T10:30:00Z")]) from None
-    return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
 
 
 def flow_performance(conn: Connection, *, user_id: uuid.UUID, flow_id: str, start: dt.datetime | None = None,

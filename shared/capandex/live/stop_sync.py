@@ -58,7 +58,8 @@ def sync(row: Any, gateway_for: GatewayFactory, engine: Engine | None, first_ms:
     at = found.time_ms if found is not None and found.time_ms else now_ms()
     with transaction(engine=engine) as conn:
         row = lock_execution(conn, row.id)
-        if pending_of(row) is not None or protective.current(row) != stop or not claim(conn, row, key, "stop"):
+        if (row is None or pending_of(row) is not None or protective.current(row) != stop
+                or not claim(conn, row, key, "stop")):
             return None
         before = broker_state(row)
         close = found.price if found is not None and found.amount > 0 else float(before.entry_price or 0.0)

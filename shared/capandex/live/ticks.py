@@ -4,7 +4,11 @@
 * :func:`handle_batch` — the worker Lambda's body: one tick per SQS record; records whose tick
   failed transiently are returned as ``batchItemFailures`` so only they are redelivered
   (``ReportBatchItemFailures``). A tick that failed for good (:data:`.worker.PERMANENT_ERRORS`:
-  recorded by the worker, which returns ``failed``) and a malformed message are consumed. The
+  recorded by the worker, which returns ``failed``) and a malformed message are consumed, and so is
+  a tick whose history is still downloading (:class:`~capandex.marketdata.candles.FillTimeUp`): the
+  scheduler sends its execution a tick every minute until it has caught up, so a redelivery (after
+  the queue's 6-minute visibility timeout) would only add a second download of the same chunks and,
+  after five, a message in the dead-letter queue with no flow at fault. The
   batch never runs into the Lambda's timeout (which would redeliver every record, the finished
   ones too): a record is started only while :data:`RECORD_RESERVE_S` are left, the rest are
   reported for redelivery untouched, and the key budget's waits stop short of the deadline
@@ -34,6 +38,7 @@ from capandex.live.orders import GatewayFactory
 from capandex.live.scheduler import due_ticks, spread
 from capandex.live.worker import CandleSource, process_tick
 from capandex.logs import set_correlation_id
+from capandex.marketdata.candles import FillTimeUp
 from capandex.telemetry import Metric, count
 
 log = logging.getLogger("capandex.ticks")
@@ -94,6 +99,9 @@ def handle_batch(event: dict[str, Any], *, remaining_ms: Callable[[], int] | Non
             log.info("tick", extra=asdict(outcome))
         except (KeyError, ValueError, TypeError):
             log.error("malformed tick message dropped", extra={"message_id": record.get("messageId")})
+        except FillTimeUp as exc:  # consumed: the scheduler's next pass, a minute on, sends the tick again
+            log.info("tick waits for its history to download", extra={"message_id": record["messageId"],
+                                                                      "detail": exc.message})
         except CapandexError as exc:
             log.warning("tick will be retried", extra={"message_id": record["messageId"], "code": exc.code})
             failures.append({"itemIdentifier": record["messageId"]})

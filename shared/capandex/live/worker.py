@@ -174,7 +174,10 @@ def _paper_tick(row: Any, candle_ms: int, source: CandleSource, engine: Engine |
     gateway = PaperGateway(settings.fee)
     fills = 0
     with transaction(engine=engine) as conn:
-        row = lock_execution(conn, row.id)
+        locked = lock_execution(conn, row.id)
+        if locked is None:  # stopped and forgotten while its candles downloaded (see _forget_empty_runs)
+            return TickOutcome(row.id, candle_ms, "skipped")
+        row = locked
         if row.status != "running" or (row.last_candle_ms is not None and row.last_candle_ms >= span.last_ms):
             return TickOutcome(row.id, candle_ms, "duplicate")
         state = broker_state(row)
@@ -250,7 +253,7 @@ def _close_tick(execution_id: str, span: catchup.CatchUp, engine: Engine | None)
 
     with transaction(engine=engine) as conn:
         row = lock_execution(conn, execution_id)
-        if row.last_candle_ms is not None and row.last_candle_ms >= span.last_ms:
+        if row is not None and row.last_candle_ms is not None and row.last_candle_ms >= span.last_ms:
             state = entries.notify_skipped(conn, row, {**row.state, **catchup.record_lag(conn, row, span.left)})
             conn.execute(update(executions).where(executions.c.id == execution_id).values(state=state))
 
@@ -277,7 +280,7 @@ def _advance(execution_id: str, compiled: CompiledFlow, candles: Candles, signal
     settings = compiled.flow.settings
     with transaction(engine=engine) as conn:
         row = lock_execution(conn, execution_id)
-        if row.status != "running" or pending_of(row) is not None:
+        if row is None or row.status != "running" or pending_of(row) is not None:
             return None, 0
         tf = timeframe_ms(row.timeframe)
         quiet = _Quiet(row, broker_state(row))

@@ -12,6 +12,7 @@ import pytest
 from capandex.cli import main
 from capandex.engine import backtest, equity_curve_for_api
 from capandex.engine.csvio import read_candles_csv
+from capandex.engine.result import downsample_indices
 from capandex.errors import BadRequest, ValidationFailed
 from tests.capandex.engine.factories import random_walk, sma_cross_flow
 
@@ -81,6 +82,25 @@ def test_json_has_no_nan_and_api_curve_is_downsampled_keeping_the_trough():
     assert {iso[0], iso[-1], iso[trough]} <= stamps
     assert curve[0]["timestamp"].endswith("Z")
     assert all(math.isfinite(p["equity"]) for p in curve)
+
+
+def test_downsampled_curve_keeps_the_money_drawdown_and_every_short_dip():
+    """The deepest drawdown in money (``maxDrawdown``) can be another trough than the deepest in
+    percent, and a dip shorter than the spacing of evenly spaced points vanished between two of
+    them: a chart beside a 60,000 drawdown figure showed at most 500."""
+    equity = np.full(260_000, 1_000.0)
+    equity[10:] -= 500                       # 50 %: the deepest in percent, 500 in money
+    equity[100_000:] += 200_000              # a rich account ...
+    equity[150_001] -= 60_000                # ... loses 60,000 (~30 %) for one point
+    equity[200_000:200_003] -= 7_000         # a three-point dip elsewhere
+    kept = downsample_indices(equity, 2000)
+    assert len(kept) == 2000 and np.all(np.diff(kept) > 0)
+    shown = equity[kept]
+    assert shown.min() == 500.0 and 150_001 in kept  # the money trough
+    assert {0, 10, len(equity) - 1} <= set(kept.tolist())  # the ends, the percent trough (its peak is 0)
+    assert shown[(kept >= 200_000) & (kept < 200_003)].size >= 1         # the short dip is drawn
+    drawn = np.maximum.accumulate(shown) - shown
+    assert drawn.max() == 60_000.0  # the drawdown the metric reports is visible in the curve
 
 
 def write(tmp_path: Path, name: str, text: str) -> str:

@@ -105,3 +105,44 @@ def test_an_obv_execution_of_an_earlier_release_fails_for_good_instead_of_crashi
     assert (outcome.status, outcome.error) == ("failed", "validation_error")
     row, messages = _recorded(execution)
     assert row.consecutive_failures == 1 and "OBV" in messages[0]
+
+
+def test_a_run_forgotten_while_its_first_candles_download_ends_its_tick_quietly(execution):
+    """A start forgets the flow's empty stopped runs (``_forget_empty_runs``), and a tick fetches its
+    candles outside the lock (up to ``FILL_SECONDS`` on a first tick): the user stopped and started
+    the flow meanwhile, the row was gone under the tick, and it crashed with an AttributeError."""
+    from capandex.live.executions import stop_execution
+
+    with transaction() as conn:
+        row = conn.execute(select(executions).where(executions.c.id == execution)).one()
+
+    def stop_and_start_while_downloading(*_args):
+        with transaction() as conn:
+            stop_execution(conn, user_id=row.user_id, execution_id=execution)
+            start_execution(conn, user_id=row.user_id, flow_id=row.flow_id, mode="paper",
+                            now_ms=int(CANDLES.time[40]))
+        return CANDLES
+
+    outcome = process_tick(execution, CANDLE, candles=stop_and_start_while_downloading)
+    assert outcome.status == "skipped"
+    with transaction() as conn:
+        assert conn.execute(select(executions).where(executions.c.id == execution)).first() is None
+
+
+def test_a_tick_whose_history_still_downloads_is_consumed_and_one_not_ready_redelivered(execution):
+    """The scheduler sends a behind execution a tick every minute, so a record whose history is still
+    downloading (FillTimeUp) is consumed: redelivered, it started a second download of the same chunks
+    six minutes later and, after five, sat in the dead-letter queue with no flow at fault. A candle
+    the exchange has not published yet is still redelivered."""
+    import json
+
+    from capandex.live.ticks import handle_batch
+    from capandex.marketdata.candles import FillTimeUp
+
+    event = {"Records": [{"messageId": "m1", "body": json.dumps(
+        {"executionId": execution, "candleMs": CANDLE, "mode": "paper"})}]}
+    assert handle_batch(event, candles=failing(FillTimeUp("2 of 40 chunks to go"))) == {"batchItemFailures": []}
+    redelivered = handle_batch(event, candles=failing(CandleNotReady("not yet")))
+    assert redelivered == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
+    row, messages = _recorded(execution)
+    assert (row.consecutive_failures, row.error_count, row.status, messages) == (0, 0, "running", [])

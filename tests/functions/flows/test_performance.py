@@ -65,6 +65,9 @@ def test_date_filter_and_errors(api):
     assert empty["totalTrades"] == 0 and empty["equityCurve"] == [] and empty["profitFactor"] is None
     bad = me.get(f"/api/flows/{flow_id}/performance", params={"from": "yesterday"})
     assert bad.status_code == 422 and bad.json()["error"]["details"][0]["field"] == "from"
+    for field, edge in (("from", "0001-01-01T00:00:00+01:00"), ("to", "9999-12-31T23:59:59-01:00")):
+        beyond = me.get(f"/api/flows/{flow_id}/performance", params={field: edge})  # was a 500
+        assert beyond.status_code == 422 and beyond.json()["error"]["details"][0]["field"] == field
     backwards = me.get(f"/api/flows/{flow_id}/performance", params={"from": "2025-02-01", "to": "2025-01-01"})
     assert backwards.status_code == 422
     assert other.get(f"/api/flows/{flow_id}/performance").status_code == 404
