@@ -50,6 +50,7 @@ EXPECTED: dict[str, Any] = {
     "chat/post_chat": 404,
     "engine/backtest-run": 404,
     "engine/backtest-status": 404,
+    "engine/backtest-trades": 404,
     "engine/optimize-apply": 404,  # no such optimisation in this container
     "engine/optimize-cancel": 404,
     "engine/optimize-start": 404,  # the flow it names does not exist yet

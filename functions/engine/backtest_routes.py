@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 
 from capandex.api.deps import CurrentUser, Db
 from capandex.api.openapi import errors
-from capandex.backtests import BacktestCreate, BacktestPublic, get_backtest, submit
-from capandex.backtests.models import ID_PATTERN
+from capandex.backtests import BacktestCreate, BacktestPublic, TradesPublic, backtest_trades, get_backtest, submit
+from capandex.backtests.models import ID_PATTERN, MAX_TRADES_PAGE
+
+BacktestId = Annotated[str, Path(max_length=64, pattern=ID_PATTERN)]
 
 router = APIRouter(prefix="/api/engine/backtest", tags=["engine"])
 
@@ -29,8 +31,16 @@ def run_backtest(*, user: CurrentUser, body: BacktestCreate) -> JSONResponse:
 
 
 @router.get("/{backtestId}", response_model=BacktestPublic, responses=errors(404))
-def backtest_status(*, user: CurrentUser, db: Db,
-                    backtestId: Annotated[str, Path(max_length=64, pattern=ID_PATTERN)]) -> dict:
+def backtest_status(*, user: CurrentUser, db: Db, backtestId: BacktestId) -> dict:
     """A backtest by id: ``running`` with ``progress`` (0–100) until ``completed`` with the metrics
     and equity curve, or ``failed`` with ``error``; poll it after a 202."""
     return get_backtest(db, user.id, backtestId)
+
+
+@router.get("/{backtestId}/trades", response_model=TradesPublic, responses=errors(404, 409))
+def backtest_trades_page(*, user: CurrentUser, db: Db, backtestId: BacktestId,
+                         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+                         limit: Annotated[int, Query(ge=1, le=MAX_TRADES_PAGE)] = 1_000) -> dict:
+    """Every closed trade of a completed backtest, in order, a page at a time (the backtest's
+    result lists the first 5,000; the metrics count all)."""
+    return backtest_trades(db, user.id, backtestId, offset, limit)

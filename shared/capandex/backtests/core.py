@@ -8,7 +8,7 @@ produced (so candles are fetched, read and decoded once, and the flow validated 
     fetch_chunk(span, plans[i].start_ms, client, store)  # 2. one missing chunk: exchange → store (fan-out)
     candles = load_candles(span, plans, store, client)   # 3. the candles (fetching the rest, given a client)
     result = run(flow, candles, capital=…, fee=…, slippage=…)  # 4. the engine: no I/O, no clock
-    body = store_result(store, key, result)              # 5. result.json + equity.npy; the API's body
+    body = store_result(store, key, result)              # 5. result.json, equity.npy, trades.bin; the API's body
 
 Who runs which:
 
@@ -111,15 +111,26 @@ def gap_warnings(candles: Any) -> list[str]:
 def store_result(store: BlobStore, key: str, result: BacktestResult) -> dict[str, Any]:
     """Seam 5: write the API's view of ``result`` (metrics, the first
     :data:`~capandex.engine.LISTED_TRADES` trades, the downsampled equity curve, warnings) to
-    ``key`` and the equity at every candle next to it (``equity.npy``). Returns the body written
+    ``key``, and next to it the equity at every candle (``equity.npy``) and every trade as
+    fixed-width records (:data:`TRADES_FILE`, paged by ``GET …/trades``). Returns the body written
     (strict JSON: a NaN raises instead of being stored)."""
     from capandex.engine import API_EQUITY_POINTS, LISTED_TRADES
 
     body = result.to_dict(API_EQUITY_POINTS, LISTED_TRADES)
     body.setdefault("warnings", [])
     store.put(key, json.dumps(body, allow_nan=False, separators=(",", ":")).encode(), "application/json")
-    store.put(key.rsplit("/", 1)[0] + "/equity.npy", _npy(result.equity))
+    store.put(beside(key, "equity.npy"), _npy(result.equity))
+    store.put(beside(key, TRADES_FILE), result.table.to_records().tobytes())
     return body
+
+
+#: a stored result's trades, :data:`capandex.engine.result.TRADE_RECORD` after each other
+TRADES_FILE = "trades.bin"
+
+
+def beside(key: str, name: str) -> str:
+    """The key of ``name`` in the folder of a result's ``key`` (``…/result.json`` → ``…/trades.bin``)."""
+    return key.rsplit("/", 1)[0] + "/" + name
 
 
 def _npy(values: Any) -> bytes:

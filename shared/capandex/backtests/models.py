@@ -71,6 +71,19 @@ class TradePublic(ResponseModel):
     exitReason: Literal["signal", "stop_loss", "take_profit", "trailing_stop", "kill_switch", "end_of_data"]
 
 
+class TradesPublic(ResponseModel):
+    """A page of a completed backtest's closed trades, in order (all of them, where its result
+    lists the first 5,000)."""
+
+    trades: list[TradePublic]
+    total: int = Field(ge=0, description="closed trades in the whole backtest")
+    offset: int = Field(ge=0, description="the position of the page's first trade")
+
+
+#: the most trades one page lists (~1.2 MB of JSON; Lambda answers at most 6 MB)
+MAX_TRADES_PAGE = 5_000
+
+
 class BacktestPublic(ResponseModel):
     """A backtest: while ``running`` only the id, status and ``progress`` (percent); once
     ``completed`` the metrics, the equity curve (at most 2,000 points) and the trades; when

@@ -19,6 +19,10 @@ class BlobStore(Protocol):
 
     def get(self, key: str) -> bytes | None: ...
 
+    def get_range(self, key: str, start: int, stop: int) -> bytes | None:
+        """Bytes ``[start, stop)`` of the object (fewer past its end); None for a missing key."""
+        ...
+
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
 
 
@@ -37,6 +41,14 @@ class LocalStore:
     def get(self, key: str) -> bytes | None:
         try:
             return self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def get_range(self, key: str, start: int, stop: int) -> bytes | None:
+        try:
+            with self._path(key).open("rb") as handle:
+                handle.seek(start)
+                return handle.read(max(0, stop - start))
         except FileNotFoundError:
             return None
 
@@ -73,6 +85,19 @@ class S3Store:
             response = self.client.get_object(Bucket=self.bucket, Key=key)
         except self.client.exceptions.NoSuchKey:
             return None
+        return response["Body"].read()
+
+    def get_range(self, key: str, start: int, stop: int) -> bytes | None:
+        if stop <= start:  # HTTP ranges are inclusive and never empty
+            return None if self.get_range(key, 0, 1) is None else b""
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{stop - 1}")
+        except self.client.exceptions.NoSuchKey:
+            return None
+        except self.client.exceptions.ClientError as exc:  # a range starting past the end: 416
+            if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                return b""
+            raise
         return response["Body"].read()
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:

@@ -96,3 +96,22 @@ def test_get_store_follows_settings(configure, tmp_path) -> None:
     configure(CAPANDEX_DATA_BUCKET="bucket-x")
     assert isinstance(get_store(), S3Store) and get_store().bucket == "bucket-x"
     clear_stores()
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_a_range_read_returns_those_bytes_or_fewer_past_the_end(backend, tmp_path, monkeypatch) -> None:
+    """A page of a backtest's trades is one range read (``GET …/trades``): bytes [start, stop)."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        if backend == "s3":
+            boto3.client("s3").create_bucket(Bucket="data")
+            store = S3Store("data", client=boto3.client("s3"))
+        else:
+            store = LocalStore(tmp_path)
+        store.put("a/trades.bin", bytes(range(100)))
+        assert store.get_range("a/trades.bin", 10, 14) == bytes([10, 11, 12, 13])
+        assert store.get_range("a/trades.bin", 98, 120) == bytes([98, 99])
+        assert store.get_range("a/trades.bin", 100, 172) == b""
+        assert store.get_range("a/trades.bin", 5, 5) == b""
+        assert store.get_range("a/missing.bin", 0, 8) is None
+        assert store.get_range("a/missing.bin", 0, 0) is None

@@ -84,3 +84,52 @@ def test_a_flow_that_trades_on_every_other_candle_lists_the_first_trades(user, a
     report = user.get(f"/api/engine/backtest/{body['backtestId']}/report")
     assert report.status_code == 200 and len(report.content) < 6_000_000
     assert "6,000 trades: the first 5,000 are marked and listed" in report.text
+
+
+def test_every_trade_of_a_backtest_is_reachable_a_page_at_a_time(user, api) -> None:
+    """The result lists the first 5,000 trades; ``GET …/trades`` pages through all of them (each page
+    one range read of the stored records): the pages agree with the listed trades where both have
+    them, and their pnl adds up to the metrics' over all 6,000."""
+    from tests.capandex.engine.factories import price_rule_flow
+
+    body = run(user, price_rule_flow(0.0, 1e9), hours=12_000).json()
+    pages = f"/api/engine/backtest/{body['backtestId']}/trades"
+    first = user.get(pages).json()
+    assert (first["total"], first["offset"], len(first["trades"])) == (6_000, 0, 1_000)
+    assert first["trades"] == body["trades"][:1_000]
+    across = user.get(pages, params={"offset": 4_990, "limit": 20}).json()["trades"]
+    assert across[:10] == body["trades"][4_990:] and len(across) == 20
+    whole = [t for offset in (0, 5_000) for t in
+             user.get(pages, params={"offset": offset, "limit": 5_000}).json()["trades"]]
+    assert len(whole) == 6_000 and whole[:5_000] == body["trades"]
+    assert [t["entryTime"] for t in whole] == sorted(t["entryTime"] for t in whole)
+    assert sum(t["pnl"] for t in whole) == pytest.approx(body["metrics"]["pnl"], rel=1e-9)
+    assert user.get(pages, params={"offset": 6_000}).json() == {"trades": [], "total": 6_000, "offset": 6_000}
+    for bad in ({"limit": 0}, {"limit": 5_001}, {"offset": -1}):
+        assert user.get(pages, params=bad).status_code == 422
+    assert api.as_user().get(pages).status_code == 404  # another user's backtest
+
+
+def test_trades_wait_for_the_backtest_and_outlive_an_earlier_release(user) -> None:
+    """A running backtest has no trades yet (409); a result stored before the records were (no
+    ``trades.bin``: its result.json listed every trade) is paged from that list."""
+    from sqlalchemy import update
+
+    from capandex.backtests.core import TRADES_FILE, beside
+    from capandex.db.schema import backtests
+    from capandex.db.session import transaction
+    from capandex.marketdata import get_store
+    from tests.capandex.engine.factories import price_rule_flow
+
+    body = run(user, price_rule_flow(0.0, 1e9), hours=200).json()
+    pages = f"/api/engine/backtest/{body['backtestId']}/trades"
+    with transaction() as conn:
+        key = conn.execute(backtests.select().where(backtests.c.id == body["backtestId"])).one().result_key
+        conn.execute(update(backtests).where(backtests.c.id == body["backtestId"]).values(status="running"))
+    running = user.get(pages)
+    assert running.status_code == 409 and "running" in running.json()["error"]["message"]
+    with transaction() as conn:
+        conn.execute(update(backtests).where(backtests.c.id == body["backtestId"]).values(status="completed"))
+    (get_store().root / beside(key, TRADES_FILE)).unlink()  # as an earlier release stored it
+    earlier = user.get(pages, params={"offset": 90, "limit": 20}).json()
+    assert earlier == {"trades": body["trades"][90:], "total": 100, "offset": 90}
