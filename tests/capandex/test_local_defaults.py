@@ -71,6 +71,8 @@ def test_cli_errors_list_every_problem(env, tmp_path: Path) -> None:
     assert at.returncode == 2 and "--at: must be an ISO 8601 date or date-time" in at.stderr
     future = _cli("tick", "--at", "2999-01-01T00:00:00Z", env=env, cwd=tmp_path)
     assert future.returncode == 2 and "--at: is in the future" in future.stderr  # not a silent "0 tick(s)"
+    empty = _cli("tick", "--at", "", env=env, cwd=tmp_path)  # an unset shell variable: not "now", live included
+    assert empty.returncode == 2 and "--at: is empty" in empty.stderr
     capital = _cli("backtest", str(flow), "--candles", str(candles), "--capital", "-5", env=env, cwd=tmp_path)
     assert "--capital: must be greater than 0" in capital.stderr
 

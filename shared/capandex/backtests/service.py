@@ -226,12 +226,7 @@ def _claim_slot(conn: Connection, user_id: uuid.UUID, now: dt.datetime, *, in_re
 
 def get(conn: Connection, user_id: uuid.UUID, backtest_id: str, *, store: BlobStore | None = None) -> dict[str, Any]:
     """A backtest as the API shows it (see :class:`~capandex.backtests.models.BacktestPublic`)."""
-    row = repo.get(conn, user_id=user_id, backtest_id=backtest_id)
-    settings = get_settings()
-    if repo.is_stale(row, settings.backtest_deadline_s):
-        reason = "The backtest did not finish in time (its run was cut short); start it again."
-        repo.fail(conn, user_id=user_id, backtest_id=backtest_id, reason=reason)
-        row = repo.get(conn, user_id=user_id, backtest_id=backtest_id)
+    row = _current(conn, user_id, backtest_id)
     out: dict[str, Any] = {"backtestId": row.id, "status": row.status, "progress": round(row.progress, 1)}
     if row.status == repo.FAILED:
         out["error"] = row.error
@@ -244,6 +239,17 @@ def get(conn: Connection, user_id: uuid.UUID, backtest_id: str, *, store: BlobSt
         else:
             out.update(json.loads(data))
     return out
+
+
+def _current(conn: Connection, user_id: uuid.UUID, backtest_id: str) -> Any:
+    """The user's backtest row, ``failed`` once its run has outlived its deadline (a run that died
+    with its Lambda or process is never left ``running``)."""
+    row = repo.get(conn, user_id=user_id, backtest_id=backtest_id)
+    if repo.is_stale(row, get_settings().backtest_deadline_s):
+        reason = "The backtest did not finish in time (its run was cut short); start it again."
+        repo.fail(conn, user_id=user_id, backtest_id=backtest_id, reason=reason)
+        row = repo.get(conn, user_id=user_id, backtest_id=backtest_id)
+    return row
 
 
 def trades(conn: Connection, user_id: uuid.UUID, backtest_id: str, offset: int, limit: int, *,
@@ -260,18 +266,21 @@ def trades(conn: Connection, user_id: uuid.UUID, backtest_id: str, offset: int, 
     from capandex.engine.result import TRADE_RECORD, TradeTable
     from capandex.marketdata import get_store
 
-    row = repo.get(conn, user_id=user_id, backtest_id=backtest_id)
-    if row.status != repo.COMPLETED or not row.result_key:
+    row = _current(conn, user_id, backtest_id)
+    if row.status != repo.COMPLETED:
         raise Conflict(f"The backtest is {row.status}; its trades are listed once it has completed.")
     store = store or get_store()
     total, size = int(row.metrics["totalTrades"]), TRADE_RECORD.itemsize
     stop = min(total, offset + limit)
     data = store.get_range(core.beside(row.result_key, core.TRADES_FILE), offset * size, max(offset, stop) * size)
-    if data is None:  # stored before the records were: its result.json listed every trade
+    if data is None:  # stored before the records were: its result.json lists the trades it has
         listed = json.loads(store.get(row.result_key) or b"null")
         if listed is None:
             raise NotFound("The backtest's result is no longer stored; run it again.")
-        return {"trades": listed["trades"][offset:offset + limit], "total": len(listed["trades"]), "offset": offset}
+        if stop > len(listed["trades"]):
+            raise Conflict(f"This backtest was stored with its first {len(listed['trades']):,} trades only; "
+                           "run it again to list all of them.")
+        return {"trades": listed["trades"][offset:stop], "total": total, "offset": offset}
     return {"trades": TradeTable.from_records(np.frombuffer(data, TRADE_RECORD)).to_dicts(), "total": total,
             "offset": offset}
 

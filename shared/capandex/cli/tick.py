@@ -19,7 +19,10 @@ def run(args: argparse.Namespace) -> int:
     from capandex.live.ticks import run_pass
     from capandex.timeutil import from_ms, iso_utc, utcnow
 
-    at = parse_bound(args.at, "--at") if args.at else None
+    at = parse_bound(args.at, "--at") if args.at is not None else None
+    if args.at is not None and at is None:  # `--at ""` (an unset variable) would tick live executions now
+        raise ValidationFailed("Invalid input: --at.", details=[field_problem(
+            "--at", "is empty; give an ISO 8601 moment of the past, or leave --at out for now")])
     if at is not None and at > utcnow():
         # no exchange has a candle of the future: the pass would do nothing, and say nothing of why
         raise ValidationFailed("Invalid input: --at.", details=[field_problem(

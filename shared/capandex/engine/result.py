@@ -164,14 +164,17 @@ class BacktestResult:
 
 
 def downsample_indices(equity: np.ndarray, max_points: int = API_EQUITY_POINTS) -> np.ndarray:
-    """Indices of ``max_points`` equity points (all of them when there are fewer), sorted, that
-    draw the shape of the whole curve: the lowest and the highest point of each of at most
-    ``max_points // 2 - 3`` equal slices (so no dip or spike disappears between two kept points), the first and the last
-    point, and both deepest drawdowns with the peaks before them — in percent and in money, which
-    ``maxDrawdown`` reports and which can be another trough; evenly spaced points fill the rest."""
+    """Indices of ``max_points`` equity points (all when there are fewer; never fewer than the
+    first and the last), sorted, that draw the shape of the whole curve: the lowest and the highest
+    point of each of at most ``max_points // 2 - 3`` equal slices (so no dip or spike disappears
+    between two kept points), the first and the last point, and both deepest drawdowns with the
+    peaks before them — in percent and in money, which ``maxDrawdown`` reports and which can be
+    another trough; evenly spaced points fill the rest."""
     n = len(equity)
     if n <= max_points:
         return np.arange(n)
+    if max_points < 8:  # too few for the extremes and a low and a high per slice: evenly spaced
+        return np.unique(np.linspace(0, n - 1, max(max_points, 2)).astype(np.int64))
     peak = np.maximum.accumulate(equity)
     extremes = [0, n - 1]
     for trough in (int(np.argmax(1.0 - equity / peak)), int(np.argmax(peak - equity))):

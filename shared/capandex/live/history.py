@@ -27,9 +27,10 @@ tick refuses it for good (an execution started before the limit existed fails, i
 **The first ticks fill the store** (:data:`FILL_SECONDS`). A window the candle store does not hold
 yet is downloaded from the exchange: 500,000 1m candles took 13 s at Binance's pace (509 pages),
 and OKX serves 100 candles a page. One tick starts downloading no chunk of 12,000 candles after
-:data:`FILL_SECONDS`; what it stored stays, and the tick ends as "candles not ready" (retried, not a
-failure) until the window is complete — so one new execution never holds up the others of its SQS
-batch, nor runs its worker into the Lambda timeout. Meanwhile it trades nothing; once the window
+:data:`FILL_SECONDS`; what it stored stays, and the tick ends as "candles not ready" (not a failure:
+the scheduler's next pass, a minute on, goes on with the download) until the window is complete —
+so one new execution never holds up the others of its SQS batch, nor runs its worker into the
+Lambda timeout. Meanwhile it trades nothing; once the window
 is stored it catches up in order, and the buys whose signals went stale meanwhile are not placed
 (:mod:`capandex.live.entries`). Refusing such flows at start would refuse ones that run cheaply
 once stored (a warm tick reads them in 0.28 s); downloading them at start cannot fit a request.

@@ -275,7 +275,7 @@ def _claim_and_intend(conn: Connection, execution_id: str, key: int, action: str
     pending = pending_of(row)
     if pending is not None:
         return _Claim("resume" if pending.key == key else "busy", pending)
-    if row.status != "running":  # stopped since the token check
+    if row is None or row.status != "running":  # stopped (and maybe forgotten) since the token check
         raise Conflict("The flow is not running; start it before sending alerts.")
     if not claim(conn, row, key, "webhook", at=now):
         return _Claim("duplicate")

@@ -182,3 +182,9 @@ def test_the_first_trades_listed_are_the_same_trades() -> None:
     assert listed["trades"] == result.trades[:7]
     assert listed["warnings"] == ["50 trades: the first 7 are listed (the metrics count all)."]
     assert result.to_dict(max_trades=50)["trades"] == result.trades and "warnings" not in result.to_dict(max_trades=50)
+
+
+@pytest.mark.parametrize("max_points", [1, 2, 5, 7, 8, 9])
+def test_a_curve_downsampled_to_a_few_points_keeps_its_ends(max_points) -> None:
+    kept = downsample_indices(np.linspace(1.0, 2.0, 50), max_points)
+    assert kept[0] == 0 and kept[-1] == 49 and len(kept) == max(max_points, 2) and np.all(np.diff(kept) > 0)

@@ -146,3 +146,15 @@ def test_a_tick_whose_history_still_downloads_is_consumed_and_one_not_ready_rede
     assert redelivered == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
     row, messages = _recorded(execution)
     assert (row.consecutive_failures, row.error_count, row.status, messages) == (0, 0, "running", [])
+
+
+def test_a_webhook_call_for_a_run_forgotten_meanwhile_is_a_409(execution):
+    """A webhook call checks its token, then asks the exchange for a price (seconds): a stop and a
+    start meanwhile forget the empty run, and its claim found no row (an AttributeError, a 500)."""
+    import datetime as dt
+
+    from capandex.errors import Conflict
+    from capandex.live.webhooks import _claim_and_intend
+
+    with transaction() as conn, pytest.raises(Conflict):
+        _claim_and_intend(conn, "exec_forgotten", 1, "buy", 100.0, dt.datetime.now(dt.UTC), owner=None)

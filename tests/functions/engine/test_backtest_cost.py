@@ -133,3 +133,27 @@ def test_trades_wait_for_the_backtest_and_outlive_an_earlier_release(user) -> No
     (get_store().root / beside(key, TRADES_FILE)).unlink()  # as an earlier release stored it
     earlier = user.get(pages, params={"offset": 90, "limit": 20}).json()
     assert earlier == {"trades": body["trades"][90:], "total": 100, "offset": 90}
+
+
+def test_a_result_stored_with_its_first_trades_only_says_so_past_them(user) -> None:
+    """Between the cap on listed trades and the stored records, a result kept the first 5,000 only
+    (here 40 of 100): pages within them are served, a page past them is a 409 saying why — never a
+    short page passed off as the end."""
+    import json
+
+    from capandex.backtests.core import TRADES_FILE, beside
+    from capandex.db.schema import backtests
+    from capandex.db.session import transaction
+    from capandex.marketdata import get_store
+    from tests.capandex.engine.factories import price_rule_flow
+
+    body = run(user, price_rule_flow(0.0, 1e9), hours=200).json()
+    with transaction() as conn:
+        key = conn.execute(backtests.select().where(backtests.c.id == body["backtestId"])).one().result_key
+    store = get_store()
+    (store.root / beside(key, TRADES_FILE)).unlink()
+    store.put(key, json.dumps({**body, "trades": body["trades"][:40]}).encode())
+    pages = f"/api/engine/backtest/{body['backtestId']}/trades"
+    assert user.get(pages, params={"limit": 40}).json() == {"trades": body["trades"][:40], "total": 100, "offset": 0}
+    past = user.get(pages, params={"offset": 30, "limit": 20})
+    assert past.status_code == 409 and "first 40 trades only" in past.json()["error"]["message"]
