@@ -32,6 +32,9 @@ class Metric(StrEnum):
     #: tick messages handed back to SQS for redelivery (a transient failure, a crash, or not started
     #: because the invocation was nearly out of time)
     TICKS_RETRIED = "TicksRetried"
+    #: tick messages of executions whose history is still downloading (consumed: the next minute's
+    #: tick goes on; a new 1m execution with a long warm-up waits a few minutes)
+    TICKS_WAITING = "TicksWaiting"
     #: live orders the exchange accepted (or that were found by their client order id)
     ORDERS_PLACED = "OrdersPlaced"
     #: live orders refused for good or whose outcome stayed unknown

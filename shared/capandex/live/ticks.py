@@ -85,7 +85,7 @@ def handle_batch(event: dict[str, Any], *, remaining_ms: Callable[[], int] | Non
     record's log lines carry its message id as the correlation id."""
     deadline = None if remaining_ms is None else time.monotonic() + remaining_ms() / 1000
     records = event.get("Records", [])
-    failures, deferred = [], 0
+    failures, deferred, waiting = [], 0, 0
     for record in records:
         set_correlation_id(record.get("messageId"))
         if deadline is not None and deadline - time.monotonic() < RECORD_RESERVE_S:
@@ -100,6 +100,7 @@ def handle_batch(event: dict[str, Any], *, remaining_ms: Callable[[], int] | Non
         except (KeyError, ValueError, TypeError):
             log.error("malformed tick message dropped", extra={"message_id": record.get("messageId")})
         except FillTimeUp as exc:  # consumed: the scheduler's next pass, a minute on, sends the tick again
+            waiting += 1
             log.info("tick waits for its history to download", extra={"message_id": record["messageId"],
                                                                       "detail": exc.message})
         except CapandexError as exc:
@@ -111,7 +112,8 @@ def handle_batch(event: dict[str, Any], *, remaining_ms: Callable[[], int] | Non
     if deferred:
         log.warning("ticks deferred: the invocation is nearly out of time", extra={"count": deferred})
     count(Metric.TICKS_RETRIED, len(failures))
-    count(Metric.TICKS_PROCESSED, len(records) - len(failures))
+    count(Metric.TICKS_WAITING, waiting)
+    count(Metric.TICKS_PROCESSED, len(records) - len(failures) - waiting)
     return {"batchItemFailures": failures}
 
 

@@ -129,19 +129,29 @@ def test_a_run_forgotten_while_its_first_candles_download_ends_its_tick_quietly(
         assert conn.execute(select(executions).where(executions.c.id == execution)).first() is None
 
 
-def test_a_tick_whose_history_still_downloads_is_consumed_and_one_not_ready_redelivered(execution):
+def test_a_tick_whose_history_still_downloads_is_consumed_and_one_not_ready_redelivered(execution, monkeypatch):
     """The scheduler sends a behind execution a tick every minute, so a record whose history is still
     downloading (FillTimeUp) is consumed: redelivered, it started a second download of the same chunks
     six minutes later and, after five, sat in the dead-letter queue with no flow at fault. A candle
     the exchange has not published yet is still redelivered."""
     import json
 
+    from capandex.live import ticks
     from capandex.live.ticks import handle_batch
     from capandex.marketdata.candles import FillTimeUp
+    from capandex.telemetry import Metric
+
+    counted: dict[Metric, int] = {}
+
+    def count(metric: Metric, value: int = 1) -> None:
+        counted[metric] = counted.get(metric, 0) + value
+
+    monkeypatch.setattr(ticks, "count", count)
 
     event = {"Records": [{"messageId": "m1", "body": json.dumps(
         {"executionId": execution, "candleMs": CANDLE, "mode": "paper"})}]}
     assert handle_batch(event, candles=failing(FillTimeUp("2 of 40 chunks to go"))) == {"batchItemFailures": []}
+    assert counted == {Metric.TICKS_WAITING: 1, Metric.TICKS_RETRIED: 0, Metric.TICKS_PROCESSED: 0}
     redelivered = handle_batch(event, candles=failing(CandleNotReady("not yet")))
     assert redelivered == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
     row, messages = _recorded(execution)
