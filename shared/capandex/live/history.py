@@ -26,12 +26,12 @@ tick refuses it for good (an execution started before the limit existed fails, i
 
 **The first ticks fill the store** (:data:`FILL_SECONDS`). A window the candle store does not hold
 yet is downloaded from the exchange: 500,000 1m candles took 13 s at Binance's pace (509 pages),
-and OKX serves 100 candles a page. One tick starts downloading no chunk of 12,000 candles after
-:data:`FILL_SECONDS`; what it stored stays, and the tick ends as "candles not ready" (not a failure:
-the scheduler's next pass, a minute on, goes on with the download) until the window is complete —
-so one new execution never holds up the others of its SQS batch, nor runs its worker into the
-Lambda timeout. Meanwhile it trades nothing; once the window
-is stored it catches up in order, and the buys whose signals went stale meanwhile are not placed
+and OKX serves 100 candles a page. One tick requests no page after :data:`FILL_SECONDS` (one
+page at most goes on past it); what the pages brought stays in the store, and the tick ends as
+"candles not ready" (not a failure: the scheduler's next pass, a minute on, goes on with the
+download) until the window is complete — so one new execution never holds up the others of its SQS
+batch, nor runs its worker into the Lambda timeout. Meanwhile it trades nothing; once the window is
+stored it catches up in order, and the buys whose signals went stale meanwhile are not placed
 (:mod:`capandex.live.entries`). Refusing such flows at start would refuse ones that run cheaply
 once stored (a warm tick reads them in 0.28 s); downloading them at start cannot fit a request.
 """
@@ -56,8 +56,8 @@ MAX_WINDOW = 500_000
 TICK_MAX_BYTES = 160 * 2**20
 #: the most engine time one tick's evaluation may take, by the cost model (that flow: 0.14 s)
 TICK_MAX_SECONDS = 0.5
-#: seconds after which one tick starts downloading no more chunks of its window (the chunk under
-#: way is finished and stored): the tick worker gives each SQS record at least 35 s
+#: seconds after which one tick requests no more pages of its window (what it fetched is stored):
+#: the tick worker gives each SQS record at least 35 s
 FILL_SECONDS = 10.0
 
 

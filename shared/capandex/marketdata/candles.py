@@ -62,8 +62,8 @@ class Gap:
 
 class FillTimeUp(UpstreamUnavailable):
     """The range's chunks are not all in the store yet, and filling the rest would run past the
-    caller's time (``fill_seconds`` of :func:`fetch_candles`): the chunks filled so far are stored,
-    so the next call goes on from there."""
+    caller's time (``fill_seconds`` of :func:`fetch_candles`): the pages fetched so far are stored
+    (a chunk cut short as covered up to its last page), so the next call goes on from there."""
 
     code = "candles_filling"
 
@@ -154,9 +154,11 @@ def plan_chunk(candles: CandleRange, start_ms: int, *, page_size: int, store: Bl
 
 
 def fetch_rows(client: ExchangeClient, symbol: str, timeframe: str, since_ms: int, until_ms: int,
-               on_page: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, int]:
+               on_page: Callable[[int, int], None] | None = None, *,
+               deadline: float | None = None) -> tuple[np.ndarray, int, int]:
     """Rows ``[time, o, h, l, c, v]`` with open times in ``[since_ms, until_ms)``, sorted and
-    de-duplicated, and the number of pages it took.
+    de-duplicated, the number of pages it took, and how far they cover: ``until_ms``, or less when
+    ``deadline`` (``time.monotonic()``) passed first — no page is requested after it but the first.
 
     Pages are requested at the exchange's maximum size from the last candle seen onwards; a short
     page is not taken as the end (exchanges truncate pages), only an empty one or the bound is.
@@ -165,8 +167,11 @@ def fetch_rows(client: ExchangeClient, symbol: str, timeframe: str, since_ms: in
     import numpy as np
 
     step, limit = timeframe_ms(timeframe), client.max_page_size(timeframe)
-    cursor, pages, batches = since_ms, 0, []
+    cursor, pages = since_ms, 0
+    batches: list[np.ndarray] = []
     while cursor < until_ms:
+        if deadline is not None and pages and monotonic() > deadline:
+            return sorted_unique(np.concatenate(batches)), pages, cursor
         page = client.ohlcv_page(symbol, timeframe, cursor, limit, until_ms=until_ms - 1)
         pages += 1
         rows = np.asarray(page, dtype=np.float64).reshape(-1, 6)
@@ -178,7 +183,7 @@ def fetch_rows(client: ExchangeClient, symbol: str, timeframe: str, since_ms: in
         if on_page:
             on_page(cursor, min(advanced, until_ms))
         cursor = advanced
-    return sorted_unique(np.concatenate(batches) if batches else np.zeros((0, 6))), pages
+    return sorted_unique(np.concatenate(batches) if batches else np.zeros((0, 6))), pages, until_ms
 
 
 def sorted_unique(rows: np.ndarray) -> np.ndarray:
@@ -203,12 +208,18 @@ def ensure_chunk(client: ExchangeClient, candles: CandleRange, start_ms: int, *,
 
 
 def fill_chunk(item: ChunkPlan, candles: CandleRange, *, client: ExchangeClient | None, store: BlobStore,
-               on_page: Callable[[int, int], None] | None = None) -> tuple[Chunk, int]:
+               on_page: Callable[[int, int], None] | None = None, deadline: float | None = None
+               ) -> tuple[Chunk, int]:
     """The planned chunk filled to its target, and the pages that took. A ready chunk is returned
     as planned (no I/O); otherwise the pages after what the store held are fetched with ``client``
     and the chunk is stored (the chunk holding "now" with ``covered_until`` at the last closed
     candle, never as complete). Without a client a chunk that is not ready is a bug of the caller
-    (it promised the store had everything): :class:`RuntimeError`."""
+    (it promised the store had everything): :class:`RuntimeError`.
+
+    Raises:
+        FillTimeUp: ``deadline`` (``time.monotonic()``) passed before the chunk was filled; what
+            its pages brought is stored, covered up to the last of them.
+    """
 
     timeframe = candles.timeframe
     end = item.start_ms + chunk_span_ms(timeframe)
@@ -222,28 +233,32 @@ def fill_chunk(item: ChunkPlan, candles: CandleRange, *, client: ExchangeClient 
         again = plan_chunk(candles, item.start_ms, page_size=client.max_page_size(timeframe), store=store)
         if again.ready:
             return (again.cached if again.cached is not None else _empty(item.start_ms, end, item.target_ms)), 0
-        return _fetch_chunk(again, candles, client, store, key, on_page)
+        return _fetch_chunk(again, candles, client, store, key, on_page, deadline)
 
 
 def _fetch_chunk(item: ChunkPlan, candles: CandleRange, client: ExchangeClient, store: BlobStore, key: str,
-                 on_page: Callable[[int, int], None] | None) -> tuple[Chunk, int]:
+                 on_page: Callable[[int, int], None] | None, deadline: float | None) -> tuple[Chunk, int]:
     import numpy as np
 
     timeframe, cached = candles.timeframe, item.cached
     end = item.start_ms + chunk_span_ms(timeframe)
     head, have = (cached.covered_from, cached.covered_until_ms) if cached is not None else (item.start_ms,) * 2
-    rows, pages = fetch_rows(client, candles.symbol, timeframe, have, item.target_ms, on_page) \
-        if have < item.target_ms else (np.zeros((0, 6)), 0)
-    if head > item.start_ms:  # an imported chunk: the time before the file's first candle
-        head_rows, head_pages = fetch_rows(client, candles.symbol, timeframe, item.start_ms, head, on_page)
+    rows, pages, reached = fetch_rows(client, candles.symbol, timeframe, have, item.target_ms, on_page,
+                                      deadline=deadline) if have < item.target_ms else (np.zeros((0, 6)), 0, have)
+    if head > item.start_ms and reached >= item.target_ms:  # an imported chunk: the time before its file
+        head_rows, head_pages, _ = fetch_rows(client, candles.symbol, timeframe, item.start_ms, head, on_page)
         rows, pages = np.concatenate([head_rows, rows]), pages + head_pages
     if cached is not None and len(cached):
         old = cached.rows()
         # inside its coverage the store's candles stay (an import is the user's own data)
         fresh = rows[(rows[:, 0] < head) | (rows[:, 0] >= have)]
         rows = sorted_unique(np.concatenate([fresh, old[(old[:, 0] >= head) & (old[:, 0] < have)]]))
-    chunk = Chunk.from_rows(item.start_ms, end, item.target_ms, rows)
+    chunk = Chunk.from_rows(item.start_ms, end, min(reached, item.target_ms), rows,
+                            covered_from_ms=head if reached < item.target_ms and head > item.start_ms else None)
     store.put(key, encode(chunk))
+    if reached < item.target_ms:
+        raise FillTimeUp(f"{candles.exchange} {candles.symbol} {timeframe}: the download stopped at "
+                         f"{reached} after {pages} pages; the next call goes on from there.")
     return chunk, pages
 
 
@@ -318,8 +333,8 @@ def fetch_candles(exchange: str, symbol: str, timeframe: str, start_ms: int, end
         timeframe: 1m, 5m, 15m, 1h, 4h or 1d.
         progress: called as ``progress(done, total)`` in candle slots as the work advances.
         store, client, now: injected in tests; the container's store/client and the clock otherwise.
-        fill_seconds: start filling no chunk after this many seconds (None: fill them all); a chunk
-            started is finished and stored, and the first one is always filled.
+        fill_seconds: request no page after this many seconds (None: fill every chunk) but the
+            first: what the pages brought is stored, a chunk cut short as covered up to them.
 
     Raises:
         BadRequest: unknown exchange, symbol or timeframe. RateLimited, UpstreamUnavailable,
@@ -343,7 +358,7 @@ def load(candles: CandleRange, plans: list[ChunkPlan], *, store: BlobStore, clie
          progress: Progress | None = None, fill_deadline: float | None = None) -> FetchedCandles:
     """The range's candles from its :func:`plan`: chunks the plan found ready are used as read
     (never read again), the others are fetched with ``client`` and stored (:func:`fill_chunk`;
-    without a client every chunk must be ready), none started after ``fill_deadline``
+    without a client every chunk must be ready), no page requested after ``fill_deadline``
     (``time.monotonic()``; :class:`FillTimeUp`) but the first, so every call makes progress.
     ``progress(done, total)`` counts candle slots."""
     step, start_ms, end_ms = timeframe_ms(candles.timeframe), candles.start_ms, candles.end_ms
@@ -365,7 +380,7 @@ def load(candles: CandleRange, plans: list[ChunkPlan], *, store: BlobStore, clie
             raise FillTimeUp(f"{candles.exchange} {candles.symbol} {candles.timeframe}: {left} of {len(plans)} candle "
                              "chunks are still to be downloaded; the next call goes on from there.")
         advance(item.start_ms, item.cached.covered_until_ms if item.cached is not None else item.start_ms)
-        chunk, used = fill_chunk(item, candles, client=client, store=store, on_page=advance)
+        chunk, used = fill_chunk(item, candles, client=client, store=store, on_page=advance, deadline=fill_deadline)
         chunks.append(chunk)
         pages += used
         cached += used == 0

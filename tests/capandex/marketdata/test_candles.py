@@ -55,6 +55,32 @@ def test_range_fetched_page_by_page_at_max_page_size(server: BinanceServer, stor
     candles.validate()
 
 
+def test_a_download_cut_short_stores_its_pages_and_the_next_call_goes_on(server: BinanceServer,
+                                                                          store: LocalStore) -> None:
+    """``fill_seconds`` stops between pages, not chunks (a chunk is 120 requests at OKX's 100
+    candles a page): what the pages brought is stored, the chunk covered up to them, and calls that
+    each fetch one page end with the same candles, no page asked for twice."""
+    from capandex.marketdata.candles import FillTimeUp
+
+    start, end = T0 + 5 * DAY, T0 + 8 * DAY
+    whole = fetch_candles("binance", "BTC/USDT", "1m", start, end, store=LocalStore(store.root.with_name("other")),
+                          now=NOW).pages_fetched  # in one call
+    asked_before, calls = server.count("/api/v3/klines"), 0
+    while True:
+        calls += 1
+        before = server.count("/api/v3/klines")
+        try:
+            candles = fetch_candles("binance", "BTC/USDT", "1m", start, end, store=store, now=NOW, fill_seconds=0.0)
+            break
+        except FillTimeUp:
+            assert server.count("/api/v3/klines") - before == 1  # the first page of each call, no more
+    assert server.count("/api/v3/klines") - before <= 1
+    # each page asked for once; the chunk need not be whole once it covers the range asked for
+    assert calls - 1 <= server.count("/api/v3/klines") - asked_before <= whole and calls >= 5
+    assert_same(candles, expected(server, start, end))
+    assert candles.gaps == ()
+
+
 def test_repeated_and_overlapping_ranges_never_fetch_a_page_twice(server: BinanceServer, store: LocalStore) -> None:
     fetch_candles("binance", "BTC/USDT", "1m", T0, T0 + 10 * DAY, store=store, now=NOW)
     first = server.count("/api/v3/klines")
