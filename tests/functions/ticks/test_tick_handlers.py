@@ -69,6 +69,44 @@ def test_schedule_enqueue_and_work(binance_env, configure, postgres_url, queue):
     assert status["currentTick"] == 29  # the 29 candles settled since the start, each once
 
 
+def test_every_due_tick_is_enqueued_in_parallel_batches(binance_env, configure, postgres_url, queue,
+                                                        monkeypatch) -> None:
+    """25 due ticks: three SendMessageBatch calls (10, 10, 5) in flight together, every message sent
+    once. One after another, 10,000 flows' 1,000 calls enqueued the last tick ~15 s after the first."""
+    import threading
+    import time
+
+    from capandex.live import ticks
+
+    sqs, url = queue
+    configure(DATABASE_URL=postgres_url, CAPANDEX_EXCHANGE_URLS=binance_env.exchange_urls_env())
+    now_ms = int(dt.datetime.fromisoformat(EVENT_TIME.replace("Z", "+00:00")).timestamp() * 1000)
+    user = uuid.uuid4()
+    with transaction() as conn:
+        mine = {start_execution(conn, user_id=user, mode="paper", now_ms=now_ms - 10 * 60_000, flow_id=make_flow(
+            conn, user, sma_cross_flow(3, 8), timeframe="1m"))["executionId"] for _ in range(25)}
+    sizes, in_flight, most, lock, send = [], 0, 0, threading.Lock(), sqs.send_message_batch
+
+    def spying(**kwargs):
+        nonlocal in_flight, most
+        with lock:
+            sizes.append(len(kwargs["Entries"]))
+            in_flight += 1
+            most = max(most, in_flight)
+        time.sleep(0.05)  # SQS's own latency: the other calls are under way meanwhile
+        try:
+            return send(**kwargs)
+        finally:
+            with lock:
+                in_flight -= 1
+
+    monkeypatch.setattr(sqs, "send_message_batch", spying)
+    enqueued = ticks.schedule(now_ms=now_ms, queue_url=url, sqs=sqs)
+    sent = [json.loads(r["body"])["executionId"] for r in _receive(sqs, url)["Records"]]
+    assert mine <= set(sent) and len(sent) == len(set(sent)) == enqueued  # each once
+    assert sum(sizes) == enqueued and max(sizes) == 10 and most >= 3
+
+
 def test_failed_records_are_reported(binance_env, configure, postgres_url, queue):
     configure(DATABASE_URL=postgres_url, CAPANDEX_EXCHANGE_URLS=binance_env.exchange_urls_env())
     user = uuid.uuid4()
