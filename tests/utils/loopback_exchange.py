@@ -37,9 +37,11 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar, Self
 from urllib.parse import parse_qsl, urlsplit
+
+from tests.utils.http_server import QuietHTTPServer
 
 Response = tuple[int, Any, dict[str, str]]
 
@@ -109,7 +111,7 @@ class LoopbackExchange:
         self._window: deque[float] = deque()
         self._limited_until = self._banned_until = 0.0
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: QuietHTTPServer | None = None
 
     def limit_answer(self, status: int, retry_after: float) -> Response:
         """The exchange's answer to a client over its request limit (429) or banned (418)."""
@@ -187,7 +189,7 @@ class LoopbackExchange:
 
             do_GET = do_POST = do_DELETE = do_PUT = _serve
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd = QuietHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False
         threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},

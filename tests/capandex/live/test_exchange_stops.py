@@ -27,18 +27,30 @@ from tests.utils.fixtures import VENUES, open_venue
 N = 6
 #: hourly candles ending with the current hour's (so the exchange's fill times fall in the last one):
 #: flat at 100; candle 3 rises to 105; candle 4 dips to 96 (below a 2 % stop); candle 5 stays above 98
-NOW_HOUR = int(time.time() * 1000) // HOUR_MS * HOUR_MS
 ROWS = [(100, 100.5, 99.5, 100), (100, 100.5, 99.5, 100), (100, 100.5, 99.5, 100), (100, 105, 99.8, 104),
         (100, 100.4, 96.0, 99.0), (100, 100.4, 98.5, 100)]
 
 
 def _candles() -> Candles:
     o, h, lo, c = (np.array(col, dtype=float) for col in zip(*ROWS, strict=True))
-    times = NOW_HOUR - (N - 1) * HOUR_MS + np.arange(N, dtype=np.int64) * HOUR_MS
+    now_hour = int(time.time() * 1000) // HOUR_MS * HOUR_MS
+    times = now_hour - (N - 1) * HOUR_MS + np.arange(N, dtype=np.int64) * HOUR_MS
     return Candles.from_arrays(times, o, h, lo, c, np.ones(N))
 
 
 CANDLES = _candles()
+
+
+@pytest.fixture(autouse=True)
+def _in_the_current_hour() -> None:
+    """The loopback exchanges date fills by the wall clock, so the candles must end with the hour each
+    test runs in: made again as it starts, after waiting out an hour about to turn (a suite collected
+    at 19:59 ran these tests at 20:02, and every fill fell after the last candle)."""
+    global CANDLES
+    left_ms = HOUR_MS - int(time.time() * 1000) % HOUR_MS
+    if left_ms < 20_000:
+        time.sleep(left_ms / 1000 + 0.1)
+    CANDLES = _candles()
 
 
 class Live:
