@@ -3,7 +3,12 @@ OKX's request signing, checked as OKX checks it. Order and account endpoints: :m
 
 Served: ``GET /api/v5/public/instruments?instType=SPOT`` (``{"code": "0", "msg": "", "data": [...]}``,
 one instrument per market: ``instId`` ``BTC-USDT``, ``lotSz``/``minSz`` in base units, ``tickSz``,
-``state`` ``live`` or ``suspend``).
+``state`` ``live`` or ``suspend``), and ``GET /api/v5/market/candles`` / ``history-candles`` as OKX
+answers them: ``instId``, ``bar`` (``1m``, ``1H``, ``1Dutc``…), ``after`` (candles older than it) and
+``before`` (newer than it), both exclusive, ``limit`` (default 100, at most 300): the **newest**
+``limit`` candles of that span, newest first, ``[ts, o, h, l, c, vol, volCcy, volCcyQuote, confirm]``
+as strings — so an ``after`` far past ``before`` answers the end of the span, not its start.
+:meth:`OkxServer.expected_candles` is what the server holds for a range.
 
 :func:`verify_signature` (OKX v5 "REST authentication"): headers ``OK-ACCESS-KEY``,
 ``OK-ACCESS-PASSPHRASE``, ``OK-ACCESS-TIMESTAMP`` (ISO 8601 UTC with milliseconds, at most 30 s
@@ -22,6 +27,8 @@ import hmac
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
+
 from tests.utils.loopback_exchange import LoopbackExchange, Request, Response
 
 #: (base, quote, state, price) of the default instruments; a suspended one is inactive
@@ -29,6 +36,12 @@ DEFAULT_MARKETS = (("BTC", "USDT", "live", 40_000.0), ("ETH", "USDT", "live", 2_
                    ("LUNA", "USDT", "suspend", 1.0))
 
 TIMESTAMP_WINDOW_MS = 30_000
+
+
+def _bar_ms(bar: str) -> int:
+    """``1m`` / ``4H`` / ``1Dutc`` → milliseconds."""
+    bar = bar.removesuffix("utc")
+    return int(bar[:-1]) * {"m": 60_000, "H": 3_600_000, "D": 86_400_000, "W": 604_800_000}[bar[-1]]
 
 
 def error(status: int, code: str, msg: str) -> Response:
@@ -77,6 +90,31 @@ class OkxServer(LoopbackExchange):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.route("GET", "/api/v5/public/instruments", self._instruments)
+        self.route("GET", "/api/v5/market/candles", self._candles)
+        self.route("GET", "/api/v5/market/history-candles", self._candles)
+
+    def expected_candles(self, bar_ms: int, start_ms: int, end_ms: int) -> np.ndarray:
+        """Rows ``[time, open, high, low, close, volume]`` the server holds for open times in
+        ``[start_ms, end_ms)`` (up to the candle open now): a deterministic wave, the same for every
+        instrument."""
+        first = -(-start_ms // bar_ms) * bar_ms
+        times = np.arange(first, min(end_ms, self.now() + 1), bar_ms, dtype=np.int64).astype(np.float64)
+        def wave(ms: np.ndarray) -> np.ndarray:
+            return 40_000 * (1 + 0.1 * np.sin(ms / 3.7e8) + 0.01 * np.sin(ms / 1.1e6))
+
+        open_, close = wave(times), wave(times + bar_ms)  # each candle opens where the one before closed
+        return np.column_stack([times, open_, np.maximum(open_, close) * 1.001, np.minimum(open_, close) * 0.999,
+                                close, 1 + (times / bar_ms) % 7])
+
+    def _candles(self, request: Request) -> Response:
+        query = request.query
+        bar_ms = _bar_ms(query.get("bar", "1m"))
+        limit = min(int(query.get("limit") or 100), 300)
+        after = int(query["after"]) if query.get("after") else self.now() + bar_ms  # older than
+        before = int(query["before"]) if query.get("before") else -1  # newer than
+        rows = self.expected_candles(bar_ms, before + 1, after)[-limit:][::-1]
+        return ok([[str(int(r[0])), *(f"{v:.8f}" for v in r[1:5]), f"{r[5]:.4f}", "0", "0",
+                    "1" if r[0] + bar_ms <= self.now() else "0"] for r in rows])
 
     def _instruments(self, request: Request) -> Response:
         if request.query.get("instType") != "SPOT":

@@ -57,6 +57,13 @@ EXCHANGE_CAPABILITIES: dict[str, dict[str, bool]] = {
 #: page size used when ccxt does not publish the exchange's OHLCV limit
 DEFAULT_PAGE_SIZE = 500
 
+#: exchanges (ccxt ids) whose OHLCV request with an end answers the candles nearest that end, not
+#: those from ``since``: OKX's ``after`` and Bybit's ``end`` give the newest ``limit`` before it (a
+#: chunk's page brought its last 300 candles, and the 11,700 before them were taken for gaps), and
+#: Coinbase refuses more than 350 candles between ``start`` and ``end``. A page there asks for one
+#: page's window, ``[since, since + limit × timeframe)``.
+WINDOWED_OHLCV = frozenset({"okx", "bybit", "coinbase"})
+
 #: no crypto candle exists before Bitcoin's genesis block (2009-01-03T00:00:00Z), epoch ms
 CRYPTO_EPOCH_MS = 1_230_940_800_000
 #: the day each exchange opened (epoch ms; no candle of it is older): a range sent to an exchange
@@ -182,9 +189,27 @@ class ExchangeClient(StopOrderMethods):
         if timeframe not in (self.ccxt.timeframes or {}):
             raise BadRequest(f"{self.id} has no '{timeframe}' candles.",
                              details=[{"field": "timeframe", "message": "unsupported timeframe"}])
+        if until_ms is not None and self.ccxt.id in WINDOWED_OHLCV:
+            return self._first_window_with_candles(symbol, timeframe, since_ms, limit, until_ms)
         params = {"until": until_ms} if until_ms is not None else {}
         return self.call(f"fetching {timeframe} candles of {symbol}", self.ccxt.fetch_ohlcv,
                          symbol, timeframe, since_ms, limit, params)
+
+    def _first_window_with_candles(self, symbol: str, timeframe: str, since_ms: int, limit: int,
+                                   until_ms: int) -> list[list[float]]:
+        """:meth:`ohlcv_page` on a :data:`WINDOWED_OHLCV` exchange: windows of ``limit`` candles from
+        ``since_ms`` (the market's listing, when ccxt knows it and it is later) until one holds
+        candles or ``until_ms`` is passed — an empty window is a gap of the exchange, not the end."""
+        window_ms = limit * self.ccxt.parse_timeframe(timeframe) * 1000
+        since_ms = max(since_ms, self.market(symbol).get("created") or 0)
+        while since_ms <= until_ms:
+            rows: list[list[float]] = self.call(
+                f"fetching {timeframe} candles of {symbol}", self.ccxt.fetch_ohlcv, symbol, timeframe, since_ms,
+                limit, {"until": min(until_ms, since_ms + window_ms - 1)})
+            if rows:
+                return rows
+            since_ms += window_ms
+        return []
 
     @retrier
     def fetch_balance(self) -> dict[str, Any]:

@@ -239,3 +239,28 @@ def test_concurrent_requests_for_one_chunk_fetch_it_once(server: BinanceServer, 
         assert_same(candles, expected(server, start, end, tf="1h"))
     fetch_candles("binance", "BTC/USDT", "1h", start, end, store=LocalStore(tmp_path / "alone"), now=NOW)
     assert together == server.count("/api/v3/klines") - together > 0  # 8 requests cost one request's pages
+
+
+@pytest.mark.parametrize("timeframe", ["1m", "1h"])
+def test_okx_candles_are_read_from_the_start_of_each_page(configure, tmp_path, timeframe) -> None:
+    """OKX answers the newest ``limit`` candles older than ``after``: asked for a chunk with its end
+    as ``after``, a page brought the chunk's last 300 candles, and the 11,700 before them were
+    reported as gaps of the exchange. Each page now asks for one page's window, through the real
+    ccxt ``okx`` class against OKX's candle endpoints."""
+    from capandex.exchanges import get_client
+    from tests.utils.fixtures import reset_exchange_caches
+    from tests.utils.okx_server import OkxServer
+
+    with OkxServer() as server:
+        configure(CAPANDEX_EXCHANGE_URLS=server.exchange_urls_env(), CAPANDEX_EXCHANGE_TIMEOUT_MS="2000",
+                  CAPANDEX_EXCHANGE_SANDBOX=None)
+        reset_exchange_caches()
+        client = get_client("okx")
+        client.ccxt.enableRateLimit = False  # the loopback has no limit; 40 pages a chunk
+        step = {"1m": MIN, "1h": 60 * MIN}[timeframe]
+        start = (server.now() // DAY - 20) * DAY
+        end = start + 3 * DAY
+        candles = fetch_candles("okx", "BTC/USDT", timeframe, start, end, store=LocalStore(tmp_path), client=client)
+        assert_same(candles, server.expected_candles(step, start, end))
+        assert len(candles) == 3 * DAY // step and candles.gaps == ()
+        reset_exchange_caches()
