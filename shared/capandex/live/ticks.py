@@ -75,10 +75,15 @@ def schedule(*, now_ms: int | None = None, queue_url: str | None = None, sqs: An
     def send(entries: list[dict[str, Any]]) -> int:
         return len(sqs.send_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed") or [])
 
-    with ThreadPoolExecutor(SEND_THREADS) as pool:  # a call that raises fails the pass once all are sent
-        failed = sum(pool.map(send, batches))
+    with ThreadPoolExecutor(SEND_THREADS) as pool:
+        calls = [pool.submit(send, entries) for entries in batches]
+    errors = [error for call in calls if (error := call.exception()) is not None]
+    failed = sum(len(entries) if call.exception() else call.result()
+                 for entries, call in zip(batches, calls, strict=True))
     if failed:  # the next minute's pass sends them again (same candle, same message)
-        log.warning("enqueue failed", extra={"count": failed})
+        log.warning("enqueue failed", extra={"count": failed, "calls_raised": len(errors)})
+    if errors:  # the pass fails visibly, once every batch has been tried
+        raise errors[0]
     return len(messages)
 
 

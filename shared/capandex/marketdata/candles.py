@@ -170,7 +170,7 @@ def fetch_rows(client: ExchangeClient, symbol: str, timeframe: str, since_ms: in
     cursor, pages = since_ms, 0
     batches: list[np.ndarray] = []
     while cursor < until_ms:
-        if deadline is not None and pages and monotonic() > deadline:
+        if _time_up(deadline, pages):
             return sorted_unique(np.concatenate(batches)), pages, cursor
         page = client.ohlcv_page(symbol, timeframe, cursor, limit, until_ms=until_ms - 1)
         pages += 1
@@ -245,21 +245,34 @@ def _fetch_chunk(item: ChunkPlan, candles: CandleRange, client: ExchangeClient, 
     head, have = (cached.covered_from, cached.covered_until_ms) if cached is not None else (item.start_ms,) * 2
     rows, pages, reached = fetch_rows(client, candles.symbol, timeframe, have, item.target_ms, on_page,
                                       deadline=deadline) if have < item.target_ms else (np.zeros((0, 6)), 0, have)
-    if head > item.start_ms and reached >= item.target_ms:  # an imported chunk: the time before its file
+    covered_from = head if head > item.start_ms else None  # an imported chunk: its file starts later
+    if covered_from is not None and reached >= item.target_ms and not _time_up(deadline, pages):
+        # the time before the file, in one step (a chunk covers one span): a later call's first
         head_rows, head_pages, _ = fetch_rows(client, candles.symbol, timeframe, item.start_ms, head, on_page)
-        rows, pages = np.concatenate([head_rows, rows]), pages + head_pages
+        rows, pages, covered_from = np.concatenate([head_rows, rows]), pages + head_pages, None
     if cached is not None and len(cached):
         old = cached.rows()
         # inside its coverage the store's candles stay (an import is the user's own data)
         fresh = rows[(rows[:, 0] < head) | (rows[:, 0] >= have)]
         rows = sorted_unique(np.concatenate([fresh, old[(old[:, 0] >= head) & (old[:, 0] < have)]]))
-    chunk = Chunk.from_rows(item.start_ms, end, min(reached, item.target_ms), rows,
-                            covered_from_ms=head if reached < item.target_ms and head > item.start_ms else None)
-    store.put(key, encode(chunk))
-    if reached < item.target_ms:
+    chunk = Chunk.from_rows(item.start_ms, end, min(reached, item.target_ms), rows, covered_from_ms=covered_from)
+    filled = chunk.covered_until_ms >= item.target_ms and chunk.covered_from == item.start_ms
+    stored = None if filled else load_chunk(store, key, timeframe)
+    if stored is not None and stored.covered_from <= chunk.covered_from and \
+            stored.covered_until_ms >= chunk.covered_until_ms:
+        chunk = stored  # another container stored more of it meanwhile: never replace it with less
+    else:
+        store.put(key, encode(chunk))
+    if not filled and (chunk.covered_until_ms < item.target_ms or chunk.covered_from > item.start_ms):
         raise FillTimeUp(f"{candles.exchange} {candles.symbol} {timeframe}: the download stopped at "
                          f"{reached} after {pages} pages; the next call goes on from there.")
     return chunk, pages
+
+
+def _time_up(deadline: float | None, pages: int) -> bool:
+    """Whether a download past ``pages`` pages of this call must stop: ``deadline``
+    (``time.monotonic()``) has passed, and the call has made progress (the first page always goes)."""
+    return deadline is not None and pages > 0 and monotonic() > deadline
 
 
 _fill_locks: dict[str, threading.Lock] = {}
@@ -375,7 +388,7 @@ def load(candles: CandleRange, plans: list[ChunkPlan], *, store: BlobStore, clie
 
     chunks, pages, cached = [], 0, 0
     for index, item in enumerate(plans):
-        if fill_deadline is not None and not item.ready and pages and monotonic() > fill_deadline:
+        if not item.ready and _time_up(fill_deadline, pages):
             left = sum(not p.ready for p in plans[index:])
             raise FillTimeUp(f"{candles.exchange} {candles.symbol} {candles.timeframe}: {left} of {len(plans)} candle "
                              "chunks are still to be downloaded; the next call goes on from there.")

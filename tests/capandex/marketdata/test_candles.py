@@ -81,6 +81,32 @@ def test_a_download_cut_short_stores_its_pages_and_the_next_call_goes_on(server:
     assert candles.gaps == ()
 
 
+def test_a_download_cut_short_never_replaces_a_chunk_another_container_filled(server: BinanceServer,
+                                                                                 store: LocalStore) -> None:
+    """Two containers plan the same empty chunk; one fills it whole (a backtest's Map task), the other
+    is cut short by its deadline (a live tick) and used to store its few pages over the whole chunk,
+    so the backtest's Run task, reading the store alone, found it missing and failed."""
+    import time
+
+    from capandex.exchanges import get_client
+    from capandex.marketdata.candles import CandleRange, _fetch_chunk, ensure_chunk, load, plan_chunk
+
+    client = get_client("binance")
+    span = CandleRange("binance", "BTC/USDT", "1m", T0 + 5 * DAY, T0 + 8 * DAY, NOW)
+    first = span.start_ms // (12_000 * MIN) * (12_000 * MIN)
+    stale = plan_chunk(span, first, page_size=1000, store=store)
+    assert not stale.ready
+    ensure_chunk(client, span, first, store=store)  # the other container, whole
+    # the tick, its plan made before (in its own container, so no lock of this one is shared), cut
+    # short after its first page: it keeps the whole chunk it finds stored, and stores nothing
+    key = chunk_key("binance", "BTC/USDT", "1m", first)
+    kept, pages = _fetch_chunk(stale, span, client, store, key, None, time.monotonic() - 1)
+    assert pages == 1 and kept.covered_until_ms >= stale.target_ms
+    plans = [plan_chunk(span, first, page_size=1000, store=store)]
+    assert plans[0].ready
+    assert_same(load(span, plans, store=store), expected(server, span.start_ms, span.end_ms))  # no client needed
+
+
 def test_repeated_and_overlapping_ranges_never_fetch_a_page_twice(server: BinanceServer, store: LocalStore) -> None:
     fetch_candles("binance", "BTC/USDT", "1m", T0, T0 + 10 * DAY, store=store, now=NOW)
     first = server.count("/api/v3/klines")

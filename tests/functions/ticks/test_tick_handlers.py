@@ -107,6 +107,16 @@ def test_every_due_tick_is_enqueued_in_parallel_batches(binance_env, configure, 
     assert sorted(sent) == sorted(mine) and enqueued == 25  # each once
     assert sorted(sizes) == [5, 10, 10] and most == 3
 
+    def refused_once(**kwargs):  # SQS refuses one call of the next pass: the others still go
+        if len(kwargs["Entries"]) == 5:
+            raise RuntimeError("throttled")
+        return send(**kwargs)
+
+    monkeypatch.setattr(sqs, "send_message_batch", refused_once)
+    with pytest.raises(RuntimeError, match="throttled"):
+        ticks.schedule(now_ms=now_ms, queue_url=url, sqs=sqs)
+    assert len(_receive(sqs, url)["Records"]) == 20
+
 
 def test_failed_records_are_reported(binance_env, configure, postgres_url, queue):
     configure(DATABASE_URL=postgres_url, CAPANDEX_EXCHANGE_URLS=binance_env.exchange_urls_env())
