@@ -92,9 +92,9 @@ class TradeTable:
         return records
 
     @classmethod
-    def from_records(cls, records: np.ndarray, fee: float | None = None) -> TradeTable:
-        """The table of :data:`TRADE_RECORD` records (``fee``: the rate when there is no record)."""
-        rate = float(records["fee"][0]) if len(records) else (fee or 0.0)
+    def from_records(cls, records: np.ndarray) -> TradeTable:
+        """The table of :data:`TRADE_RECORD` records (no record, no fee to know: 0)."""
+        rate = float(records["fee"][0]) if len(records) else 0.0
         return cls(**{name: np.ascontiguousarray(records[name]) for name in _TRADE_COLUMNS}, fee=rate)
 
     def to_dicts(self, limit: int | None = None) -> list[dict[str, Any]]:

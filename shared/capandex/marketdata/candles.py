@@ -256,17 +256,21 @@ def _fetch_chunk(item: ChunkPlan, candles: CandleRange, client: ExchangeClient, 
         fresh = rows[(rows[:, 0] < head) | (rows[:, 0] >= have)]
         rows = sorted_unique(np.concatenate([fresh, old[(old[:, 0] >= head) & (old[:, 0] < have)]]))
     chunk = Chunk.from_rows(item.start_ms, end, min(reached, item.target_ms), rows, covered_from_ms=covered_from)
-    filled = chunk.covered_until_ms >= item.target_ms and chunk.covered_from == item.start_ms
-    stored = None if filled else load_chunk(store, key, timeframe)
+    stored = None if _fills(chunk, item) else load_chunk(store, key, timeframe)
     if stored is not None and stored.covered_from <= chunk.covered_from and \
             stored.covered_until_ms >= chunk.covered_until_ms:
         chunk = stored  # another container stored more of it meanwhile: never replace it with less
     else:
         store.put(key, encode(chunk))
-    if not filled and (chunk.covered_until_ms < item.target_ms or chunk.covered_from > item.start_ms):
+    if not _fills(chunk, item):
         raise FillTimeUp(f"{candles.exchange} {candles.symbol} {timeframe}: the download stopped at "
                          f"{reached} after {pages} pages; the next call goes on from there.")
     return chunk, pages
+
+
+def _fills(chunk: Chunk, item: ChunkPlan) -> bool:
+    """Whether ``chunk`` covers its planned span whole, from its start to the plan's target."""
+    return chunk.covered_from == item.start_ms and chunk.covered_until_ms >= item.target_ms
 
 
 def _time_up(deadline: float | None, pages: int) -> bool:
